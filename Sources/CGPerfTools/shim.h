@@ -1,0 +1,5 @@
+#ifndef JSAE_CGPERFTOOLS_SHIM_H
+#define JSAE_CGPERFTOOLS_SHIM_H
+// gperftools CPU profiler: ProfilerStart / ProfilerStop / ProfilerFlush.
+#include <gperftools/profiler.h>
+#endif

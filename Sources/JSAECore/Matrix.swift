@@ -1,0 +1,95 @@
+/// A dense row-major matrix: element (i, j) is `data[i * cols + j]`.
+/// A vector is a matrix with one row. Storage is a Swift array, so copies are
+/// copy-on-write; the hot paths work through `withUnsafe…` pointers.
+public struct Matrix<T: JSAEScalar>: Equatable, Sendable {
+    public private(set) var rows: Int
+    public private(set) var cols: Int
+    public var data: [T]
+
+    public init(rows: Int, cols: Int, repeating value: T = 0) {
+        precondition(rows >= 0 && cols >= 0)
+        self.rows = rows; self.cols = cols
+        self.data = [T](repeating: value, count: rows * cols)
+    }
+
+    public init(rows: Int, cols: Int, data: [T]) {
+        precondition(data.count == rows * cols, "Matrix: \(data.count) values for shape [\(rows), \(cols)]")
+        self.rows = rows; self.cols = cols; self.data = data
+    }
+
+    public var shape: [Int] { [rows, cols] }
+    public var count: Int { data.count }
+
+    @inlinable
+    public subscript(i: Int, j: Int) -> T {
+        get { data[i * cols + j] }
+        set { data[i * cols + j] = newValue }
+    }
+
+    /// Row `i` as a new array.
+    public func row(_ i: Int) -> [T] { Array(data[(i * cols)..<((i + 1) * cols)]) }
+
+    /// Rows `start..<start+n` as a new matrix.
+    public func rows(_ range: Range<Int>) -> Matrix<T> {
+        Matrix(rows: range.count, cols: cols, data: Array(data[(range.lowerBound * cols)..<(range.upperBound * cols)]))
+    }
+
+    /// The same values in another precision.
+    public func converted<U: JSAEScalar>(to: U.Type = U.self) -> Matrix<U> {
+        Matrix<U>(rows: rows, cols: cols, data: data.map { U($0) })
+    }
+
+    public var transposed: Matrix<T> {
+        var t = Matrix(rows: cols, cols: rows)
+        for i in 0..<rows { for j in 0..<cols { t.data[j * rows + i] = data[i * cols + j] } }
+        return t
+    }
+
+    /// True when every entry is finite (no NaN, no ±Inf).
+    public var allFinite: Bool { data.allSatisfy { $0.isFinite } }
+
+    /// Index of the first non-finite entry, as (row, col), if any.
+    public var firstNonFinite: (row: Int, col: Int)? {
+        guard let i = data.firstIndex(where: { !$0.isFinite }) else { return nil }
+        return (i / max(cols, 1), i % max(cols, 1))
+    }
+}
+
+/// C = A · B (or with transposes), through BLAS.
+/// - a: [m, k] after op, b: [k, n] after op; returns [m, n]
+public func matmul<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>,
+                                  transA: Bool = false, transB: Bool = false) -> Matrix<T> {
+    let m = transA ? a.cols : a.rows
+    let k = transA ? a.rows : a.cols
+    let kb = transB ? b.cols : b.rows
+    let n = transB ? b.rows : b.cols
+    precondition(k == kb, "matmul: inner dimensions \(k) and \(kb) differ")
+    var c = Matrix<T>(rows: m, cols: n)
+    if k == 0 { return c }
+    a.data.withUnsafeBufferPointer { pa in
+        b.data.withUnsafeBufferPointer { pb in
+            c.data.withUnsafeMutableBufferPointer { pc in
+                T.gemm(transA: transA, transB: transB, m: m, n: n, k: k,
+                       alpha: 1, a: pa.baseAddress!, lda: a.cols,
+                       b: pb.baseAddress!, ldb: b.cols,
+                       beta: 0, c: pc.baseAddress!, ldc: n)
+            }
+        }
+    }
+    return c
+}
+
+/// Adds the vector `bias` ([cols]) to every row of `m`.
+@inlinable
+public func addRowBias<T: JSAEScalar>(_ m: inout Matrix<T>, _ bias: [T]) {
+    precondition(bias.count == m.cols)
+    let cols = m.cols
+    m.data.withUnsafeMutableBufferPointer { p in
+        bias.withUnsafeBufferPointer { b in
+            for i in 0..<m.rows {
+                let base = i * cols
+                for j in 0..<cols { p[base + j] += b[j] }
+            }
+        }
+    }
+}

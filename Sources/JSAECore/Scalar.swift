@@ -1,0 +1,69 @@
+import CBLAS
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The floating-point types the harness computes in: `Float` (what users train
+/// in) and `Double` (what the checks run in). Each conformance routes to the
+/// matching BLAS routine and libm function, so generic code keeps the big
+/// products in sgemm/dgemm.
+public protocol JSAEScalar: BinaryFloatingPoint, Sendable where Self.RawSignificand: FixedWidthInteger {
+    /// C = alpha · op(A) · op(B) + beta · C, all row-major.
+    /// - A: [m, k] after op, B: [k, n] after op, C: [m, n]
+    static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                     alpha: Self, a: UnsafePointer<Self>, lda: Int,
+                     b: UnsafePointer<Self>, ldb: Int,
+                     beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
+    static func erf(_ x: Self) -> Self
+    static func exp(_ x: Self) -> Self
+    static func tanh(_ x: Self) -> Self
+    static func sqrt(_ x: Self) -> Self
+    /// A short name for messages and file attributes ("float", "double").
+    static var precisionName: String { get }
+}
+
+@inline(__always)
+private func cblasTrans(_ t: Bool) -> CBLAS_TRANSPOSE { t ? CblasTrans : CblasNoTrans }
+
+extension Float: JSAEScalar {
+    @inlinable
+    public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                            alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                            b: UnsafePointer<Float>, ldb: Int,
+                            beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if m == 0 || n == 0 { return }
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+    public static func erf(_ x: Float) -> Float { erff(x) }
+    public static func exp(_ x: Float) -> Float { expf(x) }
+    public static func tanh(_ x: Float) -> Float { tanhf(x) }
+    public static func sqrt(_ x: Float) -> Float { sqrtf(x) }
+    public static var precisionName: String { "float" }
+}
+
+extension Double: JSAEScalar {
+    @inlinable
+    public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                            alpha: Double, a: UnsafePointer<Double>, lda: Int,
+                            b: UnsafePointer<Double>, ldb: Int,
+                            beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
+        if m == 0 || n == 0 { return }
+        cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+    public static func erf(_ x: Double) -> Double { Glibc.erf(x) }
+    public static func exp(_ x: Double) -> Double { Glibc.exp(x) }
+    public static func tanh(_ x: Double) -> Double { Glibc.tanh(x) }
+    public static func sqrt(_ x: Double) -> Double { Glibc.sqrt(x) }
+    public static var precisionName: String { "double" }
+}
+
+/// OpenBLAS threading, for benchmarks and deterministic runs.
+public enum BLASThreads {
+    public static var count: Int { Int(openblas_get_num_threads()) }
+    public static func set(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+    public static var coreName: String { String(cString: openblas_get_corename()) }
+}

@@ -1,0 +1,54 @@
+/// TopK selection over one row of pre-activations.
+///
+/// Rule: the k largest values of `h`, in descending order; among equal values
+/// the lower index comes first (and wins the last place). Deterministic for a
+/// given input, independent of thread count or chunking.
+/// - h: [m], outIndices: [k], outValues: [k] (the raw h at the chosen indices)
+@inlinable
+public func topKRow<T: JSAEScalar>(_ h: UnsafePointer<T>, m: Int, k: Int,
+                                   outIndices: UnsafeMutablePointer<Int>,
+                                   outValues: UnsafeMutablePointer<T>) {
+    precondition(k >= 1 && k <= m)
+    var filled = 0
+    for j in 0..<m {
+        let v = h[j]
+        if filled == k {
+            // Strictly greater only: an equal value with a higher index loses.
+            if !(v > outValues[k - 1]) { continue }
+            filled -= 1
+        }
+        // Insert after every value >= v, so ties keep ascending index order.
+        var pos = filled
+        while pos > 0 && outValues[pos - 1] < v {
+            outValues[pos] = outValues[pos - 1]
+            outIndices[pos] = outIndices[pos - 1]
+            pos -= 1
+        }
+        outValues[pos] = v
+        outIndices[pos] = j
+        filled += 1
+    }
+}
+
+/// The k selected latents of each of B tokens: indices in descending
+/// pre-activation order, their raw pre-activations, and post-ReLU values.
+public struct SparseCodes<T: JSAEScalar>: Sendable, Equatable {
+    public let tokens: Int
+    public let k: Int
+    /// [B, k] latent indices, row-major.
+    public var indices: [Int]
+    /// [B, k] raw pre-activations h at `indices` (before the ReLU).
+    public var preacts: [T]
+    /// [B, k] ReLU(preacts): the latent values (may be 0; so L0 <= k).
+    public var values: [T]
+
+    public init(tokens: Int, k: Int) {
+        self.tokens = tokens; self.k = k
+        indices = [Int](repeating: 0, count: tokens * k)
+        preacts = [T](repeating: 0, count: tokens * k)
+        values = [T](repeating: 0, count: tokens * k)
+    }
+
+    /// Indices of token b, in order.
+    public func indices(ofToken b: Int) -> ArraySlice<Int> { indices[(b * k)..<((b + 1) * k)] }
+}

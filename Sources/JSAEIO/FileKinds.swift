@@ -1,0 +1,191 @@
+import Foundation
+import JSAECore
+
+/// The HDF5 layouts of `file-format.md` (format version 1).
+public enum FileFormat {
+    public static let version = 1
+
+    public enum Kind: String, CaseIterable, Sendable {
+        case model, checkpoint, activations, forward
+    }
+
+    /// Checks `format_version = 1` and that `kind` is one of `accepted`.
+    /// Returns the kind found.
+    @discardableResult
+    public static func checkHeader(_ file: HDF5File, accepted: [Kind]) throws -> Kind {
+        let names = accepted.map { "\"\($0.rawValue)\"" }.joined(separator: " or ")
+        guard let version = try file.intAttribute("format_version") else {
+            throw JSAEError(file: file.path, "missing root attribute format_version (expected 1 with kind = \(names))")
+        }
+        guard version == Self.version else {
+            throw JSAEError(file: file.path, "format_version is \(version); this harness reads format version \(Self.version)")
+        }
+        guard let kindName = try file.stringAttribute("kind") else {
+            throw JSAEError(file: file.path, "missing root attribute kind (expected \(names))")
+        }
+        guard let kind = Kind(rawValue: kindName) else {
+            throw JSAEError(file: file.path, "unknown kind \"\(kindName)\" (expected \(names))")
+        }
+        guard accepted.contains(kind) else {
+            throw JSAEError(file: file.path, "kind is \"\(kind.rawValue)\", expected \(names)")
+        }
+        return kind
+    }
+
+    static func writeHeader(_ file: HDF5File, kind: Kind) throws {
+        try file.setAttribute("format_version", .int(version))
+        try file.setAttribute("kind", .string(kind.rawValue))
+    }
+}
+
+/// Wraps an error from a pure-maths initialiser with the file it came from.
+func attributing<R>(_ file: HDF5File, _ body: () throws -> R) throws -> R {
+    do { return try body() } catch let e as JSAEError { throw e.inFile(file.path) }
+}
+
+// MARK: Reading the pieces
+
+/// Checks every value of a tensor is finite; names the tensor and a position.
+func requireFinite<T: JSAEScalar>(_ data: [T], _ name: String, _ file: HDF5File, cols: Int = 1) throws {
+    if let i = data.firstIndex(where: { !$0.isFinite }) {
+        let what = data[i].isNaN ? "NaN" : "Inf"
+        let at = cols > 1 ? "row \(i / cols), column \(i % cols)" : "index \(i)"
+        throw JSAEError(file: file.path, "\(name) contains \(what) at \(at)")
+    }
+}
+
+func readSAE<T: JSAEScalar>(_ file: HDF5File, group: String, k: Int, as: T.Type) throws -> TopKSAE<T> {
+    let wEnc: Matrix<T> = try file.readMatrix("\(group)/W_enc")
+    let d = wEnc.rows, m = wEnc.cols
+    let bEnc: [T] = try file.readVector("\(group)/b_enc", count: m)
+    let wDec: Matrix<T> = try file.readMatrix("\(group)/W_dec", rows: m, cols: d)
+    let bDec: [T] = try file.readVector("\(group)/b_dec", count: d)
+    for (name, data, cols) in [("W_enc", wEnc.data, m), ("b_enc", bEnc, 1), ("W_dec", wDec.data, d), ("b_dec", bDec, 1)] {
+        try requireFinite(data, "\(group)/\(name)", file, cols: cols)
+    }
+    do {
+        return try TopKSAE(wEnc: wEnc, bEnc: bEnc, wDec: wDec, bDec: bDec, k: k)
+    } catch let e as JSAEError {
+        throw JSAEError(file: file.path, "\(group): \(e.message)")
+    }
+}
+
+func readMLP<T: JSAEScalar>(_ file: HDF5File, activation: Activation, d: Int?, as: T.Type) throws -> MLP<T> {
+    let wIn: Matrix<T> = try file.readMatrix("/mlp/W_in", rows: d)
+    let h = wIn.cols, dd = wIn.rows
+    let bIn: [T] = try file.readVector("/mlp/b_in", count: h)
+    let wOut: Matrix<T> = try file.readMatrix("/mlp/W_out", rows: h, cols: dd)
+    let bOut: [T] = try file.readVector("/mlp/b_out", count: dd)
+    for (name, data, cols) in [("W_in", wIn.data, h), ("b_in", bIn, 1), ("W_out", wOut.data, dd), ("b_out", bOut, 1)] {
+        try requireFinite(data, "/mlp/\(name)", file, cols: cols)
+    }
+    return try attributing(file) { try MLP(wIn: wIn, bIn: bIn, wOut: wOut, bOut: bOut, activation: activation) }
+}
+
+func readActivation(_ file: HDF5File) throws -> Activation {
+    guard let name = try file.stringAttribute("activation") else { return .gelu }
+    guard let a = Activation(rawValue: name) else {
+        throw JSAEError(file: file.path, "unknown activation \"\(name)\" (expected \"gelu\" or \"gelu_tanh\")")
+    }
+    return a
+}
+
+func writeSAE<T: JSAEScalar>(_ file: HDF5File, group: String, _ sae: TopKSAE<T>) throws {
+    try file.write("\(group)/W_enc", sae.wEnc)
+    try file.write("\(group)/b_enc", shape: [sae.m], sae.bEnc)
+    try file.write("\(group)/W_dec", sae.wDec)
+    try file.write("\(group)/b_dec", shape: [sae.d], sae.bDec)
+}
+
+func writeMLP<T: JSAEScalar>(_ file: HDF5File, _ mlp: MLP<T>) throws {
+    try file.write("/mlp/W_in", mlp.wIn)
+    try file.write("/mlp/b_in", shape: [mlp.dMlp], mlp.bIn)
+    try file.write("/mlp/W_out", mlp.wOut)
+    try file.write("/mlp/b_out", shape: [mlp.d], mlp.bOut)
+}
+
+// MARK: kind = model
+
+public enum ModelFile {
+    /// Reads a `model` (or `checkpoint`) file. The MLP may be absent here and
+    /// come from the activations file (`mlpFallback`).
+    public static func read<T: JSAEScalar>(_ path: String, as: T.Type = T.self,
+                                           mlpFallback: HDF5File? = nil) throws -> JSAEModel<T> {
+        let file = try HDF5File.open(path)
+        try FileFormat.checkHeader(file, accepted: [.model, .checkpoint])
+        guard let k = try file.intAttribute("k") else { throw JSAEError(file: path, "missing root attribute k") }
+        let activation = try readActivation(file)
+        guard file.exists("/sae_in") else { throw JSAEError(file: path, "missing group /sae_in") }
+        let saeIn = try readSAE(file, group: "/sae_in", k: k, as: T.self)
+        let saeOut = file.exists("/sae_out") ? try readSAE(file, group: "/sae_out", k: k, as: T.self) : nil
+        var mlp: MLP<T>? = nil
+        if file.exists("/mlp") {
+            mlp = try readMLP(file, activation: activation, d: saeIn.d, as: T.self)
+        } else if let other = mlpFallback, other.exists("/mlp") {
+            let act = try other.stringAttribute("activation") != nil ? try readActivation(other) : activation
+            mlp = try readMLP(other, activation: act, d: saeIn.d, as: T.self)
+        }
+        return try attributing(file) { try JSAEModel(saeIn: saeIn, saeOut: saeOut, mlp: mlp) }
+    }
+
+    /// Writes a `model` file atomically.
+    public static func write<T: JSAEScalar>(_ model: JSAEModel<T>, to path: String,
+                                            attributes: [String: AttributeValue] = [:]) throws {
+        try atomicWrite(to: path) { temp in
+            let file = try HDF5File.create(temp)
+            try FileFormat.writeHeader(file, kind: .model)
+            try file.setAttribute("k", .int(model.k))
+            try file.setAttribute("activation", .string((model.mlp?.activation ?? .gelu).rawValue))
+            for (key, v) in attributes.sorted(by: { $0.key < $1.key }) { try file.setAttribute(key, v) }
+            try writeSAE(file, group: "/sae_in", model.saeIn)
+            if let o = model.saeOut { try writeSAE(file, group: "/sae_out", o) }
+            if let mlp = model.mlp { try writeMLP(file, mlp) }
+            file.close()
+        }
+    }
+}
+
+// MARK: kind = activations
+
+/// Streams `/x` (and `/y` when present) of an `activations` file in row chunks,
+/// checking every chunk for NaN and Inf as it is read.
+public final class ActivationsReader {
+    public let file: HDF5File
+    public let tokens: Int
+    public let d: Int
+    public let hasY: Bool
+
+    public init(_ path: String) throws {
+        file = try HDF5File.open(path)
+        try FileFormat.checkHeader(file, accepted: [.activations])
+        let (shape, element) = try file.info("/x")
+        guard case .float = element else {
+            throw JSAEError(file: path, "/x has dtype \(element.name), expected a floating type (float16, float32 or float64)")
+        }
+        guard shape.count == 2 else { throw JSAEError(file: path, "/x has shape \(HDF5File.describe(shape)), expected [T, d]") }
+        guard shape[0] > 0 else { throw JSAEError(file: path, "/x has no tokens (shape \(HDF5File.describe(shape)))") }
+        tokens = shape[0]; d = shape[1]
+        hasY = file.exists("/y")
+        if hasY {
+            let (ys, _) = try file.info("/y")
+            guard ys == shape else { throw JSAEError(file: path, "/y has shape \(HDF5File.describe(ys)), expected \(HDF5File.describe(shape)) like /x") }
+        }
+    }
+
+    public var path: String { file.path }
+
+    /// Rows `range` of /x, rejecting NaN and Inf with the row that has them.
+    public func x<T: JSAEScalar>(_ range: Range<Int>, as: T.Type = T.self) throws -> Matrix<T> {
+        let m: Matrix<T> = try file.readRows("/x", range)
+        if let (r, c) = m.firstNonFinite {
+            let v = m[r, c]
+            throw JSAEError(file: path, "/x contains \(v.isNaN ? "NaN" : "Inf") at row \(range.lowerBound + r), column \(c)")
+        }
+        return m
+    }
+
+    /// Chunks of at most `chunk` rows covering all tokens.
+    public func chunks(of chunk: Int) -> [Range<Int>] {
+        stride(from: 0, to: tokens, by: max(chunk, 1)).map { $0..<min($0 + max(chunk, 1), tokens) }
+    }
+}

@@ -1,0 +1,477 @@
+import CHDF5
+import JSAECore
+import Foundation
+
+/// Root attribute values as the harness reads and writes them.
+public enum AttributeValue: Equatable, Sendable, CustomStringConvertible {
+    case int(Int)
+    case double(Double)
+    case string(String)
+
+    public var description: String {
+        switch self {
+        case .int(let v): return String(v)
+        case .double(let v): return String(v)
+        case .string(let v): return "\"\(v)\""
+        }
+    }
+}
+
+/// The element type class of a dataset, for messages and checks.
+public enum ElementClass: Equatable, Sendable {
+    case float(bytes: Int)
+    case integer(bytes: Int)
+    case other(String)
+
+    public var name: String {
+        switch self {
+        case .float(let b): return "float\(b * 8)"
+        case .integer(let b): return "int\(b * 8)"
+        case .other(let s): return s
+        }
+    }
+}
+
+/// An open HDF5 file. Every failure throws a `JSAEError` naming the file;
+/// HDF5's own error-stack printing is switched off.
+public final class HDF5File {
+    public let path: String
+    let id: hid_t
+    private var closed = false
+
+    private init(path: String, id: hid_t) { self.path = path; self.id = id }
+
+    deinit { close() }
+
+    /// Closes the file now (flushing it); needed before an atomic rename.
+    public func close() {
+        if closed { return }
+        closed = true
+        H5Fclose(id)
+    }
+
+    private static let setup: Void = { jsae_h5_silence_errors() }()
+
+    /// Opens an existing file read-only, with clear errors for a missing,
+    /// empty or non-HDF5 file.
+    public static func open(_ path: String) throws -> HDF5File {
+        _ = setup
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw JSAEError(file: path, "no such file")
+        }
+        guard !isDir.boolValue else { throw JSAEError(file: path, "is a directory, not an HDF5 file") }
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        guard size > 0 else { throw JSAEError(file: path, "is empty (0 bytes), not an HDF5 file") }
+        guard H5Fis_hdf5(path) > 0 else { throw JSAEError(file: path, "is not an HDF5 file (or is truncated or corrupt)") }
+        let fid = H5Fopen(path, jsae_h5f_acc_rdonly(), jsae_h5p_default())
+        guard fid >= 0 else { throw JSAEError(file: path, "cannot be opened as HDF5 (truncated or corrupt?)") }
+        return HDF5File(path: path, id: fid)
+    }
+
+    /// Creates (truncates) a file at `path`. Use `AtomicWrite` for files a
+    /// user keeps, so a crash never leaves a half-written file.
+    public static func create(_ path: String) throws -> HDF5File {
+        _ = setup
+        let fid = H5Fcreate(path, jsae_h5f_acc_trunc(), jsae_h5p_default(), jsae_h5p_default())
+        guard fid >= 0 else { throw JSAEError(file: path, "cannot be created") }
+        return HDF5File(path: path, id: fid)
+    }
+
+
+    // MARK: Structure
+
+    /// True when every component of the slash-separated path exists.
+    public func exists(_ name: String) -> Bool {
+        var partial = ""
+        for comp in name.split(separator: "/") {
+            partial += "/" + comp
+            if H5Lexists(id, partial, jsae_h5p_default()) <= 0 { return false }
+        }
+        return true
+    }
+
+    public enum ObjectKind { case group, dataset }
+
+    /// Every object under `group`, recursively, as (path, kind), sorted by name.
+    public func walk(_ group: String = "/") -> [(path: String, kind: ObjectKind)] {
+        var out: [(String, ObjectKind)] = []
+        let gid = H5Gopen2(id, group, jsae_h5p_default())
+        guard gid >= 0 else { return [] }
+        defer { H5Gclose(gid) }
+        var info = H5G_info_t()
+        guard H5Gget_info(gid, &info) >= 0 else { return [] }
+        var names: [String] = []
+        for i in 0..<info.nlinks {
+            let n = H5Lget_name_by_idx(gid, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, jsae_h5p_default())
+            guard n >= 0 else { continue }
+            var buf = [CChar](repeating: 0, count: Int(n) + 1)
+            H5Lget_name_by_idx(gid, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buf, Int(n) + 1, jsae_h5p_default())
+            names.append(cStringToString(buf))
+        }
+        for name in names {
+            let full = (group == "/" ? "" : group) + "/" + name
+            let oid = H5Oopen(id, full, jsae_h5p_default())
+            guard oid >= 0 else { continue }
+            let type = H5Iget_type(oid)
+            H5Oclose(oid)
+            if type == H5I_GROUP {
+                out.append((full, .group))
+                out.append(contentsOf: walk(full))
+            } else if type == H5I_DATASET {
+                out.append((full, .dataset))
+            }
+        }
+        return out
+    }
+
+    // MARK: Datasets
+
+    private func openDataset(_ name: String) throws -> hid_t {
+        guard exists(name) else { throw JSAEError(file: path, "missing dataset \(name)") }
+        let did = H5Dopen2(id, name, jsae_h5p_default())
+        guard did >= 0 else { throw JSAEError(file: path, "\(name) is not a dataset") }
+        return did
+    }
+
+    /// Shape and element class of a dataset.
+    public func info(_ name: String) throws -> (shape: [Int], element: ElementClass) {
+        let did = try openDataset(name)
+        defer { H5Dclose(did) }
+        return (try shape(of: did, name), elementClass(of: did))
+    }
+
+    private func shape(of did: hid_t, _ name: String) throws -> [Int] {
+        let sid = H5Dget_space(did)
+        defer { H5Sclose(sid) }
+        let rank = Int(H5Sget_simple_extent_ndims(sid))
+        guard rank >= 0 else { throw JSAEError(file: path, "\(name) has an unreadable shape") }
+        var dims = [hsize_t](repeating: 0, count: max(rank, 1))
+        H5Sget_simple_extent_dims(sid, &dims, nil)
+        return rank == 0 ? [] : dims.prefix(rank).map { Int($0) }
+    }
+
+    private func elementClass(of did: hid_t) -> ElementClass {
+        let tid = H5Dget_type(did)
+        defer { H5Tclose(tid) }
+        let bytes = Int(H5Tget_size(tid))
+        switch H5Tget_class(tid) {
+        case H5T_FLOAT: return .float(bytes: bytes)
+        case H5T_INTEGER: return .integer(bytes: bytes)
+        case H5T_STRING: return .other("string")
+        case H5T_COMPOUND: return .other("compound")
+        default: return .other("non-numeric")
+        }
+    }
+
+    /// Checks a shape against an expectation; `nil` entries match any size.
+    public static func describe(_ shape: [Int]) -> String { "[" + shape.map(String.init).joined(separator: ", ") + "]" }
+
+    private func check(_ name: String, shape: [Int], expected: [Int?]?) throws {
+        guard let expected else { return }
+        let ok = shape.count == expected.count && zip(shape, expected).allSatisfy { $1 == nil || $0 == $1! }
+        if !ok {
+            let exp = "[" + expected.map { $0.map(String.init) ?? "*" }.joined(separator: ", ") + "]"
+            throw JSAEError(file: path, "\(name) has shape \(Self.describe(shape)), expected \(exp)")
+        }
+    }
+
+    /// Reads a whole floating dataset (float16/32/64 on disk, converted by
+    /// HDF5 to T). Rejects integer or string data and wrong shapes.
+    public func readFloats<T: JSAEScalar>(_ name: String, as: T.Type = T.self,
+                                          shape expected: [Int?]? = nil) throws -> (shape: [Int], data: [T]) {
+        let did = try openDataset(name)
+        defer { H5Dclose(did) }
+        let shape = try shape(of: did, name)
+        guard case .float = elementClass(of: did) else {
+            throw JSAEError(file: path, "\(name) has dtype \(elementClass(of: did).name), expected a floating type (float16, float32 or float64)")
+        }
+        try check(name, shape: shape, expected: expected)
+        let count = shape.reduce(1, *)
+        var data = [T](repeating: 0, count: count)
+        if count > 0 {
+            let status = data.withUnsafeMutableBytes { H5Dread(did, memType(T.self), jsae_h5s_all(), jsae_h5s_all(), jsae_h5p_default(), $0.baseAddress) }
+            guard status >= 0 else { throw JSAEError(file: path, "\(name) could not be read (truncated or corrupt?)") }
+        }
+        return (shape, data)
+    }
+
+    /// Reads a 2-D floating dataset as a matrix.
+    public func readMatrix<T: JSAEScalar>(_ name: String, as: T.Type = T.self, rows: Int? = nil, cols: Int? = nil) throws -> Matrix<T> {
+        let (shape, data) = try readFloats(name, as: T.self, shape: [rows, cols])
+        return Matrix(rows: shape[0], cols: shape[1], data: data)
+    }
+
+    /// Reads a 1-D floating dataset.
+    public func readVector<T: JSAEScalar>(_ name: String, as: T.Type = T.self, count: Int? = nil) throws -> [T] {
+        try readFloats(name, as: T.self, shape: [count]).data
+    }
+
+    /// Reads rows `range` of a 2-D floating dataset (a hyperslab), so that a
+    /// dataset larger than memory can be streamed.
+    public func readRows<T: JSAEScalar>(_ name: String, _ range: Range<Int>, as: T.Type = T.self) throws -> Matrix<T> {
+        let did = try openDataset(name)
+        defer { H5Dclose(did) }
+        let shape = try shape(of: did, name)
+        guard shape.count == 2 else { throw JSAEError(file: path, "\(name) has shape \(Self.describe(shape)), expected 2 dimensions") }
+        guard case .float = elementClass(of: did) else {
+            throw JSAEError(file: path, "\(name) has dtype \(elementClass(of: did).name), expected a floating type (float16, float32 or float64)")
+        }
+        guard range.lowerBound >= 0 && range.upperBound <= shape[0] else {
+            throw JSAEError(file: path, "rows \(range) are outside \(name) with \(shape[0]) rows")
+        }
+        var m = Matrix<T>(rows: range.count, cols: shape[1])
+        if m.count == 0 { return m }
+        let fspace = H5Dget_space(did)
+        defer { H5Sclose(fspace) }
+        var start: [hsize_t] = [hsize_t(range.lowerBound), 0]
+        var count: [hsize_t] = [hsize_t(range.count), hsize_t(shape[1])]
+        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nil, &count, nil)
+        let mspace = H5Screate_simple(2, &count, nil)
+        defer { H5Sclose(mspace) }
+        let status = m.data.withUnsafeMutableBytes { H5Dread(did, memType(T.self), mspace, fspace, jsae_h5p_default(), $0.baseAddress) }
+        guard status >= 0 else { throw JSAEError(file: path, "\(name) rows \(range) could not be read (truncated or corrupt?)") }
+        return m
+    }
+
+    /// Reads an integer dataset (any integer width on disk) as Int.
+    public func readInts(_ name: String, shape expected: [Int?]? = nil) throws -> (shape: [Int], data: [Int]) {
+        let did = try openDataset(name)
+        defer { H5Dclose(did) }
+        let shape = try shape(of: did, name)
+        guard case .integer = elementClass(of: did) else {
+            throw JSAEError(file: path, "\(name) has dtype \(elementClass(of: did).name), expected an integer type (int64)")
+        }
+        try check(name, shape: shape, expected: expected)
+        var data = [Int64](repeating: 0, count: shape.reduce(1, *))
+        if !data.isEmpty {
+            let status = data.withUnsafeMutableBytes { H5Dread(did, jsae_h5t_native_int64(), jsae_h5s_all(), jsae_h5s_all(), jsae_h5p_default(), $0.baseAddress) }
+            guard status >= 0 else { throw JSAEError(file: path, "\(name) could not be read (truncated or corrupt?)") }
+        }
+        return (shape, data.map { Int($0) })
+    }
+
+    private func linkCreateProps() -> hid_t {
+        let lcpl = H5Pcreate(jsae_h5p_link_create())
+        H5Pset_create_intermediate_group(lcpl, 1)
+        return lcpl
+    }
+
+    /// Storage type for written floating data.
+    public enum StoredFloat: Sendable { case float16, float32, float64 }
+
+    /// Creates a dataset (and any missing parent groups) to be filled by
+    /// `writeRows`. Returns nothing: datasets are reopened by name.
+    public func createDataset(_ name: String, shape: [Int], stored: StoredFloat) throws {
+        try createDataset(name, shape: shape, fileType: fileType(stored))
+    }
+
+    public func createIntDataset(_ name: String, shape: [Int]) throws {
+        try createDataset(name, shape: shape, fileType: jsae_h5t_std_i64le())
+    }
+
+    private func fileType(_ s: StoredFloat) -> hid_t {
+        switch s {
+        case .float16: return jsae_h5t_make_f16le()  // closed by createDataset
+        case .float32: return jsae_h5t_ieee_f32le()
+        case .float64: return jsae_h5t_ieee_f64le()
+        }
+    }
+
+    private func createDataset(_ name: String, shape: [Int], fileType: hid_t) throws {
+        var dims = shape.map { hsize_t($0) }
+        let sid = H5Screate_simple(Int32(dims.count), &dims, nil)
+        defer { H5Sclose(sid) }
+        let lcpl = linkCreateProps()
+        defer { H5Pclose(lcpl) }
+        let did = H5Dcreate2(id, name, fileType, sid, lcpl, jsae_h5p_default(), jsae_h5p_default())
+        if H5Tcommitted(fileType) == 0 && H5Tget_size(fileType) == 2 { H5Tclose(fileType) }
+        guard did >= 0 else { throw JSAEError(file: path, "cannot create dataset \(name)") }
+        H5Dclose(did)
+    }
+
+    /// Writes a whole dataset (creating it).
+    public func write<T: JSAEScalar>(_ name: String, shape: [Int], _ data: [T], stored: StoredFloat? = nil) throws {
+        precondition(shape.reduce(1, *) == data.count, "write \(name): \(data.count) values for shape \(shape)")
+        try createDataset(name, shape: shape, stored: stored ?? (T.self == Float.self ? .float32 : .float64))
+        try writeSlab(name, firstDimRange: 0..<(shape.first ?? 1), data: data, memType: memType(T.self))
+    }
+
+    public func write<T: JSAEScalar>(_ name: String, _ m: Matrix<T>, stored: StoredFloat? = nil) throws {
+        try write(name, shape: [m.rows, m.cols], m.data, stored: stored)
+    }
+
+    public func writeInts(_ name: String, shape: [Int], _ data: [Int]) throws {
+        try createIntDataset(name, shape: shape)
+        try writeRows(name, 0..<(shape.first ?? 1), ints: data)
+    }
+
+    /// Writes rows `range` (along the first dimension) of an existing dataset.
+    public func writeRows<T: JSAEScalar>(_ name: String, _ range: Range<Int>, _ data: [T]) throws {
+        try writeSlab(name, firstDimRange: range, data: data, memType: memType(T.self))
+    }
+
+    public func writeRows(_ name: String, _ range: Range<Int>, ints: [Int]) throws {
+        try writeSlab(name, firstDimRange: range, data: ints.map { Int64($0) }, memType: jsae_h5t_native_int64())
+    }
+
+    private func writeSlab<E>(_ name: String, firstDimRange range: Range<Int>, data: [E], memType: hid_t) throws {
+        let did = try openDataset(name)
+        defer { H5Dclose(did) }
+        let shape = try shape(of: did, name)
+        if data.isEmpty { return }
+        let fspace = H5Dget_space(did)
+        defer { H5Sclose(fspace) }
+        var start = [hsize_t](repeating: 0, count: max(shape.count, 1))
+        var count = shape.isEmpty ? [1] : shape.map { hsize_t($0) }
+        if !shape.isEmpty {
+            start[0] = hsize_t(range.lowerBound)
+            count[0] = hsize_t(range.count)
+            H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nil, &count, nil)
+        }
+        precondition(count.reduce(1, *) == hsize_t(data.count), "writeRows \(name): \(data.count) values for \(count)")
+        let mspace = H5Screate_simple(Int32(count.count), &count, nil)
+        defer { H5Sclose(mspace) }
+        let status = data.withUnsafeBytes { H5Dwrite(did, memType, mspace, fspace, jsae_h5p_default(), $0.baseAddress) }
+        guard status >= 0 else { throw JSAEError(file: path, "cannot write \(name)") }
+    }
+
+    private func memType<T: JSAEScalar>(_ t: T.Type) -> hid_t {
+        T.self == Float.self ? jsae_h5t_native_float() : jsae_h5t_native_double()
+    }
+
+    // MARK: Attributes
+
+    /// Names of the attributes on an object (root by default).
+    public func attributeNames(on object: String = "/") -> [String] {
+        let oid = H5Oopen(id, object, jsae_h5p_default())
+        guard oid >= 0 else { return [] }
+        defer { H5Oclose(oid) }
+        let n = H5Aget_num_attrs(oid)
+        var names: [String] = []
+        for i in 0..<max(n, 0) {
+            let aid = H5Aopen_by_idx(oid, ".", H5_INDEX_CRT_ORDER, H5_ITER_INC, hsize_t(i), jsae_h5p_default(), jsae_h5p_default())
+            let aid2 = aid >= 0 ? aid : H5Aopen_by_idx(oid, ".", H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), jsae_h5p_default(), jsae_h5p_default())
+            guard aid2 >= 0 else { continue }
+            let len = H5Aget_name(aid2, 0, nil)
+            var buf = [CChar](repeating: 0, count: Int(len) + 1)
+            H5Aget_name(aid2, Int(len) + 1, &buf)
+            names.append(cStringToString(buf))
+            H5Aclose(aid2)
+        }
+        return names.sorted()
+    }
+
+    /// Reads a scalar attribute (integer, float or string), or nil if absent.
+    public func attribute(_ name: String, on object: String = "/") throws -> AttributeValue? {
+        guard H5Aexists_by_name(id, object, name, jsae_h5p_default()) > 0 else { return nil }
+        let aid = H5Aopen_by_name(id, object, name, jsae_h5p_default(), jsae_h5p_default())
+        guard aid >= 0 else { throw JSAEError(file: path, "attribute \(name) cannot be opened") }
+        defer { H5Aclose(aid) }
+        let tid = H5Aget_type(aid)
+        defer { H5Tclose(tid) }
+        let sid = H5Aget_space(aid)
+        defer { H5Sclose(sid) }
+        let npoints = H5Sget_simple_extent_npoints(sid)
+        guard npoints == 1 else { throw JSAEError(file: path, "attribute \(name) holds \(npoints) values, expected one") }
+        switch H5Tget_class(tid) {
+        case H5T_INTEGER:
+            var v: Int64 = 0
+            guard H5Aread(aid, jsae_h5t_native_int64(), &v) >= 0 else { throw JSAEError(file: path, "attribute \(name) cannot be read") }
+            return .int(Int(v))
+        case H5T_FLOAT:
+            var v: Double = 0
+            guard H5Aread(aid, jsae_h5t_native_double(), &v) >= 0 else { throw JSAEError(file: path, "attribute \(name) cannot be read") }
+            return .double(v)
+        case H5T_STRING:
+            if H5Tis_variable_str(tid) > 0 {
+                let mt = H5Tcopy(jsae_h5t_c_s1())
+                defer { H5Tclose(mt) }
+                H5Tset_size(mt, jsae_h5t_variable())
+                H5Tset_cset(mt, H5Tget_cset(tid))
+                var p: UnsafeMutablePointer<CChar>? = nil
+                guard H5Aread(aid, mt, &p) >= 0 else { throw JSAEError(file: path, "attribute \(name) cannot be read") }
+                defer { if let p { H5free_memory(p) } }
+                return .string(p.map { String(cString: $0) } ?? "")
+            } else {
+                let size = Int(H5Tget_size(tid))
+                var buf = [CChar](repeating: 0, count: size + 1)
+                let mt = H5Tcopy(tid)
+                defer { H5Tclose(mt) }
+                guard H5Aread(aid, mt, &buf) >= 0 else { throw JSAEError(file: path, "attribute \(name) cannot be read") }
+                return .string(cStringToString(buf))
+            }
+        default:
+            throw JSAEError(file: path, "attribute \(name) has an unsupported type")
+        }
+    }
+
+    /// Writes (replacing) a scalar attribute. Strings are variable-length
+    /// UTF-8, as h5py writes a Python str.
+    public func setAttribute(_ name: String, _ value: AttributeValue, on object: String = "/") throws {
+        if H5Aexists_by_name(id, object, name, jsae_h5p_default()) > 0 {
+            H5Adelete_by_name(id, object, name, jsae_h5p_default())
+        }
+        let sid = H5Screate(H5S_SCALAR)
+        defer { H5Sclose(sid) }
+        var status: herr_t = -1
+        switch value {
+        case .int(let v):
+            let aid = H5Acreate_by_name(id, object, name, jsae_h5t_std_i64le(), sid, jsae_h5p_default(), jsae_h5p_default(), jsae_h5p_default())
+            var x = Int64(v)
+            if aid >= 0 { status = H5Awrite(aid, jsae_h5t_native_int64(), &x); H5Aclose(aid) }
+        case .double(let v):
+            let aid = H5Acreate_by_name(id, object, name, jsae_h5t_ieee_f64le(), sid, jsae_h5p_default(), jsae_h5p_default(), jsae_h5p_default())
+            var x = v
+            if aid >= 0 { status = H5Awrite(aid, jsae_h5t_native_double(), &x); H5Aclose(aid) }
+        case .string(let v):
+            let tid = H5Tcopy(jsae_h5t_c_s1())
+            defer { H5Tclose(tid) }
+            H5Tset_size(tid, jsae_h5t_variable())
+            H5Tset_cset(tid, H5T_CSET_UTF8)
+            let aid = H5Acreate_by_name(id, object, name, tid, sid, jsae_h5p_default(), jsae_h5p_default(), jsae_h5p_default())
+            if aid >= 0 {
+                status = v.withCString { cs -> herr_t in
+                    var p: UnsafePointer<CChar>? = cs
+                    return H5Awrite(aid, tid, &p)
+                }
+                H5Aclose(aid)
+            }
+        }
+        guard status >= 0 else { throw JSAEError(file: path, "cannot write attribute \(name)") }
+    }
+
+    // MARK: Typed attribute helpers
+
+    public func intAttribute(_ name: String) throws -> Int? {
+        switch try attribute(name) {
+        case nil: return nil
+        case .int(let v): return v
+        case .double(let v) where v == v.rounded(): return Int(v)
+        default: throw JSAEError(file: path, "root attribute \(name) must be an integer")
+        }
+    }
+
+    public func doubleAttribute(_ name: String) throws -> Double? {
+        switch try attribute(name) {
+        case nil: return nil
+        case .int(let v): return Double(v)
+        case .double(let v): return v
+        case .string: throw JSAEError(file: path, "root attribute \(name) must be a number")
+        }
+    }
+
+    public func stringAttribute(_ name: String) throws -> String? {
+        switch try attribute(name) {
+        case nil: return nil
+        case .string(let s): return s
+        default: throw JSAEError(file: path, "root attribute \(name) must be a string")
+        }
+    }
+}
+
+/// A NUL-terminated C buffer as a String (up to the first NUL).
+func cStringToString(_ buf: [CChar]) -> String {
+    let bytes = buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+    return String(decoding: bytes, as: UTF8.self)
+}
