@@ -31,9 +31,9 @@ let package = Package(
         ]),
 
         // MARK: Tests
-        .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore"]),
-        .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO"],
-                    resources: []),
-        .testTarget(name: "CLITests", dependencies: ["jsae", "JSAECore", "JSAEIO"]),
+        .target(name: "JSAETestSupport", dependencies: ["JSAECore"], path: "Sources/JSAETestSupport"),
+        .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "JSAETestSupport"]),
+        .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAETestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["jsae", "JSAECore", "JSAEIO", "JSAETestSupport"]),
     ]
 )

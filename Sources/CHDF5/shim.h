@@ -18,6 +18,7 @@ static inline hid_t jsae_h5s_all(void)           { return H5S_ALL; }
 static inline hid_t jsae_h5e_default(void)       { return H5E_DEFAULT; }
 static inline unsigned jsae_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
 static inline unsigned jsae_h5f_acc_trunc(void)  { return H5F_ACC_TRUNC; }
+static inline unsigned jsae_h5f_acc_rdwr(void)   { return H5F_ACC_RDWR; }
 static inline size_t jsae_h5t_variable(void)     { return H5T_VARIABLE; }
 
 // Silence HDF5's automatic error-stack printing: the package reports its own

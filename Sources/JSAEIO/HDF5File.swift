@@ -69,6 +69,14 @@ public final class HDF5File {
         return HDF5File(path: path, id: fid)
     }
 
+    /// Opens an existing file for reading and writing (attributes, datasets).
+    public static func openForUpdate(_ path: String) throws -> HDF5File {
+        _ = try open(path)  // the same checks and messages as a read
+        let fid = H5Fopen(path, jsae_h5f_acc_rdwr(), jsae_h5p_default())
+        guard fid >= 0 else { throw JSAEError(file: path, "cannot be opened for writing") }
+        return HDF5File(path: path, id: fid)
+    }
+
     /// Creates (truncates) a file at `path`. Use `AtomicWrite` for files a
     /// user keeps, so a crash never leaves a half-written file.
     public static func create(_ path: String) throws -> HDF5File {

@@ -1,0 +1,126 @@
+import Foundation
+import JSAECore
+
+/// SplitMix64: a tiny seeded generator, so every test input is repeatable.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E3779B97F4A7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
+        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+        return z ^ (z >> 31)
+    }
+    /// A standard normal draw (Box–Muller).
+    public mutating func normal() -> Double {
+        let u1 = Double.random(in: Double.ulpOfOne..<1, using: &self)
+        let u2 = Double.random(in: 0..<1, using: &self)
+        return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
+    }
+    public mutating func normals(_ n: Int, scale: Double = 1) -> [Double] {
+        (0..<n).map { _ in scale * normal() }
+    }
+    public mutating func matrix(_ rows: Int, _ cols: Int, scale: Double = 1) -> Matrix<Double> {
+        Matrix(rows: rows, cols: cols, data: normals(rows * cols, scale: scale))
+    }
+}
+
+/// Shapes of a small random JSAE pair.
+public struct PairShape: Sendable, CustomStringConvertible {
+    public var d, dMlp, mIn, mOut, k, tokens: Int
+    public var activation: Activation
+    public init(d: Int, dMlp: Int, mIn: Int, mOut: Int, k: Int, tokens: Int, activation: Activation = .gelu) {
+        self.d = d; self.dMlp = dMlp; self.mIn = mIn; self.mOut = mOut; self.k = k; self.tokens = tokens
+        self.activation = activation
+    }
+    public var description: String { "d=\(d) d_mlp=\(dMlp) m_in=\(mIn) m_out=\(mOut) k=\(k) T=\(tokens) \(activation.rawValue)" }
+
+    /// The shapes the checks sweep: d ≠ d_mlp ≠ m, k = 1, k = m, both GELUs.
+    public static let sweep: [PairShape] = [
+        PairShape(d: 6, dMlp: 10, mIn: 16, mOut: 12, k: 3, tokens: 9),
+        PairShape(d: 5, dMlp: 7, mIn: 9, mOut: 11, k: 1, tokens: 6, activation: .geluTanh),
+        PairShape(d: 4, dMlp: 9, mIn: 6, mOut: 6, k: 6, tokens: 5),
+        PairShape(d: 8, dMlp: 3, mIn: 5, mOut: 7, k: 5, tokens: 4, activation: .geluTanh),
+        PairShape(d: 12, dMlp: 20, mIn: 40, mOut: 33, k: 7, tokens: 11),
+    ]
+}
+
+/// A random pair with scales that keep pre-activations O(1) and the MLP in
+/// its curved region.
+public func randomModel(_ s: PairShape, seed: UInt64) -> (model: JSAEModel<Double>, x: Matrix<Double>) {
+    var g = SeededGenerator(seed: seed)
+    func sae(_ m: Int) -> TopKSAE<Double> {
+        let sc = 1 / Double(s.d).squareRoot()
+        return try! TopKSAE(wEnc: g.matrix(s.d, m, scale: sc), bEnc: g.normals(m, scale: 0.1),
+                            wDec: g.matrix(m, s.d, scale: sc), bDec: g.normals(s.d, scale: 0.1), k: s.k)
+    }
+    let saeIn = sae(s.mIn), saeOut = sae(s.mOut)
+    let mlp = try! MLP(wIn: g.matrix(s.d, s.dMlp, scale: 1 / Double(s.d).squareRoot()), bIn: g.normals(s.dMlp, scale: 0.1),
+                       wOut: g.matrix(s.dMlp, s.d, scale: 1 / Double(s.dMlp).squareRoot()), bOut: g.normals(s.d, scale: 0.1),
+                       activation: s.activation)
+    let model = try! JSAEModel(saeIn: saeIn, saeOut: saeOut, mlp: mlp)
+    return (model, g.matrix(s.tokens, s.d))
+}
+
+/// |a − b| ≤ atol + rtol·|b|, elementwise; returns the worst violation
+/// ratio (≤ 1 passes) and where it happened, for a readable failure.
+public func closeness<A: BinaryFloatingPoint, B: BinaryFloatingPoint>(
+    _ a: [A], _ b: [B], rtol: Double, atol: Double) -> (ratio: Double, index: Int, a: Double, b: Double) {
+    precondition(a.count == b.count, "closeness: \(a.count) vs \(b.count) values")
+    var worst = (ratio: 0.0, index: -1, a: 0.0, b: 0.0)
+    for i in 0..<a.count {
+        let x = Double(a[i]), y = Double(b[i])
+        let r = abs(x - y) / (atol + rtol * abs(y))
+        if !(r <= worst.ratio) { worst = (r, i, x, y) }  // also catches NaN
+    }
+    return worst
+}
+
+public func allClose<A: BinaryFloatingPoint, B: BinaryFloatingPoint>(
+    _ a: [A], _ b: [B], rtol: Double, atol: Double) -> Bool {
+    a.count == b.count && closeness(a, b, rtol: rtol, atol: atol).ratio <= 1
+}
+
+/// A fresh empty folder under the system temp dir.
+public func temporaryDirectory(_ tag: String = "jsae-test") -> String {
+    let path = NSTemporaryDirectory() + "\(tag)-\(UUID().uuidString)"
+    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// The package root, found from this source file's location.
+public let packageRoot: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { url.deleteLastPathComponent() }
+    return url.path
+}()
+
+// MARK: Naive reference maths (plain loops, no BLAS), for cross-checks
+
+/// y = act(x @ W_in + b_in) @ W_out + b_out for one token, in plain loops.
+public func naiveMLP(_ x: [Double], _ mlp: MLP<Double>) -> (y: [Double], phiPrime: [Double]) {
+    let d = mlp.d, h = mlp.dMlp
+    var a = [Double](repeating: 0, count: h), phi = a
+    for r in 0..<h {
+        var z = mlp.bIn[r]
+        for i in 0..<d { z += x[i] * mlp.wIn[i, r] }
+        a[r] = mlp.activation.value(z)
+        phi[r] = mlp.activation.derivative(z)
+    }
+    var y = mlp.bOut
+    for j in 0..<d { for r in 0..<h { y[j] += a[r] * mlp.wOut[r, j] } }
+    return (y, phi)
+}
+
+/// Pre-activations h = x @ W_enc + b_enc for one token, in plain loops.
+public func naivePreacts(_ x: [Double], _ sae: TopKSAE<Double>) -> [Double] {
+    var h = sae.bEnc
+    for j in 0..<sae.m { for i in 0..<sae.d { h[j] += x[i] * sae.wEnc[i, j] } }
+    return h
+}
+
+/// The reference TopK rule by sorting: descending value, ties by lower index.
+public func naiveTopK(_ h: [Double], k: Int) -> [Int] {
+    Array(h.indices.sorted { h[$0] != h[$1] ? h[$0] > h[$1] : $0 < $1 }.prefix(k))
+}

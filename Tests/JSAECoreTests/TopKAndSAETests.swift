@@ -1,0 +1,108 @@
+import Testing
+import JSAECore
+import JSAETestSupport
+
+@Suite("TopK and the SAE")
+struct TopKAndSAETests {
+    @Test("TopK equals the sort-based rule exhaustively on small rows with many ties")
+    func topKExhaustive() {
+        var g = SeededGenerator(seed: 11)
+        for m in 1...8 {
+            for k in 1...m {
+                for _ in 0..<40 {
+                    // Values from a set of five, so ties are frequent.
+                    let h = (0..<m).map { _ in Double(Int.random(in: -2...2, using: &g)) }
+                    var idx = [Int](repeating: -1, count: k), val = [Double](repeating: .nan, count: k)
+                    h.withUnsafeBufferPointer { topKRow($0.baseAddress!, m: m, k: k, outIndices: &idx, outValues: &val) }
+                    let want = naiveTopK(h, k: k)
+                    #expect(idx == want, "m=\(m) k=\(k) h=\(h)")
+                    #expect(val == want.map { h[$0] })
+                }
+            }
+        }
+    }
+
+    @Test("Tie rule: lower index first and lower index wins the last place")
+    func tieRule() {
+        let h: [Double] = [1, 3, 2, 3, 2, 0]
+        var idx = [Int](repeating: 0, count: 3), val = [Double](repeating: 0, count: 3)
+        h.withUnsafeBufferPointer { topKRow($0.baseAddress!, m: 6, k: 3, outIndices: &idx, outValues: &val) }
+        #expect(idx == [1, 3, 2])
+    }
+
+    @Test("ReLU after selection: a selected negative pre-activation gives value 0, so L0 <= k")
+    func reluAfterSelection() throws {
+        let sae = try TopKSAE<Double>(wEnc: Matrix(rows: 1, cols: 3, data: [1, -1, -2]), bEnc: [0, 0, 0],
+                                      wDec: Matrix(rows: 3, cols: 1, data: [1, 1, 1]), bDec: [0], k: 3)
+        let codes = sae.encode(Matrix(rows: 1, cols: 1, data: [2]))
+        #expect(codes.indices == [0, 1, 2])
+        #expect(codes.preacts == [2, -2, -4])
+        #expect(codes.values == [2, 0, 0])
+    }
+
+    @Test("Sparse decode equals the dense product s @ W_dec + b_dec", arguments: PairShape.sweep)
+    func sparseDecode(_ s: PairShape) {
+        let (model, x) = randomModel(s, seed: 5)
+        let sae = model.saeIn
+        let codes = sae.encode(x)
+        var dense = Matrix<Double>(rows: x.rows, cols: sae.m)
+        for b in 0..<x.rows { for j in 0..<s.k { dense[b, codes.indices[b * s.k + j]] = codes.values[b * s.k + j] } }
+        var want = matmul(dense, sae.wDec)
+        addRowBias(&want, sae.bDec)
+        // Same products summed in another order: a few ulps at O(1) magnitudes.
+        #expect(allClose(sae.decode(codes).data, want.data, rtol: 1e-12, atol: 1e-12))
+    }
+
+    @Test("BLAS encoder and TopK agree with plain loops", arguments: PairShape.sweep)
+    func encoderMatchesLoops(_ s: PairShape) {
+        let (model, x) = randomModel(s, seed: 6)
+        let codes = model.saeIn.encode(x)
+        for b in 0..<x.rows {
+            let h = naivePreacts(x.row(b), model.saeIn)
+            #expect(Array(codes.indices(ofToken: b)) == naiveTopK(h, k: s.k))
+        }
+    }
+
+    @Test("Bad shapes and k are rejected with a clear message")
+    func validation() {
+        let w = Matrix<Double>(rows: 2, cols: 3)
+        #expect(throws: JSAEError("k = 4 exceeds the number of latents m = 3")) {
+            try TopKSAE(wEnc: w, bEnc: [0, 0, 0], wDec: Matrix(rows: 3, cols: 2), bDec: [0, 0], k: 4)
+        }
+        #expect(throws: JSAEError("k = 0 must be at least 1")) {
+            try TopKSAE(wEnc: w, bEnc: [0, 0, 0], wDec: Matrix(rows: 3, cols: 2), bDec: [0, 0], k: 0)
+        }
+        #expect(throws: JSAEError("W_dec has shape [2, 3], expected [3, 2] (from W_enc [2, 3])")) {
+            try TopKSAE(wEnc: w, bEnc: [0, 0, 0], wDec: Matrix(rows: 2, cols: 3), bDec: [0, 0], k: 1)
+        }
+    }
+}
+
+@Suite("GELU")
+struct GELUTests {
+    // Values from torch.nn.functional.gelu (float64), approximate='none' / 'tanh'.
+    static let z: [Double] = [-3, -1, 0.5, 1, 2.5]
+    static let exact: [Double] = [-0.00404969409489031, -0.15865525393145702, 0.34573123063700656, 0.841344746068543, 2.4844758366855597]
+    static let tanh: [Double] = [-0.0036373920817729943, -0.15880800939172324, 0.34571400982514394, 0.8411919906082768, 2.484915733910001]
+
+    @Test("Values match PyTorch for both forms")
+    func values() {
+        // libm erf/tanh vs PyTorch's: agree to a few ulps.
+        #expect(allClose(Self.z.map { Activation.gelu.value($0) }, Self.exact, rtol: 1e-14, atol: 1e-15))
+        #expect(allClose(Self.z.map { Activation.geluTanh.value($0) }, Self.tanh, rtol: 1e-14, atol: 1e-15))
+    }
+
+    @Test("Derivatives match central differences", arguments: Activation.allCases)
+    func derivative(_ a: Activation) {
+        // ε = 1e-5: truncation ε²/6·|gelu'''| ≲ 1e-10, rounding ~1e-16/ε ≈ 1e-11.
+        let eps = 1e-5
+        let zs = stride(from: -6.0, through: 6.0, by: 0.37).map { $0 }
+        let fd = zs.map { (a.value($0 + eps) - a.value($0 - eps)) / (2 * eps) }
+        #expect(allClose(zs.map { a.derivative($0) }, fd, rtol: 1e-8, atol: 1e-9))
+    }
+
+    @Test("The two forms are different functions (so the tests can tell them apart)")
+    func formsDiffer() {
+        #expect(abs(Activation.gelu.derivative(1.5) - Activation.geluTanh.derivative(1.5)) > 1e-4)
+    }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import Testing
+import JSAECore
+import JSAEIO
+import JSAETestSupport
+
+@Suite("HDF5 I/O")
+struct HDF5Tests {
+    @Test("float16 on disk is read and converted to Float and Double")
+    func float16() throws {
+        let path = temporaryDirectory() + "/h.h5"
+        var g = SeededGenerator(seed: 3)
+        let values = g.normals(24)
+        let f = try HDF5File.create(path)
+        try f.write("/x", shape: [6, 4], values, stored: .float16)
+        f.close()
+        let r = try HDF5File.open(path)
+        #expect(try r.info("/x").element == .float(bytes: 2))
+        let asDouble: [Double] = try r.readFloats("/x").data
+        let asFloat: [Float] = try r.readFloats("/x").data
+        // Exactly the binary16 rounding of each value, in either precision.
+        #expect(asDouble == values.map { Double(Float16($0)) })
+        #expect(asFloat == values.map { Float(Float16($0)) })
+    }
+
+    @Test("Row hyperslabs equal slices of the whole dataset")
+    func hyperslabs() throws {
+        let path = temporaryDirectory() + "/h.h5"
+        var g = SeededGenerator(seed: 4)
+        let m = g.matrix(10, 3)
+        let f = try HDF5File.create(path)
+        try f.write("/x", m)
+        f.close()
+        let r = try HDF5File.open(path)
+        for range in [0..<1, 2..<7, 9..<10, 0..<10, 4..<4] {
+            let part: Matrix<Double> = try r.readRows("/x", range)
+            #expect(part == m.rows(range))
+        }
+        #expect(throws: JSAEError(file: path, "rows 8..<11 are outside /x with 10 rows")) {
+            let _: Matrix<Double> = try r.readRows("/x", 8..<11)
+        }
+    }
+
+    @Test("Attributes round-trip; strings are read from h5py's variable-length UTF-8")
+    func attributes() throws {
+        let path = temporaryDirectory() + "/a.h5"
+        let f = try HDF5File.create(path)
+        try f.setAttribute("i", .int(-7))
+        try f.setAttribute("d", .double(0.125))
+        try f.setAttribute("s", .string("Jacobi-Wörter"))
+        try f.setAttribute("i", .int(8))  // replacing
+        f.close()
+        let r = try HDF5File.open(path)
+        #expect(try r.attribute("i") == .int(8))
+        #expect(try r.attribute("d") == .double(0.125))
+        #expect(try r.attribute("s") == .string("Jacobi-Wörter"))
+        #expect(try r.attribute("missing") == nil)
+        #expect(r.attributeNames() == ["d", "i", "s"])
+        // Written by h5py in the golden generator:
+        let golden = try HDF5File.open(try goldenPath("basic", "model.h5"))
+        #expect(try golden.stringAttribute("generator") == "golden/generate.py")
+        #expect(try golden.intAttribute("k") == 3)
+    }
+
+    @Test("A model file round-trips exactly")
+    func modelRoundTrip() throws {
+        let (model, _) = randomModel(PairShape.sweep[0], seed: 8)
+        let path = temporaryDirectory() + "/m.h5"
+        try ModelFile.write(model, to: path, attributes: ["note": .string("round trip")])
+        let back: JSAEModel<Double> = try ModelFile.read(path)
+        #expect(back.saeIn == model.saeIn && back.saeOut == model.saeOut && back.mlp == model.mlp)
+    }
+
+    @Test("An atomic write that fails leaves neither the file nor its temporary")
+    func atomicFailure() throws {
+        let dir = temporaryDirectory()
+        struct Boom: Error {}
+        #expect(throws: Boom.self) {
+            try atomicWrite(to: dir + "/out.h5") { temp in
+                let f = try HDF5File.create(temp)
+                try f.setAttribute("x", .int(1))
+                f.close()
+                throw Boom()
+            }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+    }
+
+    @Test("Wrong dtype and wrong shape name the dataset")
+    func dtypeAndShape() throws {
+        let path = temporaryDirectory() + "/bad.h5"
+        let f = try HDF5File.create(path)
+        try f.writeInts("/ints", shape: [2, 2], [1, 2, 3, 4])
+        try f.write("/x", shape: [2, 3], [Double](repeating: 0, count: 6))
+        f.close()
+        let r = try HDF5File.open(path)
+        #expect(throws: JSAEError(file: path, "/ints has dtype int64, expected a floating type (float16, float32 or float64)")) {
+            let _: Matrix<Double> = try r.readMatrix("/ints")
+        }
+        #expect(throws: JSAEError(file: path, "/x has shape [2, 3], expected [*, 4]")) {
+            let _: Matrix<Double> = try r.readMatrix("/x", cols: 4)
+        }
+        #expect(throws: JSAEError(file: path, "missing dataset /nope")) {
+            let _: Matrix<Double> = try r.readMatrix("/nope")
+        }
+    }
+}
