@@ -6,7 +6,11 @@ Swift code. The Jacobian is computed with autograd (torch.func.jacrev) on the
 chain s -> x(s) -> f -> output-SAE pre-activations on K2, never through the
 wd1/w2e factorisation the Swift code uses.
 
-Usage:  python golden/generate.py            (writes golden/<case>/*.h5)
+Gradients of the training loss come from loss.backward() through that
+autograd Jacobian (create_graph=True), and the training run uses torch's own
+Adam, clip_grad_norm_ and LinearLR/SequentialLR schedulers.
+
+Usage:  python golden/generate.py            (writes golden/<case>/*.h5 and golden/train/*.h5)
 Needs:  torch, h5py, numpy (golden/requirements.txt)
 
 Bump GOLDEN_VERSION whenever the content or layout of the files changes, and
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 from torch.func import jacrev
 
-GOLDEN_VERSION = 1
+GOLDEN_VERSION = 2
 HERE = os.path.dirname(os.path.abspath(__file__))
 torch.set_default_dtype(torch.float64)
 
@@ -105,6 +109,63 @@ def forward(x, model, point, lam):
     return dict(idx1=idx1, v1=v1, x_hat=x_hat, idx2=idx2, v2=v2, y=y, y_hat=y_hat, J=J,
                 mse_in=mse_in, mse_out=mse_out, jacobian_l1=jac_l1,
                 loss=mse_in + mse_out + lam * jac_l1)
+
+
+SAE_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
+
+
+def training_loss(x, model, lam):
+    """The reference code's objective at the true input, differentiable in
+    both SAEs' parameters (the MLP is frozen: its tensors need no grad).
+
+    The Jacobian is built by autograd with create_graph=True, so backward
+    reaches exactly what the chain depends on; s_x is a constant (detached)
+    evaluation point, and x(s) = x + (s - s_x) @ W_dec_x[K1].
+    """
+    k, act = model["k"], model["activation"]
+    sae_in, sae_out, p = model["sae_in"], model["sae_out"], model["mlp"]
+    T, d = x.shape
+    idx1, v1 = sae_encode(x, sae_in, k)
+    x_hat = sae_decode(idx1, v1, sae_in)
+    mse_in = ((x_hat - x) ** 2).mean()
+    if sae_out is None:
+        return mse_in, dict(mse_in=mse_in.item(), mse_out=0.0, jacobian_l1=0.0, loss=mse_in.item())
+    y = mlp(x, p, act)
+    idx2, v2 = sae_encode(y, sae_out, k)
+    y_hat = sae_decode(idx2, v2, sae_out)
+    mse_out = ((y_hat - y) ** 2).mean()
+    jac_sum = x.new_zeros(())
+    for b in range(T):
+        s_b = v1[b].detach()
+        Wd = sae_in["W_dec"][idx1[b]]
+
+        def out_preacts(s):
+            h = mlp(x[b] + (s - s_b) @ Wd, p, act) @ sae_out["W_enc"] + sae_out["b_enc"]
+            return h[idx2[b]]
+
+        J = torch.autograd.functional.jacobian(out_preacts, s_b, create_graph=True)
+        jac_sum = jac_sum + J.abs().sum()
+    jac = jac_sum / (T * k * k)
+    loss = mse_in + mse_out + lam * jac
+    return loss, dict(mse_in=mse_in.item(), mse_out=mse_out.item(), jacobian_l1=jac.item(), loss=loss.item())
+
+
+def sae_params(model):
+    groups = ["sae_in"] + (["sae_out"] if model["sae_out"] is not None else [])
+    return [(g, n, model[g][n]) for g in groups for n in SAE_NAMES]
+
+
+def gradients(x, model, lam):
+    for _, _, t in sae_params(model):
+        t.requires_grad_(True)
+        t.grad = None
+    loss, _ = training_loss(x, model, lam)
+    loss.backward()
+    grads = {f"{g}/{n}": t.grad.detach().clone() for g, n, t in sae_params(model)}
+    for _, _, t in sae_params(model):
+        t.requires_grad_(False)
+        t.grad = None
+    return grads
 
 
 # ---------------------------------------------------------------- the cases
@@ -225,10 +286,136 @@ def write_case(name):
             f.attrs["lambda"] = lam
             for key in ("mse_in", "mse_out", "jacobian_l1", "loss"):
                 f.attrs[key] = r[key]
+            if point == "trueInput":
+                # Gradient of the training loss (defined at the true input).
+                for name, g in gradients(x, model, lam).items():
+                    f.create_dataset(f"grad/{name}", data=g.numpy())
         write_atomically(os.path.join(out, f"forward.{point}.h5"), fwd_file)
     print(f"wrote golden/{name}/ ({note})")
 
 
+# ---------------------------------------------------------------- training run
+
+TRAIN = dict(seed=7, steps=20, batch=8, d=6, d_mlp=10, expansion=2, k=3, lam=2.0, lr=0.01,
+             lr_warmup_fraction=0.15, lr_decay_fraction=0.2, lambda_warmup_fraction=0.25,
+             clip_norm=1.0, activation="gelu", x_scale=0.6)
+
+
+def fraction_steps(f, total):
+    return int(f * total + 1e-9)
+
+
+def sae_lens_scheduler(opt, total, warm, decay):
+    """SAELens 4.0.9 get_lr_scheduler('constant', ...) with lr_end = lr."""
+    scheds, milestones = [], []
+    if warm > 0:
+        scheds.append(torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / warm, end_factor=1.0,
+                                                        total_iters=warm - 1))
+        milestones.append(warm)
+    scheds.append(torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lambda _: 1.0))
+    if decay > 0:
+        scheds.append(torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0, end_factor=0.0, total_iters=decay))
+        milestones.append(total - decay)
+    return torch.optim.lr_scheduler.SequentialLR(opt, schedulers=scheds, milestones=milestones)
+
+
+def kaiming_sae(g, d, m):
+    W_dec = torch.empty(m, d)
+    torch.nn.init.kaiming_uniform_(W_dec, generator=g)   # bound sqrt(6 / fan_in), fan_in = d
+    return {"W_enc": W_dec.T.clone(), "b_enc": torch.zeros(m), "W_dec": W_dec, "b_dec": torch.zeros(d)}
+
+
+def write_training_run():
+    c = TRAIN
+    g = torch.Generator().manual_seed(c["seed"])
+    d, m, k = c["d"], c["expansion"] * c["d"], c["k"]
+    model = {"k": k, "activation": c["activation"], "sae_in": kaiming_sae(g, d, m),
+             "sae_out": kaiming_sae(g, d, m), "mlp": random_mlp(g, d, c["d_mlp"])}
+    x_all = c["x_scale"] * torch.randn(c["steps"] * c["batch"], d, generator=g)
+    out = os.path.join(HERE, "train")
+    os.makedirs(out, exist_ok=True)
+    note = "20-step training run: LR warm-up, constant, decay; lambda warm-up; clipping"
+
+    def model_file(f, kind, mdl):
+        stamp(f, kind, note)
+        f.attrs["k"] = k
+        f.attrs["activation"] = c["activation"]
+        for grp in ("sae_in", "sae_out", "mlp"):
+            write_tensors(f, grp, mdl[grp])
+    write_atomically(os.path.join(out, "initial.h5"), lambda f: model_file(f, "model", model))
+
+    def acts_file(f):
+        stamp(f, "activations", note)
+        f.create_dataset("x", data=x_all.numpy())
+        write_tensors(f, "mlp", model["mlp"])
+        f.attrs["activation"] = c["activation"]
+        for key, val in (("source_model", "random (golden)"), ("layer", 0), ("hook_in", "x"),
+                         ("hook_out", "y"), ("text_source", f"none: N(0, {c['x_scale']}^2) samples")):
+            f.attrs[key] = val
+        f.attrs["tokens"] = x_all.shape[0]
+    write_atomically(os.path.join(out, "activations.h5"), acts_file)
+
+    params = [t for _, _, t in sae_params(model)]
+    for t in params:
+        t.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=c["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    total = c["steps"]
+    warm = fraction_steps(c["lr_warmup_fraction"], total)
+    decay = fraction_steps(c["lr_decay_fraction"], total)
+    lam_warm = fraction_steps(c["lambda_warmup_fraction"], total)
+    sched = sae_lens_scheduler(opt, total, warm, decay)
+    curve = {key: [] for key in ("loss", "mse_in", "mse_out", "jacobian_l1", "lr", "lambda", "grad_norm")}
+    for t in range(total):
+        with torch.no_grad():
+            for grp in ("sae_in", "sae_out"):
+                W = model[grp]["W_dec"]
+                W /= W.norm(dim=1, keepdim=True)
+        lam_t = c["lam"] * min(t, lam_warm) / lam_warm
+        x = x_all[t * c["batch"]:(t + 1) * c["batch"]]
+        opt.zero_grad()
+        loss, parts = training_loss(x, model, lam_t)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(params, c["clip_norm"]).item()
+        curve["lr"].append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+        for key in ("loss", "mse_in", "mse_out", "jacobian_l1"):
+            curve[key].append(parts[key])
+        curve["lambda"].append(lam_t)
+        curve["grad_norm"].append(gn)
+    assert any(n > c["clip_norm"] for n in curve["grad_norm"]), "clipping never active: raise x_scale"
+    assert curve["lr"][0] < curve["lr"][warm] and curve["lr"][-1] < curve["lr"][warm], "schedule phases missing"
+
+    def final_file(f):
+        model_file(f, "checkpoint", model)
+        for grp in ("sae_in", "sae_out"):
+            for n in SAE_NAMES:
+                st = opt.state[model[grp][n]]
+                f.create_dataset(f"optimizer/{grp}/{n}/m", data=st["exp_avg"].numpy())
+                f.create_dataset(f"optimizer/{grp}/{n}/v", data=st["exp_avg_sq"].numpy())
+        f.attrs["step"] = total
+        f.attrs["total_steps"] = total
+        f.attrs["seed"] = c["seed"]
+        f.attrs["lr"] = c["lr"]
+        f.attrs["lambda"] = c["lam"]
+        f.attrs["lr_warmup_fraction"] = c["lr_warmup_fraction"]
+        f.attrs["lr_decay_fraction"] = c["lr_decay_fraction"]
+        f.attrs["lambda_warmup_fraction"] = c["lambda_warmup_fraction"]
+        f.attrs["batch"] = c["batch"]
+        f.attrs["evaluation_point"] = "trueInput"
+        f.attrs["clip_norm"] = c["clip_norm"]
+        for key, vals in curve.items():
+            f.create_dataset(f"golden/curve/{key}", data=np.array(vals))
+    with torch.no_grad():
+        write_atomically(os.path.join(out, "final.h5"), final_file)
+    clipped = sum(n > c["clip_norm"] for n in curve["grad_norm"])
+    print(f"wrote golden/train/ ({total} steps, warm-up {warm}, decay {decay}, lambda warm-up {lam_warm}, "
+          f"clipped on {clipped} steps, loss {curve['loss'][0]:.4f} -> {curve['loss'][-1]:.4f})")
+
+
 if __name__ == "__main__":
-    for case in (sys.argv[1:] or CASES):
-        write_case(case)
+    for case in (sys.argv[1:] or list(CASES) + ["train"]):
+        if case == "train":
+            write_training_run()
+        else:
+            write_case(case)

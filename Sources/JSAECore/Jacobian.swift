@@ -36,34 +36,114 @@ public let defaultJacobianChunk = 64
 public func jacobian<T: JSAEScalar>(factors: JacobianFactors<T>, k1: [Int], k2: [Int],
                                     phiPrime: Matrix<T>, k: Int,
                                     chunk: Int = defaultJacobianChunk) -> [T] {
+    var out = [T](repeating: 0, count: phiPrime.rows * k * k)
+    out.withUnsafeMutableBufferPointer { po in
+        _ = jacobianPass(factors: factors, k1: k1, k2: k2, phiPrime: phiPrime, k: k, chunk: chunk,
+                         store: po.baseAddress!, backward: nil)
+    }
+    return out
+}
+
+/// Summaries of a Jacobian pass, accumulated in Double.
+public struct JacobianStats: Sendable, Equatable {
+    /// Σ |J| over all tokens and entries.
+    public var absSum = 0.0
+    /// Number of entries with |J| > t, for each t of `JacobianStats.thresholds`.
+    public var above: [Int] = [0, 0, 0, 0]
+    public var entries = 0
+    /// The paper's sparsity thresholds.
+    public static let thresholds: [Double] = [0.005, 0.01, 0.015, 0.02]
+    public init() {}
+    /// Share of entries with |J| > thresholds[i].
+    public func share(_ i: Int) -> Double { entries == 0 ? 0 : Double(above[i]) / Double(entries) }
+}
+
+/// Where the Jacobian term's gradient goes: coef · sign(J) is pushed back to
+/// `dwd1` ([m_in, d_mlp]) and `dw2eT` ([m_out, d_mlp]), accumulating (+=).
+public struct JacobianBackward<T: JSAEScalar> {
+    public var coef: T
+    public var dwd1: UnsafeMutablePointer<T>
+    public var dw2eT: UnsafeMutablePointer<T>
+    public init(coef: T, dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>) {
+        self.coef = coef; self.dwd1 = dwd1; self.dw2eT = dw2eT
+    }
+}
+
+/// One pass over the tokens in chunks: per token, gather the K2 rows of w2eT
+/// (L, [k, d_mlp]) and the K1 rows of wd1 scaled by φ' (R, [k, d_mlp]), form
+/// J = L·Rᵀ, accumulate its statistics, optionally store it, and optionally
+/// run the backward of coef·Σ|J| while L and R are still in cache:
+///
+///     G = coef · sign(J);  dw2eT[K2] += G·R;  dwd1[K1] += (Gᵀ·L) ⊙ φ'
+public func jacobianPass<T: JSAEScalar>(factors: JacobianFactors<T>, k1: [Int], k2: [Int],
+                                        phiPrime: Matrix<T>, k: Int, chunk: Int,
+                                        store: UnsafeMutablePointer<T>?,
+                                        backward: JacobianBackward<T>?) -> JacobianStats {
     let B = phiPrime.rows, h = factors.dMlp
     precondition(phiPrime.cols == h && k1.count == B * k && k2.count == B * k)
     precondition(chunk >= 1)
-    var out = [T](repeating: 0, count: B * k * k)
+    var stats = JacobianStats()
+    stats.entries = B * k * k
     let c = min(chunk, max(B, 1))
-    var left = [T](repeating: 0, count: c * k * h)   // w2eT[K2] per token: [k, d_mlp]
-    var right = [T](repeating: 0, count: c * k * h)  // wd1[K1] ⊙ φ' per token: [k, d_mlp]
+    var left = [T](repeating: 0, count: c * k * h)   // L per token: [k, d_mlp]
+    var right = [T](repeating: 0, count: c * k * h)  // R per token: [k, d_mlp]
+    var jBlock = [T](repeating: 0, count: k * k)
+    var g = [T](repeating: 0, count: k * k)
+    var scratch = [T](repeating: 0, count: backward == nil ? 0 : k * h)
+    let t0 = T(JacobianStats.thresholds[0]), t1 = T(JacobianStats.thresholds[1])
+    let t2 = T(JacobianStats.thresholds[2]), t3 = T(JacobianStats.thresholds[3])
     var start = 0
     while start < B {
         let n = min(c, B - start)
         gatherJacobianBlocks(factors: factors, k1: k1, k2: k2, phiPrime: phiPrime, k: k,
                              tokens: start..<(start + n), left: &left, right: &right)
         left.withUnsafeBufferPointer { pl in
-            right.withUnsafeBufferPointer { pr in
-                out.withUnsafeMutableBufferPointer { po in
-                    for t in 0..<n {
-                        // J_b = left_b · right_bᵀ : [k, d_mlp] × [d_mlp, k]
-                        T.gemm(transA: false, transB: true, m: k, n: k, k: h, alpha: 1,
-                               a: pl.baseAddress! + t * k * h, lda: h,
-                               b: pr.baseAddress! + t * k * h, ldb: h,
-                               beta: 0, c: po.baseAddress! + (start + t) * k * k, ldc: k)
-                    }
+        right.withUnsafeBufferPointer { pr in
+        jBlock.withUnsafeMutableBufferPointer { pj in
+        g.withUnsafeMutableBufferPointer { pg in
+        scratch.withUnsafeMutableBufferPointer { ps in
+        phiPrime.data.withUnsafeBufferPointer { pphi in
+            for t in 0..<n {
+                let b = start + t
+                let L = pl.baseAddress! + t * k * h, R = pr.baseAddress! + t * k * h
+                let J = store.map { $0 + b * k * k } ?? pj.baseAddress!
+                // J_b = L · Rᵀ : [k, d_mlp] × [d_mlp, k]
+                T.gemm(transA: false, transB: true, m: k, n: k, k: h, alpha: 1,
+                       a: L, lda: h, b: R, ldb: h, beta: 0, c: J, ldc: k)
+                for e in 0..<(k * k) {
+                    let a = abs(J[e])
+                    stats.absSum += Double(a)
+                    if a > t0 { stats.above[0] += 1 }
+                    if a > t1 { stats.above[1] += 1 }
+                    if a > t2 { stats.above[2] += 1 }
+                    if a > t3 { stats.above[3] += 1 }
+                }
+                guard let bw = backward else { continue }
+                for e in 0..<(k * k) {
+                    // d|J|/dJ = sign(J), with sign(0) = 0 as torch.sign.
+                    pg[e] = J[e] > 0 ? bw.coef : (J[e] < 0 ? -bw.coef : 0)
+                }
+                let S = ps.baseAddress!
+                // dL = G · R → rows K2[q] of dw2eT
+                T.gemm(transA: false, transB: false, m: k, n: h, k: k, alpha: 1,
+                       a: pg.baseAddress!, lda: k, b: R, ldb: h, beta: 0, c: S, ldc: h)
+                for q in 0..<k {
+                    let dst = bw.dw2eT + k2[b * k + q] * h, src = S + q * h
+                    for r in 0..<h { dst[r] += src[r] }
+                }
+                // dR = Gᵀ · L → ⊙ φ' → rows K1[p] of dwd1
+                T.gemm(transA: true, transB: false, m: k, n: h, k: k, alpha: 1,
+                       a: pg.baseAddress!, lda: k, b: L, ldb: h, beta: 0, c: S, ldc: h)
+                let phi = pphi.baseAddress! + b * h
+                for p in 0..<k {
+                    let dst = bw.dwd1 + k1[b * k + p] * h, src = S + p * h
+                    for r in 0..<h { dst[r] += src[r] * phi[r] }
                 }
             }
-        }
+        } } } } } }
         start += n
     }
-    return out
+    return stats
 }
 
 /// Fills, for each token t of `tokens` (at slot t − lowerBound), the K2 rows of

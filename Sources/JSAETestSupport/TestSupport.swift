@@ -1,23 +1,7 @@
 import Foundation
 import JSAECore
 
-/// SplitMix64: a tiny seeded generator, so every test input is repeatable.
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E3779B97F4A7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
-        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
-        return z ^ (z >> 31)
-    }
-    /// A standard normal draw (Box–Muller).
-    public mutating func normal() -> Double {
-        let u1 = Double.random(in: Double.ulpOfOne..<1, using: &self)
-        let u2 = Double.random(in: 0..<1, using: &self)
-        return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
-    }
+extension SeededGenerator {
     public mutating func normals(_ n: Int, scale: Double = 1) -> [Double] {
         (0..<n).map { _ in scale * normal() }
     }
