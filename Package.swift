@@ -31,7 +31,7 @@ let package = Package(
         ]),
 
         // MARK: Tests
-        .target(name: "JSAETestSupport", dependencies: ["JSAECore"], path: "Sources/JSAETestSupport"),
+        .target(name: "JSAETestSupport", dependencies: ["JSAECore", "JSAEIO"], path: "Sources/JSAETestSupport"),
         .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "JSAETestSupport"]),
         .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAETestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["jsae", "JSAECore", "JSAEIO", "JSAETestSupport"]),

@@ -29,6 +29,15 @@ public struct SAETensors<T: JSAEScalar>: Sendable, Equatable {
         Self.paths.reduce(0.0) { acc, p in acc + self[keyPath: p.path].reduce(0.0) { $0 + Double($1) * Double($1) } }
     }
 
+    /// self += s · other, tensor by tensor.
+    public mutating func add(_ other: SAETensors<T>, scaledBy s: T) {
+        for p in Self.paths {
+            other[keyPath: p.path].withUnsafeBufferPointer { o in
+                self[keyPath: p.path].withUnsafeMutableBufferPointer { b in for i in 0..<b.count { b[i] += s * o[i] } }
+            }
+        }
+    }
+
     public mutating func scale(by s: T) {
         for p in Self.paths { self[keyPath: p.path].withUnsafeMutableBufferPointer { b in for i in 0..<b.count { b[i] *= s } } }
     }
@@ -108,8 +117,10 @@ extension JSAEModel {
     /// reaches only W_dec_x (through wd1) and W_enc_y (through w2e); nothing
     /// reaches the MLP. Without `saeOut` the objective is mse_in alone.
     /// - x: [B, d]; yTarget: [B, d] or nil
+    /// - factors: reuse precomputed wd1/w2e for these weights (else computed here)
     public func lossAndGradients(_ x: Matrix<T>, yTarget: Matrix<T>? = nil, lambda: Double,
-                                 chunk: Int = defaultJacobianChunk, keepJacobian: Bool = false) -> TrainingPass<T> {
+                                 chunk: Int = defaultJacobianChunk, keepJacobian: Bool = false,
+                                 factors: JacobianFactors<T>? = nil) -> TrainingPass<T> {
         let B = x.rows, d = self.d, k = self.k
         let scale = T(2) / T(B * d)
         let codesIn = saeIn.encode(x)
@@ -132,7 +143,7 @@ extension JSAEModel {
         fwd.y = y; fwd.phiPrime = phi; fwd.codesOut = codesOut; fwd.yHat = yHat
 
         // Jacobian term: coef = λ / (B·k²) per |J| entry.
-        let factors = JacobianFactors(saeIn: saeIn, mlp: mlp, saeOut: saeOut)
+        let factors = factors ?? JacobianFactors(saeIn: saeIn, mlp: mlp, saeOut: saeOut)
         let h = mlp.dMlp
         var dwd1 = lambda > 0 ? Matrix<T>(rows: saeIn.m, cols: h) : Matrix<T>(rows: 0, cols: h)
         var dw2eT = lambda > 0 ? Matrix<T>(rows: saeOut.m, cols: h) : Matrix<T>(rows: 0, cols: h)

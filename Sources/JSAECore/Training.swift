@@ -86,10 +86,13 @@ public struct BatchMetrics: Sendable {
 
 public enum TrainingError: Error, CustomStringConvertible {
     case nonFiniteLoss(step: Int, components: LossComponents)
+    case nonFiniteGradient(step: Int, components: LossComponents)
     public var description: String {
         switch self {
         case .nonFiniteLoss(let s, let c):
             return "step \(s): the loss is not finite (mse_in \(c.mseIn), mse_out \(c.mseOut), jacobian_l1 \(c.jacobianL1)); parameters left at the last good step"
+        case .nonFiniteGradient(let s, let c):
+            return "step \(s): the loss is finite (\(c.loss)) but its gradient is not finite; parameters left at the last good step"
         }
     }
 }
@@ -121,8 +124,10 @@ extension TrainState {
     /// renormalise decoder rows → loss and gradients at λ_t → (stop if not
     /// finite) → global-norm clipping → Adam at lr_t.
     /// - x: [B, d]; yTarget: [B, d] MLP output as the model computed it, or nil for f(x)
+    /// - onCodes: sees both SAEs' codes (e.g. for dead-latent tracking)
     public mutating func step(_ x: Matrix<T>, yTarget: Matrix<T>? = nil, config: TrainConfig,
-                              wantJacobianShares: Bool = true) throws -> StepReport {
+                              wantJacobianShares: Bool = true,
+                              onCodes: ((SparseCodes<T>, SparseCodes<T>?) -> Void)? = nil) throws -> StepReport {
         let sched = config.schedule
         let t = step
         let lr = config.lr * sched.lrFactor(t)
@@ -132,9 +137,17 @@ extension TrainState {
 
         var pass = model.lossAndGradients(x, yTarget: yTarget, lambda: lam, chunk: config.jacobianChunk)
         guard pass.components.loss.isFinite else { throw TrainingError.nonFiniteLoss(step: t, components: pass.components) }
+        onCodes?(pass.forward.codesIn, pass.forward.codesOut)
+        // The reported sparsity at the paper's point needs J at x̂, taken
+        // with the parameters this step's loss saw (before the update).
+        var shares: [Double]? = pass.jacobianStats.map { s in (0..<4).map { s.share($0) } }
+        if wantJacobianShares && config.evaluationPoint == .reconstruction && model.saeOut != nil {
+            shares = model.jacobianShares(x, point: .reconstruction, chunk: config.jacobianChunk)
+        }
 
         // torch.nn.utils.clip_grad_norm_: factor = min(1, max_norm / (norm + 1e-6)).
         let norm = pass.gradients.squaredNorm.squareRoot()
+        guard norm.isFinite else { throw TrainingError.nonFiniteGradient(step: t, components: pass.components) }
         let factor = min(1, config.clipNorm / (norm + 1e-6))
         if factor < 1 {
             pass.gradients.saeIn.scale(by: T(factor))
@@ -157,11 +170,39 @@ extension TrainState {
         if let y = f.y, let yHat = f.yHat, let co = f.codesOut {
             metrics.explainedVarianceOut = explainedVariance(y, yHat)
             metrics.l0Out = meanL0(co)
-            if wantJacobianShares, let stats = pass.jacobianStats {
-                metrics.jacobianShares = (0..<4).map { stats.share($0) }
-            }
+            if wantJacobianShares { metrics.jacobianShares = shares }
         }
         return StepReport(step: t, lr: lr, lambda: lam, components: pass.components,
                           gradNorm: norm, clipFactor: factor, metrics: metrics)
+    }
+}
+
+extension JSAEModel {
+    /// Share of |J| entries above each of `JacobianStats.thresholds` on x,
+    /// with J at the given evaluation point.
+    public func jacobianShares(_ x: Matrix<T>, point: EvaluationPoint, chunk: Int = defaultJacobianChunk) -> [Double]? {
+        guard saeOut != nil, mlp != nil else { return nil }
+        let r = forward(x, point: point, chunk: chunk)
+        guard let J = r.jacobian else { return nil }
+        return JacobianStats.thresholds.map { t in Double(J.reduce(0) { $0 + (Double(abs($1)) > t ? 1 : 0) }) / Double(max(J.count, 1)) }
+    }
+}
+
+/// Latents that have not fired (value > 0) within a window of steps.
+public struct DeadLatentTracker: Sendable {
+    public var lastActiveIn: [Int]
+    public var lastActiveOut: [Int]
+    public init(mIn: Int, mOut: Int, startStep: Int) {
+        lastActiveIn = [Int](repeating: startStep, count: mIn)
+        lastActiveOut = [Int](repeating: startStep, count: mOut)
+    }
+    public mutating func record<T: JSAEScalar>(_ codesIn: SparseCodes<T>, _ codesOut: SparseCodes<T>?, step: Int) {
+        for (i, v) in zip(codesIn.indices, codesIn.values) where v > 0 { lastActiveIn[i] = step + 1 }
+        if let c = codesOut { for (i, v) in zip(c.indices, c.values) where v > 0 { lastActiveOut[i] = step + 1 } }
+    }
+    /// Counts of latents with no activation in the last `window` steps
+    /// before `step` (a fresh tracker reports none until `window` steps pass).
+    public func dead(atStep step: Int, window: Int) -> (input: Int, output: Int) {
+        (lastActiveIn.filter { step - $0 >= window }.count, lastActiveOut.filter { step - $0 >= window }.count)
     }
 }

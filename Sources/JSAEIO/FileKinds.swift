@@ -104,6 +104,13 @@ func writeMLP<T: JSAEScalar>(_ file: HDF5File, _ mlp: MLP<T>) throws {
     try file.write("/mlp/b_out", shape: [mlp.d], mlp.bOut)
 }
 
+/// The /mlp group of any file, with the file's `activation` attribute.
+public enum MLPFile {
+    public static func read<T: JSAEScalar>(_ f: HDF5File, d: Int?, as: T.Type = T.self) throws -> MLP<T> {
+        try readMLP(f, activation: readActivation(f), d: d, as: T.self)
+    }
+}
+
 // MARK: kind = model
 
 public enum ModelFile {

@@ -9,6 +9,9 @@ public struct ForwardOptions: Sendable {
     public var chunkTokens: Int = 1024
     /// Tokens per Jacobian chunk inside one evaluated chunk.
     public var jacobianChunk: Int = defaultJacobianChunk
+    /// Also write /grad/<group>/<name>, the gradient of the training loss
+    /// (reference objective at the true input) over all tokens.
+    public var gradients = false
     public init() {}
 }
 
@@ -29,6 +32,11 @@ public func runForward<T: JSAEScalar>(model: JSAEModel<T>, activations: Activati
     if model.saeOut != nil && model.mlp == nil {
         throw JSAEError(file: modelPath, "has /sae_out but no /mlp, and \(activations.path) has no /mlp either")
     }
+    guard !options.gradients || options.point == .trueInput else {
+        throw JSAEError("gradients are those of the training loss, which is defined at the true input (trueInput)")
+    }
+    var grads: PairGradients<T>? = options.gradients ?
+        PairGradients(saeIn: SAETensors(d: model.d, m: model.saeIn.m), saeOut: model.saeOut.map { SAETensors(d: model.d, m: $0.m) }) : nil
     let T_ = activations.tokens, d = model.d, k = model.k
     let factors = model.jacobianFactors()
     let stored: HDF5File.StoredFloat = T.self == Float.self ? .float32 : .float64
@@ -48,7 +56,20 @@ public func runForward<T: JSAEScalar>(model: JSAEModel<T>, activations: Activati
         }
         for range in activations.chunks(of: options.chunkTokens) {
             let x: Matrix<T> = try activations.x(range)
-            let r = model.forward(x, point: options.point, factors: factors, chunk: options.jacobianChunk)
+            let r: PairForward<T>
+            if grads != nil {
+                // The training pass evaluates the same forward (at the true
+                // input) and its gradient; chunk gradients are weighted by
+                // their share of the tokens, so the sum is the whole-file gradient.
+                let pass = model.lossAndGradients(x, lambda: pair ? options.lambda : 0, chunk: options.jacobianChunk,
+                                                  keepJacobian: true, factors: factors)
+                let w = T(Double(range.count) / Double(T_))
+                grads!.saeIn.add(pass.gradients.saeIn, scaledBy: w)
+                if let g = pass.gradients.saeOut { grads!.saeOut!.add(g, scaledBy: w) }
+                r = pass.forward
+            } else {
+                r = model.forward(x, point: options.point, factors: factors, chunk: options.jacobianChunk)
+            }
             try out.writeRows("/sae_in/indices", range, ints: r.codesIn.indices)
             try out.writeRows("/sae_in/values", range, r.codesIn.values)
             try out.writeRows("/x_hat", range, r.xHat.data)
@@ -61,6 +82,14 @@ public func runForward<T: JSAEScalar>(model: JSAEModel<T>, activations: Activati
             }
             sums.add(r.sums)
             progress?(range.upperBound, T_)
+        }
+        if let grads {
+            for (group, g) in [("sae_in", grads.saeIn), ("sae_out", grads.saeOut)] {
+                guard let g else { continue }
+                for ((name, p), shape) in zip(SAETensors<T>.paths, g.shapes) {
+                    try out.write("/grad/\(group)/\(name)", shape: shape, g[keyPath: p])
+                }
+            }
         }
         let c = sums.components(lambda: pair ? options.lambda : 0)
         try out.setAttribute("evaluation_point", .string(options.point.rawValue))

@@ -1,5 +1,6 @@
 import Foundation
 import JSAECore
+import JSAEIO
 
 extension SeededGenerator {
     public mutating func normals(_ n: Int, scale: Double = 1) -> [Double] {
@@ -107,4 +108,22 @@ public func naivePreacts(_ x: [Double], _ sae: TopKSAE<Double>) -> [Double] {
 /// The reference TopK rule by sorting: descending value, ties by lower index.
 public func naiveTopK(_ h: [Double], k: Int) -> [Int] {
     Array(h.indices.sorted { h[$0] != h[$1] ? h[$0] > h[$1] : $0 < $1 }.prefix(k))
+}
+
+/// Writes an `activations` file: /x (float32 on disk), optionally the MLP and /y.
+public func writeActivations(_ x: Matrix<Double>, to path: String, mlp: MLP<Double>? = nil, y: Matrix<Double>? = nil) throws {
+    let f = try HDF5File.create(path)
+    try f.setAttribute("format_version", .int(1))
+    try f.setAttribute("kind", .string("activations"))
+    try f.setAttribute("tokens", .int(x.rows))
+    try f.write("/x", x, stored: .float32)
+    if let y { try f.write("/y", y, stored: .float32) }
+    if let mlp {
+        try f.setAttribute("activation", .string(mlp.activation.rawValue))
+        try f.write("/mlp/W_in", mlp.wIn)
+        try f.write("/mlp/b_in", shape: [mlp.dMlp], mlp.bIn)
+        try f.write("/mlp/W_out", mlp.wOut)
+        try f.write("/mlp/b_out", shape: [mlp.d], mlp.bOut)
+    }
+    f.close()
 }

@@ -8,17 +8,21 @@ struct JSAECommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "jsae",
         abstract: "Jacobian Sparse Autoencoders: reference forward pass, Jacobian and file tools.",
-        subcommands: [Forward.self, Inspect.self])
+        subcommands: [Forward.self, Train.self, Inspect.self])
 }
 
-/// Library errors are bad input: print one line on stderr and exit with 2.
-/// Anything else is left to ArgumentParser.
+/// Library errors become one line on stderr and an exit status: 2 for bad
+/// input or configuration, 3 for a training run that diverged. Anything else
+/// is left to ArgumentParser.
 func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
     } catch let e as JSAEError {
         FileHandle.standardError.write(Data("jsae: error: \(e.description)\n".utf8))
         throw ExitCode(2)
+    } catch let e as TrainingDiverged {
+        FileHandle.standardError.write(Data("jsae: error: \(e.description)\n".utf8))
+        throw ExitCode(3)
     }
 }
 
@@ -53,12 +57,18 @@ struct Forward: ParsableCommand {
     @Option(help: "Tokens read and evaluated per chunk (bounds memory).")
     var chunkTokens: Int = 1024
 
+    @Flag(help: "Add /grad/<group>/<name>: the gradient of the training loss for every SAE parameter (trueInput only).")
+    var gradients = false
+
     @Flag(help: "Print progress on stderr.")
     var verbose = false
 
     func validate() throws {
         guard lambda >= 0 && lambda.isFinite else { throw ValidationError("--lambda must be a finite number >= 0") }
         guard chunkTokens >= 1 else { throw ValidationError("--chunk-tokens must be at least 1") }
+        guard !gradients || evaluationPoint == .trueInput else {
+            throw ValidationError("--gradients is the gradient of the training loss, which is defined at --evaluation-point trueInput")
+        }
     }
 
     func run() throws {
@@ -80,6 +90,7 @@ struct Forward: ParsableCommand {
         opts.point = evaluationPoint
         opts.lambda = lambda
         opts.chunkTokens = chunkTokens
+        opts.gradients = gradients
         let start = Date()
         let c = try runForward(model: m, activations: acts, modelPath: model, outPath: out, options: opts) { done, total in
             if verbose {

@@ -46,13 +46,22 @@ func fixture(_ dir: String, seed: UInt64 = 1, mutateX: ((inout Matrix<Double>) -
     return (modelPath, actsPath)
 }
 
-func writeActivations(_ x: Matrix<Double>, to path: String) throws {
-    let f = try HDF5File.create(path)
-    try f.setAttribute("format_version", .int(1))
-    try f.setAttribute("kind", .string("activations"))
-    try f.setAttribute("tokens", .int(x.rows))
-    try f.write("/x", x, stored: .float32)
-    f.close()
+
+/// Every bad input: exit status 2, one line on stderr naming the file (nil
+/// for a configuration error, which has none) and the problem, and (with
+/// `outDir`) no output file nor temporary left behind.
+func expectBadInput(_ args: [String], file: String?, mentions: String, outDir: String? = nil,
+                    sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let r = try jsae(args)
+    #expect(r.status == 2, "status \(r.status): \(r.stderr)", sourceLocation: sourceLocation)
+    let lines = r.stderr.split(separator: "\n")
+    #expect(lines.count == 1, "stderr: \(r.stderr)", sourceLocation: sourceLocation)
+    if let file { #expect(r.stderr.contains(file), "no file name in: \(r.stderr)", sourceLocation: sourceLocation) }
+    #expect(r.stderr.contains(mentions), "expected '\(mentions)' in: \(r.stderr)", sourceLocation: sourceLocation)
+    guard let outDir else { return }
+    #expect(!FileManager.default.fileExists(atPath: outDir + "/out.h5"), sourceLocation: sourceLocation)
+    let leftovers = try FileManager.default.contentsOfDirectory(atPath: outDir).filter { $0.contains(".tmp-") }
+    #expect(leftovers.isEmpty, "temporaries left: \(leftovers)", sourceLocation: sourceLocation)
 }
 
 @Suite("jsae CLI")
@@ -106,21 +115,6 @@ struct CLITests {
         #expect(r.stdout.contains("@k = 3"))
         #expect(r.stdout.contains("/sae_in/W_enc  [6, 16]  float64"))
         #expect(r.stdout.contains("/mlp/W_out  [10, 6]  float64"))
-    }
-
-    /// Every bad input: exit status 2, one line on stderr naming the file and
-    /// the problem, and no output file (nor temporary) left behind.
-    func expectBadInput(_ args: [String], file: String, mentions: String, outDir: String,
-                        sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let r = try jsae(args)
-        #expect(r.status == 2, "status \(r.status): \(r.stderr)", sourceLocation: sourceLocation)
-        let lines = r.stderr.split(separator: "\n")
-        #expect(lines.count == 1, "stderr: \(r.stderr)", sourceLocation: sourceLocation)
-        #expect(r.stderr.contains(file), "no file name in: \(r.stderr)", sourceLocation: sourceLocation)
-        #expect(r.stderr.contains(mentions), "expected '\(mentions)' in: \(r.stderr)", sourceLocation: sourceLocation)
-        #expect(!FileManager.default.fileExists(atPath: outDir + "/out.h5"), sourceLocation: sourceLocation)
-        let leftovers = try FileManager.default.contentsOfDirectory(atPath: outDir).filter { $0.contains(".tmp-") }
-        #expect(leftovers.isEmpty, "temporaries left: \(leftovers)", sourceLocation: sourceLocation)
     }
 
     func forwardArgs(_ m: String, _ a: String, _ dir: String) -> [String] {

@@ -1,0 +1,105 @@
+import Foundation
+import JSAECore
+
+/// How a run is driven: where it writes, how often it checkpoints and logs.
+public struct TrainRunOptions: Sendable {
+    public var outDir: String
+    public var checkpointEvery = 1000
+    public var logEvery = 10
+    public var deadWindow = 1000
+    /// Checkpoints kept in the folder (older ones are removed after a newer
+    /// one is safely in place); at least 2, so a damaged latest file still
+    /// leaves one to fall back on by hand.
+    public var keepCheckpoints = 2
+    public init(outDir: String) { self.outDir = outDir }
+}
+
+/// The run stopped because a loss or gradient was not finite; nothing of the
+/// failing step was written.
+public struct TrainingDiverged: Error, CustomStringConvertible, Sendable {
+    public var description: String
+}
+
+public enum RunOutcome: Equatable, Sendable {
+    case finished(checkpoint: String)
+    case interrupted(step: Int, checkpoint: String)
+}
+
+/// Trains until `config.totalSteps`, checkpointing every
+/// `options.checkpointEvery` steps, when `shouldStop()` turns true (checked
+/// between steps: SIGINT/SIGTERM in the CLI), and at the end, where the final
+/// `model.h5` is written too. A non-finite loss stops the run with an error;
+/// the parameters of the failing step are never written, so the last
+/// checkpoint on disk is the last good one.
+public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: TrainConfig, stream: BatchStream<T>,
+                                       provenance: CheckpointFile.Provenance, options: TrainRunOptions,
+                                       shouldStop: () -> Bool = { false },
+                                       log: (String) -> Void = { _ in }) throws -> RunOutcome {
+    try config.validate()
+    let dir = options.outDir
+    var tracker = DeadLatentTracker(mIn: state.model.saeIn.m, mOut: state.model.saeOut?.m ?? 0, startStep: state.step)
+    var windowStart = Date(), windowTokens = 0
+
+    func checkpoint() throws -> String {
+        let path = CheckpointFile.path(in: dir, step: state.step)
+        try CheckpointFile.write(state, config: config, provenance: provenance, to: path)
+        prune(dir, keep: max(options.keepCheckpoints, 2))
+        return path
+    }
+
+    while state.step < config.totalSteps {
+        if shouldStop() {
+            let path = try checkpoint()
+            return .interrupted(step: state.step, checkpoint: path)
+        }
+        let t = state.step
+        let (x, y) = try stream.batch(forStep: t)
+        let logNow = options.logEvery > 0 && ((t + 1) % options.logEvery == 0 || t + 1 == config.totalSteps)
+        let report: StepReport
+        do {
+            report = try state.step(x, yTarget: y, config: config, wantJacobianShares: logNow) { cin, cout in
+                tracker.record(cin, cout, step: t)
+            }
+        } catch let e as TrainingError {
+            let last = CheckpointFile.latest(in: dir).map { "last good checkpoint: \($0)" } ?? "no checkpoint was written yet"
+            throw TrainingDiverged(description: "\(e.description); \(last)")
+        }
+        windowTokens += x.rows
+        if logNow {
+            let dt = max(Date().timeIntervalSince(windowStart), 1e-9)
+            log(progressLine(report, total: config.totalSteps, tokensPerSecond: Double(windowTokens) / dt,
+                             dead: tracker.dead(atStep: state.step, window: options.deadWindow), pair: state.model.saeOut != nil))
+            windowStart = Date(); windowTokens = 0
+        }
+        if options.checkpointEvery > 0 && state.step % options.checkpointEvery == 0 && state.step < config.totalSteps {
+            _ = try checkpoint()
+        }
+    }
+    let path = try checkpoint()
+    try ModelFile.write(state.model, to: dir + "/model.h5",
+                        attributes: ["note": .string("trained by jsae train: \(state.step) steps"),
+                                     "activations_file": .string(provenance.activationsFile)])
+    return .finished(checkpoint: path)
+}
+
+func prune(_ dir: String, keep: Int) {
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+    let cps = names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".h5") }.sorted()
+    for name in cps.dropLast(keep) { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
+}
+
+func progressLine(_ r: StepReport, total: Int, tokensPerSecond: Double, dead: (input: Int, output: Int), pair: Bool) -> String {
+    func f(_ v: Double, _ digits: Int = 4) -> String { String(format: "%.\(digits)g", v) }
+    let c = r.components, m = r.metrics
+    var s = "step \(r.step + 1)/\(total)  \(Int(tokensPerSecond.rounded())) tok/s  loss \(f(c.loss))  mse_in \(f(c.mseIn))"
+    if pair { s += "  mse_out \(f(c.mseOut))  jac \(f(c.jacobianL1))" }
+    s += "  ev_in \(f(m.explainedVarianceIn, 3))"
+    if let e = m.explainedVarianceOut { s += "  ev_out \(f(e, 3))" }
+    s += "  L0 \(f(m.l0In, 3))"
+    if let l = m.l0Out { s += "/\(f(l, 3))" }
+    if let sh = m.jacobianShares { s += "  |J|>0.01 \(f(100 * sh[1], 3))%" }
+    s += "  dead \(dead.input)" + (pair ? "/\(dead.output)" : "")
+    s += "  lr \(f(r.lr, 3))  λ \(f(r.lambda, 3))"
+    if r.clipFactor < 1 { s += "  clipped(\(f(r.gradNorm, 3)))" }
+    return s
+}

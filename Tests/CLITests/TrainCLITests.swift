@@ -1,0 +1,177 @@
+import Foundation
+import Testing
+import JSAECore
+import JSAEIO
+import JSAETestSupport
+
+/// 48 tokens of d = 6 with a gelu MLP inside the activations file.
+func trainData(_ dir: String, rows: Int = 48, bad: Bool = false) throws -> String {
+    let (model, _) = randomModel(PairShape(d: 6, dMlp: 10, mIn: 12, mOut: 12, k: 3, tokens: 1), seed: 101)
+    var g = SeededGenerator(seed: 102)
+    var x = g.matrix(rows, 6)
+    if bad { for c in 0..<6 { x[rows - 1, c] = 1e30 } }
+    let path = dir + "/acts.h5"
+    try writeActivations(x, to: path, mlp: model.mlp!)
+    return path
+}
+
+let smallRun = ["--expansion", "2", "--k", "3", "--batch", "4", "--lr", "0.01", "--seed", "5", "--buffer-batches", "3"]
+
+func models(_ a: String, _ b: String) throws -> Bool {
+    let ma: JSAEModel<Float> = try ModelFile.read(a), mb: JSAEModel<Float> = try ModelFile.read(b)
+    return ma.saeIn == mb.saeIn && ma.saeOut == mb.saeOut
+}
+
+@Suite("jsae train")
+struct TrainCLITests {
+    @Test("trains, logs progress on stderr, writes model.h5 and a checkpoint")
+    func happyPath() throws {
+        let dir = temporaryDirectory()
+        let acts = try trainData(dir)
+        let r = try jsae(["train", "--activations", acts, "--out", dir + "/run", "--steps", "30", "--log-every", "10"] + smallRun)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("trained 30 steps (120 tokens)"))
+        let lines = r.stderr.split(separator: "\n").filter { $0.hasPrefix("step ") }
+        #expect(lines.count == 3)
+        for key in ["tok/s", "loss", "mse_in", "mse_out", "jac", "ev_in", "ev_out", "L0", "|J|>0.01", "dead", "lr", "λ"] {
+            #expect(lines[0].contains(key), "progress line lacks \(key): \(lines[0])")
+        }
+        let f = try HDF5File.open(dir + "/run/model.h5")
+        #expect(try f.stringAttribute("kind") == "model" && f.exists("/sae_out/W_enc") && f.exists("/mlp/W_in"))
+        let cp = try HDF5File.open(CheckpointFile.path(in: dir + "/run", step: 30))
+        #expect(try cp.stringAttribute("kind") == "checkpoint" && cp.exists("/optimizer/sae_out/W_dec/v"))
+        #expect(try cp.intAttribute("step") == 30 && cp.intAttribute("total_steps") == 30)
+        // λ defaults to the paper's rule 0.5·k²/d = 0.5·9/6.
+        #expect(try cp.doubleAttribute("lambda") == 0.75)
+    }
+
+    @Test("SIGINT writes a checkpoint and exits 130; --resume reaches the uninterrupted parameters")
+    func interruptAndResume() throws {
+        let dir = temporaryDirectory()
+        let acts = try trainData(dir)
+        let common = ["--steps", "3000", "--log-every", "10", "--checkpoint-every", "0"] + smallRun
+        let full = try jsae(["train", "--activations", acts, "--out", dir + "/full"] + common)
+        #expect(full.status == 0, "\(full.stderr)")
+
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: jsaeBinary)
+        p.arguments = ["train", "--activations", acts, "--out", dir + "/cut"] + common
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = Pipe()
+        try p.run()
+        // Wait until it is inside the training loop, then interrupt.
+        var seen = ""
+        while !seen.contains("step 10/") {
+            let chunk = err.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen += String(decoding: chunk, as: UTF8.self)
+        }
+        p.interrupt()
+        let rest = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        seen += String(decoding: rest, as: UTF8.self)
+        #expect(p.terminationStatus == 130, "\(seen)")
+        #expect(seen.contains("interrupted at step") && seen.contains("--resume \(dir)/cut"))
+        let cp = try #require(CheckpointFile.latest(in: dir + "/cut"))
+        let step = try HDF5File.open(cp).intAttribute("step")!
+        #expect(step >= 10 && step < 3000)
+        #expect(!FileManager.default.fileExists(atPath: dir + "/cut/model.h5"))
+
+        let resumed = try jsae(["train", "--resume", dir + "/cut", "--log-every", "1000"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("resuming from \(cp) at step \(step)/3000"))
+        #expect(try models(dir + "/full/model.h5", dir + "/cut/model.h5"))
+    }
+
+    @Test("--resume on a truncated checkpoint is reported as corrupt")
+    func corruptResume() throws {
+        let dir = temporaryDirectory()
+        let acts = try trainData(dir)
+        #expect(try jsae(["train", "--activations", acts, "--out", dir + "/run", "--steps", "5"] + smallRun).status == 0)
+        let cp = CheckpointFile.latest(in: dir + "/run")!
+        let data = try Data(contentsOf: URL(fileURLWithPath: cp))
+        try data.prefix(data.count / 2).write(to: URL(fileURLWithPath: cp))
+        try expectBadInput(["train", "--resume", dir + "/run"], file: cp, mentions: "corrupt")
+    }
+
+    @Test("bad configuration is rejected before any work", arguments: [
+        (["--k", "13"], "k = 13 must be between 1 and m = expansion 2 × d 6 = 12"),
+        (["--batch", "0"], "batch must be at least 1, got 0"),
+        (["--lambda=-1"], "lambda must be a finite number >= 0, got -1.0"),
+        (["--expansion", "0"], "--expansion must be at least 1"),
+    ])
+    func badConfig(_ extra: [String], _ message: String) throws {
+        let dir = temporaryDirectory()
+        let acts = try trainData(dir)
+        var args = ["train", "--activations", acts, "--out", dir + "/run", "--steps", "5"] + smallRun
+        // Later options win in ArgumentParser, so the bad value overrides smallRun's.
+        args += extra
+        try expectBadInput(args, file: extra[0] == "--k" ? acts : nil, mentions: message)
+        #expect(!FileManager.default.fileExists(atPath: dir + "/run"), "the output folder was created before validation")
+    }
+
+    @Test("empty activations and a missing MLP are rejected before any work")
+    func badData() throws {
+        let dir = temporaryDirectory()
+        let empty = dir + "/empty.h5"
+        try writeActivations(Matrix(rows: 0, cols: 6), to: empty)
+        try expectBadInput(["train", "--activations", empty, "--out", dir + "/run"] + smallRun, file: empty, mentions: "/x has no tokens")
+        let noMLP = dir + "/nomlp.h5"
+        try writeActivations(Matrix(rows: 8, cols: 6, repeating: 0.5), to: noMLP)
+        try expectBadInput(["train", "--activations", noMLP, "--out", dir + "/run"] + smallRun, file: noMLP, mentions: "has no /mlp")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/run"))
+    }
+
+    @Test("an existing run folder is not overwritten")
+    func noClobber() throws {
+        let dir = temporaryDirectory()
+        let acts = try trainData(dir)
+        #expect(try jsae(["train", "--activations", acts, "--out", dir + "/run", "--steps", "2"] + smallRun).status == 0)
+        try expectBadInput(["train", "--activations", acts, "--out", dir + "/run", "--steps", "2"] + smallRun,
+                           file: dir + "/run", mentions: "already holds checkpoints")
+    }
+
+    @Test("a diverging run exits 3 and names the last good checkpoint")
+    func diverges() throws {
+        let dir = temporaryDirectory()
+        let acts = try trainData(dir, rows: 16, bad: true)
+        let r = try jsae(["train", "--activations", acts, "--out", dir + "/run", "--steps", "8", "--checkpoint-every", "1",
+                          "--buffer-batches", "1"] + smallRun.dropLast(2))
+        #expect(r.status == 3, "\(r.stderr)")
+        #expect(r.stderr.contains("not finite") && r.stderr.contains("last good checkpoint: \(dir)/run/checkpoint-000000003.h5"))
+        let (s, _, _) = try CheckpointFile.read(CheckpointFile.latest(in: dir + "/run")!, as: Float.self)
+        #expect(s.model.saeIn.wDec.allFinite && s.step == 3)
+    }
+
+    @Test("--single trains one SAE and writes no output SAE")
+    func single() throws {
+        let dir = temporaryDirectory()
+        let acts = try trainData(dir)
+        let r = try jsae(["train", "--activations", acts, "--out", dir + "/run", "--steps", "6", "--single"] + smallRun)
+        #expect(r.status == 0, "\(r.stderr)")
+        let f = try HDF5File.open(dir + "/run/model.h5")
+        #expect(f.exists("/sae_in/W_enc") && !f.exists("/sae_out"))
+    }
+
+    @Test("forward --gradients writes the autograd gradients of the golden case")
+    func forwardGradients() throws {
+        let dir = temporaryDirectory()
+        let g = packageRoot + "/golden/basic"
+        let r = try jsae(["forward", "--model", g + "/model.h5", "--activations", g + "/activations.h5", "--out", dir + "/f.h5",
+                          "--precision", "double", "--lambda", "0.7", "--gradients", "--chunk-tokens", "3"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let got = try HDF5File.open(dir + "/f.h5"), want = try HDF5File.open(g + "/forward.trueInput.h5")
+        for group in ["sae_in", "sae_out"] {
+            for name in ["W_enc", "b_enc", "W_dec", "b_dec"] {
+                let a: [Double] = try got.readFloats("/grad/\(group)/\(name)").data
+                let b: [Double] = try want.readFloats("/grad/\(group)/\(name)").data
+                // Double vs torch float64, chunks of 3 tokens summed with weights: rounding only.
+                #expect(allClose(a, b, rtol: 1e-9, atol: 1e-12), "/grad/\(group)/\(name)")
+            }
+        }
+        let bad = try jsae(["forward", "--model", g + "/model.h5", "--activations", g + "/activations.h5", "--out", dir + "/r.h5",
+                            "--gradients", "--evaluation-point", "reconstruction"])
+        #expect(bad.status != 0 && bad.stderr.contains("trueInput"))
+    }
+}
