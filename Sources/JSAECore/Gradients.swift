@@ -30,6 +30,8 @@ public struct SAETensors<T: JSAEScalar>: Sendable, Equatable {
     }
 
     /// self += s · other, tensor by tensor.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public mutating func add(_ other: SAETensors<T>, scaledBy s: T) {
         for p in Self.paths {
             other[keyPath: p.path].withUnsafeBufferPointer { o in
@@ -38,6 +40,8 @@ public struct SAETensors<T: JSAEScalar>: Sendable, Equatable {
         }
     }
 
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public mutating func scale(by s: T) {
         for p in Self.paths { self[keyPath: p.path].withUnsafeMutableBufferPointer { b in for i in 0..<b.count { b[i] *= s } } }
     }
@@ -59,13 +63,19 @@ extension TopKSAE {
     /// into `g`. Only the k selected latents with positive pre-activation
     /// carry gradient, so the work is O(B·k·d), never O(B·m·d).
     /// - x: [B, d] the SAE's input; dOut: [B, d] = dL/dx̂
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func reconstructionBackward(x: Matrix<T>, codes: SparseCodes<T>, dOut: Matrix<T>, into g: inout SAETensors<T>) {
         let B = x.rows, d = self.d, m = self.m, k = codes.k
+        // dW_enc is [d, m]: a latent's column is strided by m. Accumulate the
+        // transposed gradient [m, d] row by row (contiguous), then add it
+        // back with one cache-blocked transpose.
+        var gEncT = [T](repeating: 0, count: m * d)
         dOut.data.withUnsafeBufferPointer { pd in
         x.data.withUnsafeBufferPointer { px in
         wDec.data.withUnsafeBufferPointer { pw in
         g.wDec.data.withUnsafeMutableBufferPointer { gwd in
-        g.wEnc.data.withUnsafeMutableBufferPointer { gwe in
+        gEncT.withUnsafeMutableBufferPointer { gwe in
         g.bEnc.withUnsafeMutableBufferPointer { gbe in
         g.bDec.withUnsafeMutableBufferPointer { gbd in
             for b in 0..<B {
@@ -80,10 +90,29 @@ extension TopKSAE {
                     var ds: T = 0
                     for c in 0..<d { ds += dx[c] * wrow[c]; grow[c] += s * dx[c] }
                     gbe[i] += ds
-                    for c in 0..<d { gwe[c * m + i] += ds * xb[c] }
+                    let erow = gwe.baseAddress! + i * d
+                    for c in 0..<d { erow[c] += ds * xb[c] }
                 }
             }
         } } } } } } }
+        addTransposed(&g.wEnc, gEncT, rows: m, cols: d)
+    }
+}
+
+/// dst [cols, rows] += srcᵀ where src is [rows, cols], in 64×64 tiles.
+func addTransposed<T: JSAEScalar>(_ dst: inout Matrix<T>, _ src: [T], rows: Int, cols: Int) {
+    precondition(dst.rows == cols && dst.cols == rows && src.count == rows * cols)
+    let tile = 64
+    src.withUnsafeBufferPointer { s in
+        dst.data.withUnsafeMutableBufferPointer { o in
+            for i0 in stride(from: 0, to: rows, by: tile) {
+                for j0 in stride(from: 0, to: cols, by: tile) {
+                    for i in i0..<min(i0 + tile, rows) {
+                        for j in j0..<min(j0 + tile, cols) { o[j * rows + i] += s[i * cols + j] }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -118,6 +147,8 @@ extension JSAEModel {
     /// reaches the MLP. Without `saeOut` the objective is mse_in alone.
     /// - x: [B, d]; yTarget: [B, d] or nil
     /// - factors: reuse precomputed wd1/w2e for these weights (else computed here)
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func lossAndGradients(_ x: Matrix<T>, yTarget: Matrix<T>? = nil, lambda: Double,
                                  chunk: Int = defaultJacobianChunk, keepJacobian: Bool = false,
                                  factors: JacobianFactors<T>? = nil) -> TrainingPass<T> {

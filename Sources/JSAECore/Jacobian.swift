@@ -10,6 +10,8 @@ public struct JacobianFactors<T: JSAEScalar>: Sendable {
     public var wd1: Matrix<T>
     public var w2eT: Matrix<T>
 
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public init(saeIn: TopKSAE<T>, mlp: MLP<T>, saeOut: TopKSAE<T>) {
         wd1 = matmul(saeIn.wDec, mlp.wIn)
         // (W_out @ W_enc_y)ᵀ = W_enc_yᵀ @ W_outᵀ: one gemm with both operands
@@ -33,6 +35,8 @@ public let defaultJacobianChunk = 64
 /// `chunk`, so memory is O(chunk · k · d_mlp) whatever B is; each token's block
 /// is one small gemm, so the result does not depend on the chunk size.
 /// - k1, k2: [B, k] index sets; phiPrime: [B, d_mlp]; returns [B, k, k] flat
+@_specialize(exported: true, where T == Float)
+@_specialize(exported: true, where T == Double)
 public func jacobian<T: JSAEScalar>(factors: JacobianFactors<T>, k1: [Int], k2: [Int],
                                     phiPrime: Matrix<T>, k: Int,
                                     chunk: Int = defaultJacobianChunk) -> [T] {

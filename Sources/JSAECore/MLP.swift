@@ -63,6 +63,8 @@ public struct MLP<T: JSAEScalar>: Sendable, Equatable {
 
     /// y = f(x) and φ' = act'(x @ W_in + b_in).
     /// - x: [B, d]; returns y: [B, d], phiPrime: [B, d_mlp]
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func forward(_ x: Matrix<T>) -> (y: Matrix<T>, phiPrime: Matrix<T>) {
         precondition(x.cols == d, "MLP: x has \(x.cols) columns, MLP has d = \(d)")
         var z = matmul(x, wIn)

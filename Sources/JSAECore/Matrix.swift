@@ -30,6 +30,8 @@ public struct Matrix<T: JSAEScalar>: Equatable, Sendable {
     public func row(_ i: Int) -> [T] { Array(data[(i * cols)..<((i + 1) * cols)]) }
 
     /// Rows `start..<start+n` as a new matrix.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func rows(_ range: Range<Int>) -> Matrix<T> {
         Matrix(rows: range.count, cols: cols, data: Array(data[(range.lowerBound * cols)..<(range.upperBound * cols)]))
     }
@@ -57,6 +59,8 @@ public struct Matrix<T: JSAEScalar>: Equatable, Sendable {
 
 /// C = A · B (or with transposes), through BLAS.
 /// - a: [m, k] after op, b: [k, n] after op; returns [m, n]
+@_specialize(exported: true, where T == Float)
+@_specialize(exported: true, where T == Double)
 public func matmul<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>,
                                   transA: Bool = false, transB: Bool = false) -> Matrix<T> {
     let m = transA ? a.cols : a.rows
@@ -81,6 +85,8 @@ public func matmul<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>,
 
 /// Adds the vector `bias` ([cols]) to every row of `m`.
 @inlinable
+@_specialize(exported: true, where T == Float)
+@_specialize(exported: true, where T == Double)
 public func addRowBias<T: JSAEScalar>(_ m: inout Matrix<T>, _ bias: [T]) {
     precondition(bias.count == m.cols)
     let cols = m.cols

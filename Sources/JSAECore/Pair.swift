@@ -73,6 +73,8 @@ public struct PairForward<T: JSAEScalar>: Sendable {
 }
 
 /// Σ (a − b)² accumulated in Double.
+@_specialize(exported: true, where T == Float)
+@_specialize(exported: true, where T == Double)
 public func squaredDistance<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>) -> Double {
     precondition(a.count == b.count)
     var s = 0.0
@@ -121,6 +123,8 @@ extension JSAEModel {
     /// One forward pass of the pair on x at the given evaluation point.
     /// - x: [B, d]; factors: from `jacobianFactors()` (pass it in to reuse it
     ///   across chunks); chunk: tokens per Jacobian chunk
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func forward(_ x: Matrix<T>, point: EvaluationPoint,
                         factors: JacobianFactors<T>? = nil,
                         chunk: Int = defaultJacobianChunk) -> PairForward<T> {

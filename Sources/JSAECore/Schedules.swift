@@ -57,6 +57,8 @@ public struct AdamConfig: Sendable, Equatable {
 /// One Adam step on every tensor of an SAE, in PyTorch's single-tensor form:
 /// m ← m + (1−β1)(g − m); v ← β2·v + (1−β2)·g²;
 /// p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε), with t = step + 1.
+@_specialize(exported: true, where T == Float)
+@_specialize(exported: true, where T == Double)
 public func adamStep<T: JSAEScalar>(_ sae: inout TopKSAE<T>, grads: SAETensors<T>, moments: inout AdamMoments<T>,
                                     lr: Double, step: Int, config: AdamConfig = AdamConfig()) {
     let t = Double(step + 1)
@@ -86,6 +88,8 @@ public func adamStep<T: JSAEScalar>(_ sae: inout TopKSAE<T>, grads: SAETensors<T
 extension TopKSAE {
     /// Rescales every decoder row to unit L2 norm (done at the start of every
     /// training step). A zero row is left as it is.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public mutating func normaliseDecoderRows() {
         let d = self.d
         wDec.data.withUnsafeMutableBufferPointer { w in

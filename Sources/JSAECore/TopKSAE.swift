@@ -34,6 +34,8 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
 
     /// Dense pre-activations h = x @ W_enc + b_enc.
     /// - x: [B, d]; returns [B, m]
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func preactivations(_ x: Matrix<T>) -> Matrix<T> {
         var h = matmul(x, wEnc)
         addRowBias(&h, bEnc)
@@ -43,6 +45,8 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
     /// TopK codes of each token: the encoder's dense product, then the sparse
     /// selection.
     /// - x: [B, d]
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func encode(_ x: Matrix<T>) -> SparseCodes<T> {
         precondition(x.cols == d, "encode: x has \(x.cols) columns, SAE has d = \(d)")
         let h = preactivations(x)
@@ -51,6 +55,8 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
 
     /// TopK and ReLU applied to precomputed pre-activations.
     /// - h: [B, m]
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func select(_ h: Matrix<T>) -> SparseCodes<T> {
         let B = h.rows, m = self.m, k = self.k
         var codes = SparseCodes<T>(tokens: B, k: k)
@@ -70,6 +76,8 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
 
     /// Sparse decode: x̂[b] = b_dec + Σ_j s[b, j] · W_dec[K[b, j]], O(B·k·d).
     /// - returns [B, d]
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func decode(_ codes: SparseCodes<T>) -> Matrix<T> {
         let B = codes.tokens, k = codes.k, d = self.d
         var out = Matrix<T>(rows: B, cols: d)

@@ -98,6 +98,8 @@ public enum TrainingError: Error, CustomStringConvertible {
 }
 
 /// Mean over tokens of 1 − ‖a − â‖² / ‖a − mean_batch(a)‖².
+@_specialize(exported: true, where T == Float)
+@_specialize(exported: true, where T == Double)
 public func explainedVariance<T: JSAEScalar>(_ a: Matrix<T>, _ aHat: Matrix<T>) -> Double {
     let B = a.rows, d = a.cols
     var mean = [Double](repeating: 0, count: d)
@@ -125,6 +127,8 @@ extension TrainState {
     /// finite) → global-norm clipping → Adam at lr_t.
     /// - x: [B, d]; yTarget: [B, d] MLP output as the model computed it, or nil for f(x)
     /// - onCodes: sees both SAEs' codes (e.g. for dead-latent tracking)
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public mutating func step(_ x: Matrix<T>, yTarget: Matrix<T>? = nil, config: TrainConfig,
                               wantJacobianShares: Bool = true,
                               onCodes: ((SparseCodes<T>, SparseCodes<T>?) -> Void)? = nil) throws -> StepReport {
@@ -180,6 +184,8 @@ extension TrainState {
 extension JSAEModel {
     /// Share of |J| entries above each of `JacobianStats.thresholds` on x,
     /// with J at the given evaluation point.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func jacobianShares(_ x: Matrix<T>, point: EvaluationPoint, chunk: Int = defaultJacobianChunk) -> [Double]? {
         guard saeOut != nil, mlp != nil else { return nil }
         let r = forward(x, point: point, chunk: chunk)

@@ -19,6 +19,8 @@ public struct ForwardOptions: Sendable {
 /// `forward` file (atomically), so memory stays bounded whatever T is.
 /// Returns the loss components written to the file's root attributes.
 @discardableResult
+@_specialize(exported: true, where T == Float)
+@_specialize(exported: true, where T == Double)
 public func runForward<T: JSAEScalar>(model: JSAEModel<T>, activations: ActivationsReader,
                                       modelPath: String, outPath: String,
                                       options: ForwardOptions,

@@ -31,6 +31,8 @@ public enum RunOutcome: Equatable, Sendable {
 /// `model.h5` is written too. A non-finite loss stops the run with an error;
 /// the parameters of the failing step are never written, so the last
 /// checkpoint on disk is the last good one.
+@_specialize(exported: true, where T == Float)
+@_specialize(exported: true, where T == Double)
 public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: TrainConfig, stream: BatchStream<T>,
                                        provenance: CheckpointFile.Provenance, options: TrainRunOptions,
                                        shouldStop: () -> Bool = { false },
