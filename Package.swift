@@ -1,6 +1,13 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// A training step allocates ~800 MB of buffers at the Pythia-70m shape. glibc
+// serves blocks over 32 MB with fresh mmaps, so every step page-faulted all of
+// it again (10 s of system time per benchmark run); tcmalloc (from
+// libgoogle-perftools-dev, which the profiler needs anyway) keeps freed spans
+// for reuse and also provides HEAPPROFILE.
+let tcmalloc: [LinkerSetting] = [.linkedLibrary("tcmalloc")]
+
 let package = Package(
     name: "jsae-harness",
     platforms: [.macOS(.v13)],
@@ -9,6 +16,7 @@ let package = Package(
         .library(name: "JSAECore", targets: ["JSAECore"]),
         .library(name: "JSAEIO", targets: ["JSAEIO"]),
         .executable(name: "jsae", targets: ["jsae"]),
+        .executable(name: "jsae-bench", targets: ["jsae-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -28,7 +36,13 @@ let package = Package(
         .executableTarget(name: "jsae", dependencies: [
             "JSAECore", "JSAEIO",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        ], linkerSettings: tcmalloc),
+
+        // MARK: Benchmarks
+        .executableTarget(name: "jsae-bench", dependencies: [
+            "JSAECore", "JSAEIO", "CGPerfTools", "CBLAS",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Benchmarks/jsae-bench", linkerSettings: tcmalloc),
 
         // MARK: Tests
         .target(name: "JSAETestSupport", dependencies: ["JSAECore", "JSAEIO"], path: "Sources/JSAETestSupport"),

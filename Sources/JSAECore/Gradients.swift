@@ -24,14 +24,14 @@ public struct SAETensors<T: JSAEScalar>: Sendable, Equatable {
     /// Shapes in the order of `paths`: [d, m], [m], [m, d], [d].
     public var shapes: [[Int]] { [wEnc.shape, [bEnc.count], wDec.shape, [bDec.count]] }
 
-    /// Σ of squares of every entry, in Double.
+    /// Σ of squares of every entry, in Double. Summed in fixed blocks whose
+    /// partial sums are added in block order, so the value does not depend
+    /// on the thread count.
     public var squaredNorm: Double {
-        Self.paths.reduce(0.0) { acc, p in acc + self[keyPath: p.path].reduce(0.0) { $0 + Double($1) * Double($1) } }
+        Self.paths.reduce(0.0) { acc, p in acc + blockedSquaredSum(self[keyPath: p.path]) }
     }
 
     /// self += s · other, tensor by tensor.
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
     public mutating func add(_ other: SAETensors<T>, scaledBy s: T) {
         for p in Self.paths {
             other[keyPath: p.path].withUnsafeBufferPointer { o in
@@ -40,10 +40,12 @@ public struct SAETensors<T: JSAEScalar>: Sendable, Equatable {
         }
     }
 
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
     public mutating func scale(by s: T) {
-        for p in Self.paths { self[keyPath: p.path].withUnsafeMutableBufferPointer { b in for i in 0..<b.count { b[i] *= s } } }
+        for p in Self.paths {
+            self[keyPath: p.path].withUnsafeMutableBufferPointer { b in
+                Parallel.forRanges(b.count) { _, r in for i in r { b[i] *= s } }
+            }
+        }
     }
 
     public func converted<U: JSAEScalar>(to: U.Type = U.self) -> SAETensors<U> {
@@ -63,8 +65,6 @@ extension TopKSAE {
     /// into `g`. Only the k selected latents with positive pre-activation
     /// carry gradient, so the work is O(B·k·d), never O(B·m·d).
     /// - x: [B, d] the SAE's input; dOut: [B, d] = dL/dx̂
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
     public func reconstructionBackward(x: Matrix<T>, codes: SparseCodes<T>, dOut: Matrix<T>, into g: inout SAETensors<T>) {
         let B = x.rows, d = self.d, m = self.m, k = codes.k
         // dW_enc is [d, m]: a latent's column is strided by m. Accumulate the
@@ -78,20 +78,28 @@ extension TopKSAE {
         gEncT.withUnsafeMutableBufferPointer { gwe in
         g.bEnc.withUnsafeMutableBufferPointer { gbe in
         g.bDec.withUnsafeMutableBufferPointer { gbd in
-            for b in 0..<B {
-                let dx = pd.baseAddress! + b * d, xb = px.baseAddress! + b * d
-                for c in 0..<d { gbd[c] += dx[c] }
-                for j in 0..<k {
-                    let pre = codes.preacts[b * k + j]
-                    // ReLU after TopK: no gradient where h <= 0 (torch's relu' at 0 is 0).
-                    guard pre > 0 else { continue }
-                    let i = codes.indices[b * k + j], s = codes.values[b * k + j]
-                    let wrow = pw.baseAddress! + i * d, grow = gwd.baseAddress! + i * d
-                    var ds: T = 0
-                    for c in 0..<d { ds += dx[c] * wrow[c]; grow[c] += s * dx[c] }
-                    gbe[i] += ds
-                    let erow = gwe.baseAddress! + i * d
-                    for c in 0..<d { erow[c] += ds * xb[c] }
+            // b_dec: the sum of dL/dx̂ over tokens, in token order.
+            for b in 0..<B { let dx = pd.baseAddress! + b * d; for c in 0..<d { gbd[c] += dx[c] } }
+            // Latent-partitioned: worker w owns latents in its range, scans every
+            // (token, slot) in token order and updates only its own rows, so no
+            // two workers write the same row and the order per row is fixed.
+            Parallel.forRanges(m) { _, own in
+                for b in 0..<B {
+                    let dx = pd.baseAddress! + b * d, xb = px.baseAddress! + b * d
+                    for j in 0..<k {
+                        let i = codes.indices[b * k + j]
+                        guard own.contains(i) else { continue }
+                        let pre = codes.preacts[b * k + j]
+                        // ReLU after TopK: no gradient where h <= 0 (torch's relu' at 0 is 0).
+                        guard pre > 0 else { continue }
+                        let s = codes.values[b * k + j]
+                        let wrow = pw.baseAddress! + i * d, grow = gwd.baseAddress! + i * d
+                        var ds: T = 0
+                        for c in 0..<d { ds += dx[c] * wrow[c]; grow[c] += s * dx[c] }
+                        gbe[i] += ds
+                        let erow = gwe.baseAddress! + i * d
+                        for c in 0..<d { erow[c] += ds * xb[c] }
+                    }
                 }
             }
         } } } } } } }
@@ -105,15 +113,37 @@ func addTransposed<T: JSAEScalar>(_ dst: inout Matrix<T>, _ src: [T], rows: Int,
     let tile = 64
     src.withUnsafeBufferPointer { s in
         dst.data.withUnsafeMutableBufferPointer { o in
-            for i0 in stride(from: 0, to: rows, by: tile) {
+            // Workers own disjoint tile rows of src (= columns of dst).
+            Parallel.forRanges((rows + tile - 1) / tile) { _, tiles in
+            for i0 in tiles.map({ $0 * tile }) {
                 for j0 in stride(from: 0, to: cols, by: tile) {
                     for i in i0..<min(i0 + tile, rows) {
                         for j in j0..<min(j0 + tile, cols) { o[j * rows + i] += s[i * cols + j] }
                     }
                 }
             }
+            }
         }
     }
+}
+
+/// Σ v² in Double over 64Ki-element blocks, the blocks summed in order.
+func blockedSquaredSum<T: JSAEScalar>(_ v: [T]) -> Double {
+    let block = 1 << 16
+    let nBlocks = (v.count + block - 1) / block
+    var partial = [Double](repeating: 0, count: nBlocks)
+    v.withUnsafeBufferPointer { p in
+        partial.withUnsafeMutableBufferPointer { out in
+            Parallel.forRanges(nBlocks) { _, blocks in
+                for bl in blocks {
+                    var s = 0.0
+                    for i in (bl * block)..<min((bl + 1) * block, p.count) { let x = Double(p[i]); s += x * x }
+                    out[bl] = s
+                }
+            }
+        }
+    }
+    return partial.reduce(0, +)
 }
 
 /// Gradients of both SAEs (`saeOut` nil for a single SAE).
@@ -151,13 +181,24 @@ extension JSAEModel {
     @_specialize(exported: true, where T == Double)
     public func lossAndGradients(_ x: Matrix<T>, yTarget: Matrix<T>? = nil, lambda: Double,
                                  chunk: Int = defaultJacobianChunk, keepJacobian: Bool = false,
-                                 factors: JacobianFactors<T>? = nil) -> TrainingPass<T> {
+                                 factors: JacobianFactors<T>? = nil, timer: PhaseTimer? = nil) -> TrainingPass<T> {
+        // Prespecialised entry for other modules; this module calls the
+        // implementation directly (see `Specialisation` in Parallel.swift).
+        lossAndGradientsImpl(x, yTarget: yTarget, lambda: lambda, chunk: chunk, keepJacobian: keepJacobian,
+                             factors: factors, timer: timer)
+    }
+
+    func lossAndGradientsImpl(_ x: Matrix<T>, yTarget: Matrix<T>?, lambda: Double, chunk: Int, keepJacobian: Bool,
+                              factors: JacobianFactors<T>?, timer: PhaseTimer?) -> TrainingPass<T> {
         let B = x.rows, d = self.d, k = self.k
         let scale = T(2) / T(B * d)
-        let codesIn = saeIn.encode(x)
-        let xHat = saeIn.decode(codesIn)
+        let codesIn = saeIn.encode(x, timer: timer)
         var gIn = SAETensors<T>(d: d, m: saeIn.m)
-        saeIn.reconstructionBackward(x: x, codes: codesIn, dOut: residualGradient(xHat, x, scale), into: &gIn)
+        let xHat = timed(timer, .sparseDecoder) { () -> Matrix<T> in
+            let xHat = saeIn.decode(codesIn)
+            saeIn.reconstructionBackward(x: x, codes: codesIn, dOut: residualGradient(xHat, x, scale), into: &gIn)
+            return xHat
+        }
         var fwd = PairForward(point: .trueInput, x: x, codesIn: codesIn, xHat: xHat,
                               y: nil, phiPrime: nil, codesOut: nil, yHat: nil, jacobian: nil)
         guard let saeOut, let mlp else {
@@ -165,19 +206,24 @@ extension JSAEModel {
             return TrainingPass(sums: sums, components: sums.components(lambda: 0),
                                 gradients: PairGradients(saeIn: gIn, saeOut: nil), forward: fwd, jacobianStats: nil)
         }
-        let (fx, phi) = mlp.forward(x)
+        let (fx, phi) = timed(timer, .mlp) { mlp.forward(x) }
         let y = yTarget ?? fx
-        let codesOut = saeOut.encode(y)
-        let yHat = saeOut.decode(codesOut)
+        let codesOut = saeOut.encode(y, timer: timer)
         var gOut = SAETensors<T>(d: d, m: saeOut.m)
-        saeOut.reconstructionBackward(x: y, codes: codesOut, dOut: residualGradient(yHat, y, scale), into: &gOut)
+        let yHat = timed(timer, .sparseDecoder) { () -> Matrix<T> in
+            let yHat = saeOut.decode(codesOut)
+            saeOut.reconstructionBackward(x: y, codes: codesOut, dOut: residualGradient(yHat, y, scale), into: &gOut)
+            return yHat
+        }
         fwd.y = y; fwd.phiPrime = phi; fwd.codesOut = codesOut; fwd.yHat = yHat
 
         // Jacobian term: coef = λ / (B·k²) per |J| entry.
-        let factors = factors ?? JacobianFactors(saeIn: saeIn, mlp: mlp, saeOut: saeOut)
+        let factors = factors ?? timed(timer, .precompute) { JacobianFactors(saeIn: saeIn, mlp: mlp, saeOut: saeOut) }
         let h = mlp.dMlp
-        var dwd1 = lambda > 0 ? Matrix<T>(rows: saeIn.m, cols: h) : Matrix<T>(rows: 0, cols: h)
-        var dw2eT = lambda > 0 ? Matrix<T>(rows: saeOut.m, cols: h) : Matrix<T>(rows: 0, cols: h)
+        var (dwd1, dw2eT) = timed(timer, .jacobianBackward) {
+            (lambda > 0 ? Matrix<T>(rows: saeIn.m, cols: h) : Matrix<T>(rows: 0, cols: h),
+             lambda > 0 ? Matrix<T>(rows: saeOut.m, cols: h) : Matrix<T>(rows: 0, cols: h))
+        }
         var jStore = keepJacobian ? [T](repeating: 0, count: B * k * k) : []
         let coef = T(lambda / Double(B * k * k))
         let stats = dwd1.data.withUnsafeMutableBufferPointer { p1 in
@@ -185,15 +231,18 @@ extension JSAEModel {
                 jStore.withUnsafeMutableBufferPointer { pj in
                     jacobianPass(factors: factors, k1: codesIn.indices, k2: codesOut.indices, phiPrime: phi, k: k,
                                  chunk: chunk, store: keepJacobian ? pj.baseAddress! : nil,
-                                 backward: lambda > 0 ? JacobianBackward(coef: coef, dwd1: p1.baseAddress!, dw2eT: p2.baseAddress!) : nil)
+                                 backward: lambda > 0 ? JacobianBackward(coef: coef, dwd1: p1.baseAddress!, dw2eT: p2.baseAddress!) : nil,
+                                 timer: timer)
                 }
             }
         }
         if keepJacobian { fwd.jacobian = jStore }
         if lambda > 0 {
             // dW_dec_x += dwd1 · W_inᵀ ; dW_enc_y += W_outᵀ · dw2eTᵀ (no transposed copies)
-            accumulateProduct(&gIn.wDec, dwd1, mlp.wIn, transA: false, transB: true)
-            accumulateProduct(&gOut.wEnc, mlp.wOut, dw2eT, transA: true, transB: true)
+            timed(timer, .weightGradients) {
+                accumulateProduct(&gIn.wDec, dwd1, mlp.wIn, transA: false, transB: true)
+                accumulateProduct(&gOut.wEnc, mlp.wOut, dw2eT, transA: true, transB: true)
+            }
         }
         var sums = fwd.sums
         sums.jacAbs = stats.absSum

@@ -10,8 +10,6 @@ public struct JacobianFactors<T: JSAEScalar>: Sendable {
     public var wd1: Matrix<T>
     public var w2eT: Matrix<T>
 
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
     public init(saeIn: TopKSAE<T>, mlp: MLP<T>, saeOut: TopKSAE<T>) {
         wd1 = matmul(saeIn.wDec, mlp.wIn)
         // (W_out @ W_enc_y)ᵀ = W_enc_yᵀ @ W_outᵀ: one gemm with both operands
@@ -35,8 +33,6 @@ public let defaultJacobianChunk = 64
 /// `chunk`, so memory is O(chunk · k · d_mlp) whatever B is; each token's block
 /// is one small gemm, so the result does not depend on the chunk size.
 /// - k1, k2: [B, k] index sets; phiPrime: [B, d_mlp]; returns [B, k, k] flat
-@_specialize(exported: true, where T == Float)
-@_specialize(exported: true, where T == Double)
 public func jacobian<T: JSAEScalar>(factors: JacobianFactors<T>, k1: [Int], k2: [Int],
                                     phiPrime: Matrix<T>, k: Int,
                                     chunk: Int = defaultJacobianChunk) -> [T] {
@@ -76,106 +72,134 @@ public struct JacobianBackward<T: JSAEScalar> {
 /// One pass over the tokens in chunks: per token, gather the K2 rows of w2eT
 /// (L, [k, d_mlp]) and the K1 rows of wd1 scaled by φ' (R, [k, d_mlp]), form
 /// J = L·Rᵀ, accumulate its statistics, optionally store it, and optionally
-/// run the backward of coef·Σ|J| while L and R are still in cache:
+/// run the backward of coef·Σ|J| while L and R are in cache:
 ///
 ///     G = coef · sign(J);  dw2eT[K2] += G·R;  dwd1[K1] += (Gᵀ·L) ⊙ φ'
+///
+/// Tokens of a chunk are split across the cores, each worker running its
+/// small gemms on single-threaded BLAS; the per-token row updates are then
+/// scattered by workers that own disjoint latent ranges, in token order. So
+/// the result is the same for any thread count and chunk size, and memory is
+/// O(chunk · k · d_mlp).
 public func jacobianPass<T: JSAEScalar>(factors: JacobianFactors<T>, k1: [Int], k2: [Int],
                                         phiPrime: Matrix<T>, k: Int, chunk: Int,
                                         store: UnsafeMutablePointer<T>?,
-                                        backward: JacobianBackward<T>?) -> JacobianStats {
+                                        backward: JacobianBackward<T>?,
+                                        timer: PhaseTimer? = nil) -> JacobianStats {
     let B = phiPrime.rows, h = factors.dMlp
     precondition(phiPrime.cols == h && k1.count == B * k && k2.count == B * k)
     precondition(chunk >= 1)
-    var stats = JacobianStats()
-    stats.entries = B * k * k
+    let kk = k * k
     let c = min(chunk, max(B, 1))
-    var left = [T](repeating: 0, count: c * k * h)   // L per token: [k, d_mlp]
-    var right = [T](repeating: 0, count: c * k * h)  // R per token: [k, d_mlp]
-    var jBlock = [T](repeating: 0, count: k * k)
-    var g = [T](repeating: 0, count: k * k)
-    var scratch = [T](repeating: 0, count: backward == nil ? 0 : k * h)
-    let t0 = T(JacobianStats.thresholds[0]), t1 = T(JacobianStats.thresholds[1])
-    let t2 = T(JacobianStats.thresholds[2]), t3 = T(JacobianStats.thresholds[3])
+    let workers = max(1, min(Parallel.threads, c))
+    // Per-worker scratch: L, R [k, d_mlp], J and G [k, k].
+    var scratch = [T](repeating: 0, count: workers * (2 * k * h + 2 * kk))
+    // Per-chunk outputs of the backward: dL = G·R and dR = (Gᵀ·L) ⊙ φ'.
+    var dL = [T](repeating: 0, count: backward == nil ? 0 : c * k * h)
+    var dR = dL
+    // Per-token statistics, reduced in token order at the end.
+    var absSums = [Double](repeating: 0, count: B)
+    var counts = [Int32](repeating: 0, count: B * 4)
+    let thresholds = JacobianStats.thresholds.map { T($0) }
+    let mIn = factors.wd1.rows, mOut = factors.w2eT.rows
+    // Worker 0's own split between the forward part (gather, J, statistics)
+    // and the backward part (G, two gemms, ⊙φ'), used to apportion the
+    // fused region's wall time between the two phases.
+    var w0Forward = 0.0, w0Backward = 0.0
     var start = 0
     while start < B {
         let n = min(c, B - start)
-        gatherJacobianBlocks(factors: factors, k1: k1, k2: k2, phiPrime: phiPrime, k: k,
-                             tokens: start..<(start + n), left: &left, right: &right)
-        left.withUnsafeBufferPointer { pl in
-        right.withUnsafeBufferPointer { pr in
-        jBlock.withUnsafeMutableBufferPointer { pj in
-        g.withUnsafeMutableBufferPointer { pg in
-        scratch.withUnsafeMutableBufferPointer { ps in
+        let t0 = timer == nil ? 0 : PhaseTimer.now()
+        factors.wd1.data.withUnsafeBufferPointer { pw1 in
+        factors.w2eT.data.withUnsafeBufferPointer { pw2 in
         phiPrime.data.withUnsafeBufferPointer { pphi in
-            for t in 0..<n {
-                let b = start + t
-                let L = pl.baseAddress! + t * k * h, R = pr.baseAddress! + t * k * h
-                let J = store.map { $0 + b * k * k } ?? pj.baseAddress!
-                // J_b = L · Rᵀ : [k, d_mlp] × [d_mlp, k]
-                T.gemm(transA: false, transB: true, m: k, n: k, k: h, alpha: 1,
-                       a: L, lda: h, b: R, ldb: h, beta: 0, c: J, ldc: k)
-                for e in 0..<(k * k) {
-                    let a = abs(J[e])
-                    stats.absSum += Double(a)
-                    if a > t0 { stats.above[0] += 1 }
-                    if a > t1 { stats.above[1] += 1 }
-                    if a > t2 { stats.above[2] += 1 }
-                    if a > t3 { stats.above[3] += 1 }
-                }
-                guard let bw = backward else { continue }
-                for e in 0..<(k * k) {
-                    // d|J|/dJ = sign(J), with sign(0) = 0 as torch.sign.
-                    pg[e] = J[e] > 0 ? bw.coef : (J[e] < 0 ? -bw.coef : 0)
-                }
-                let S = ps.baseAddress!
-                // dL = G · R → rows K2[q] of dw2eT
-                T.gemm(transA: false, transB: false, m: k, n: h, k: k, alpha: 1,
-                       a: pg.baseAddress!, lda: k, b: R, ldb: h, beta: 0, c: S, ldc: h)
-                for q in 0..<k {
-                    let dst = bw.dw2eT + k2[b * k + q] * h, src = S + q * h
-                    for r in 0..<h { dst[r] += src[r] }
-                }
-                // dR = Gᵀ · L → ⊙ φ' → rows K1[p] of dwd1
-                T.gemm(transA: true, transB: false, m: k, n: h, k: k, alpha: 1,
-                       a: pg.baseAddress!, lda: k, b: L, ldb: h, beta: 0, c: S, ldc: h)
-                let phi = pphi.baseAddress! + b * h
-                for p in 0..<k {
-                    let dst = bw.dwd1 + k1[b * k + p] * h, src = S + p * h
-                    for r in 0..<h { dst[r] += src[r] * phi[r] }
+        scratch.withUnsafeMutableBufferPointer { psc in
+        dL.withUnsafeMutableBufferPointer { pdL in
+        dR.withUnsafeMutableBufferPointer { pdR in
+        absSums.withUnsafeMutableBufferPointer { pabs in
+        counts.withUnsafeMutableBufferPointer { pcnt in
+            Parallel.withSerialBLAS {
+                Parallel.forRanges(n, parts: workers) { w, slots in
+                    let base = psc.baseAddress! + w * (2 * k * h + 2 * kk)
+                    let L = base, R = base + k * h, Jw = base + 2 * k * h, G = Jw + kk
+                    let clock = timer != nil && w == 0
+                    for slot in slots {
+                        let b = start + slot
+                        let f0 = clock ? PhaseTimer.now() : 0
+                        let phi = pphi.baseAddress! + b * h
+                        for j in 0..<k {
+                            (L + j * h).update(from: pw2.baseAddress! + k2[b * k + j] * h, count: h)
+                            let src = pw1.baseAddress! + k1[b * k + j] * h, dst = R + j * h
+                            for r in 0..<h { dst[r] = src[r] * phi[r] }
+                        }
+                        let J = store.map { $0 + b * kk } ?? Jw
+                        // J_b = L · Rᵀ : [k, d_mlp] × [d_mlp, k]
+                        T.gemm(transA: false, transB: true, m: k, n: k, k: h, alpha: 1,
+                               a: L, lda: h, b: R, ldb: h, beta: 0, c: J, ldc: k)
+                        var a = 0.0
+                        var c0: Int32 = 0, c1: Int32 = 0, c2: Int32 = 0, c3: Int32 = 0
+                        for e in 0..<kk {
+                            let v = abs(J[e])
+                            a += Double(v)
+                            if v > thresholds[0] { c0 += 1 }
+                            if v > thresholds[1] { c1 += 1 }
+                            if v > thresholds[2] { c2 += 1 }
+                            if v > thresholds[3] { c3 += 1 }
+                        }
+                        pabs[b] = a
+                        pcnt[b * 4] = c0; pcnt[b * 4 + 1] = c1; pcnt[b * 4 + 2] = c2; pcnt[b * 4 + 3] = c3
+                        let f1 = clock ? PhaseTimer.now() : 0
+                        if clock { w0Forward += f1 - f0 }
+                        guard let bw = backward else { continue }
+                        // d|J|/dJ = sign(J), with sign(0) = 0 as torch.sign.
+                        for e in 0..<kk { G[e] = J[e] > 0 ? bw.coef : (J[e] < 0 ? -bw.coef : 0) }
+                        let outL = pdL.baseAddress! + slot * k * h, outR = pdR.baseAddress! + slot * k * h
+                        T.gemm(transA: false, transB: false, m: k, n: h, k: k, alpha: 1,
+                               a: G, lda: k, b: R, ldb: h, beta: 0, c: outL, ldc: h)
+                        T.gemm(transA: true, transB: false, m: k, n: h, k: k, alpha: 1,
+                               a: G, lda: k, b: L, ldb: h, beta: 0, c: outR, ldc: h)
+                        for p in 0..<k { let row = outR + p * h; for r in 0..<h { row[r] *= phi[r] } }
+                        if clock { w0Backward += PhaseTimer.now() - f1 }
+                    }
                 }
             }
-        } } } } } }
-        start += n
-    }
-    return stats
-}
-
-/// Fills, for each token t of `tokens` (at slot t − lowerBound), the K2 rows of
-/// w2eT into `left` and the K1 rows of wd1 scaled by φ' into `right`.
-@inlinable
-func gatherJacobianBlocks<T: JSAEScalar>(factors: JacobianFactors<T>, k1: [Int], k2: [Int],
-                                         phiPrime: Matrix<T>, k: Int, tokens: Range<Int>,
-                                         left: inout [T], right: inout [T]) {
-    let h = factors.dMlp
-    factors.wd1.data.withUnsafeBufferPointer { pw1 in
-        factors.w2eT.data.withUnsafeBufferPointer { pw2 in
-            phiPrime.data.withUnsafeBufferPointer { pphi in
-                left.withUnsafeMutableBufferPointer { pl in
-                    right.withUnsafeMutableBufferPointer { pr in
-                        for (slot, b) in tokens.enumerated() {
-                            let phi = pphi.baseAddress! + b * h
-                            for j in 0..<k {
-                                let dstL = pl.baseAddress! + (slot * k + j) * h
-                                let srcL = pw2.baseAddress! + k2[b * k + j] * h
-                                dstL.update(from: srcL, count: h)
-                                let dstR = pr.baseAddress! + (slot * k + j) * h
-                                let srcR = pw1.baseAddress! + k1[b * k + j] * h
-                                for r in 0..<h { dstR[r] = srcR[r] * phi[r] }
-                            }
+            let t1 = timer == nil ? 0 : PhaseTimer.now()
+            let share = w0Forward + w0Backward > 0 ? w0Forward / (w0Forward + w0Backward) : 1
+            timer?.add(.jacobianForward, (t1 - t0) * share)
+            timer?.add(.jacobianBackward, (t1 - t0) * (1 - share))
+            w0Forward = 0; w0Backward = 0
+            guard let bw = backward else { return }
+            // Scatter: worker w owns a range of latent rows of dwd1 and of dw2eT.
+            let d1 = SharedPointer(bw.dwd1), d2 = SharedPointer(bw.dw2eT)
+            Parallel.forRanges(max(mIn, mOut)) { _, own in
+                let ownIn = (own.lowerBound * mIn / max(mIn, mOut))..<(own.upperBound * mIn / max(mIn, mOut))
+                let ownOut = (own.lowerBound * mOut / max(mIn, mOut))..<(own.upperBound * mOut / max(mIn, mOut))
+                for slot in 0..<n {
+                    let b = start + slot
+                    for j in 0..<k {
+                        let i2 = k2[b * k + j]
+                        if ownOut.contains(i2) {
+                            let dst = d2.p + i2 * h, src = pdL.baseAddress! + (slot * k + j) * h
+                            for r in 0..<h { dst[r] += src[r] }
+                        }
+                        let i1 = k1[b * k + j]
+                        if ownIn.contains(i1) {
+                            let dst = d1.p + i1 * h, src = pdR.baseAddress! + (slot * k + j) * h
+                            for r in 0..<h { dst[r] += src[r] }
                         }
                     }
                 }
             }
-        }
+            timer?.add(.jacobianBackward, PhaseTimer.now() - t1)
+        } } } } } } } }
+        start += n
     }
+    var stats = JacobianStats()
+    stats.entries = B * kk
+    for b in 0..<B {
+        stats.absSum += absSums[b]
+        for i in 0..<4 { stats.above[i] += Int(counts[b * 4 + i]) }
+    }
+    return stats
 }
+

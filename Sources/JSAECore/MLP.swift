@@ -63,20 +63,20 @@ public struct MLP<T: JSAEScalar>: Sendable, Equatable {
 
     /// y = f(x) and φ' = act'(x @ W_in + b_in).
     /// - x: [B, d]; returns y: [B, d], phiPrime: [B, d_mlp]
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
     public func forward(_ x: Matrix<T>) -> (y: Matrix<T>, phiPrime: Matrix<T>) {
         precondition(x.cols == d, "MLP: x has \(x.cols) columns, MLP has d = \(d)")
         var z = matmul(x, wIn)
         addRowBias(&z, bIn)
-        var phi = z
+        var phi = Matrix<T>.uninitialised(rows: z.rows, cols: z.cols)
         let act = activation
         z.data.withUnsafeMutableBufferPointer { pz in
             phi.data.withUnsafeMutableBufferPointer { pp in
-                for i in 0..<pz.count {
-                    let v = pz[i]
-                    pp[i] = act.derivative(v)
-                    pz[i] = act.value(v)
+                Parallel.forRanges(pz.count) { _, range in
+                    for i in range {
+                        let v = pz[i]
+                        pp[i] = act.derivative(v)
+                        pz[i] = act.value(v)
+                    }
                 }
             }
         }

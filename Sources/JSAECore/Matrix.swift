@@ -30,8 +30,6 @@ public struct Matrix<T: JSAEScalar>: Equatable, Sendable {
     public func row(_ i: Int) -> [T] { Array(data[(i * cols)..<((i + 1) * cols)]) }
 
     /// Rows `start..<start+n` as a new matrix.
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
     public func rows(_ range: Range<Int>) -> Matrix<T> {
         Matrix(rows: range.count, cols: cols, data: Array(data[(range.lowerBound * cols)..<(range.upperBound * cols)]))
     }
@@ -59,8 +57,6 @@ public struct Matrix<T: JSAEScalar>: Equatable, Sendable {
 
 /// C = A · B (or with transposes), through BLAS.
 /// - a: [m, k] after op, b: [k, n] after op; returns [m, n]
-@_specialize(exported: true, where T == Float)
-@_specialize(exported: true, where T == Double)
 public func matmul<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>,
                                   transA: Bool = false, transB: Bool = false) -> Matrix<T> {
     let m = transA ? a.cols : a.rows
@@ -68,8 +64,8 @@ public func matmul<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>,
     let kb = transB ? b.cols : b.rows
     let n = transB ? b.rows : b.cols
     precondition(k == kb, "matmul: inner dimensions \(k) and \(kb) differ")
-    var c = Matrix<T>(rows: m, cols: n)
-    if k == 0 { return c }
+    if k == 0 { return Matrix<T>(rows: m, cols: n) }
+    var c = Matrix<T>.uninitialised(rows: m, cols: n)  // beta = 0 writes every entry
     a.data.withUnsafeBufferPointer { pa in
         b.data.withUnsafeBufferPointer { pb in
             c.data.withUnsafeMutableBufferPointer { pc in
@@ -85,8 +81,6 @@ public func matmul<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>,
 
 /// Adds the vector `bias` ([cols]) to every row of `m`.
 @inlinable
-@_specialize(exported: true, where T == Float)
-@_specialize(exported: true, where T == Double)
 public func addRowBias<T: JSAEScalar>(_ m: inout Matrix<T>, _ bias: [T]) {
     precondition(bias.count == m.cols)
     let cols = m.cols

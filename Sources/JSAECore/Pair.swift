@@ -73,8 +73,6 @@ public struct PairForward<T: JSAEScalar>: Sendable {
 }
 
 /// Σ (a − b)² accumulated in Double.
-@_specialize(exported: true, where T == Float)
-@_specialize(exported: true, where T == Double)
 public func squaredDistance<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>) -> Double {
     precondition(a.count == b.count)
     var s = 0.0
@@ -128,6 +126,10 @@ extension JSAEModel {
     public func forward(_ x: Matrix<T>, point: EvaluationPoint,
                         factors: JacobianFactors<T>? = nil,
                         chunk: Int = defaultJacobianChunk) -> PairForward<T> {
+        forwardImpl(x, point: point, factors: factors, chunk: chunk)
+    }
+
+    func forwardImpl(_ x: Matrix<T>, point: EvaluationPoint, factors: JacobianFactors<T>?, chunk: Int) -> PairForward<T> {
         let codesIn = saeIn.encode(x)
         let xHat = saeIn.decode(codesIn)
         var result = PairForward(point: point, x: x, codesIn: codesIn, xHat: xHat,

@@ -57,8 +57,6 @@ public struct AdamConfig: Sendable, Equatable {
 /// One Adam step on every tensor of an SAE, in PyTorch's single-tensor form:
 /// m ← m + (1−β1)(g − m); v ← β2·v + (1−β2)·g²;
 /// p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε), with t = step + 1.
-@_specialize(exported: true, where T == Float)
-@_specialize(exported: true, where T == Double)
 public func adamStep<T: JSAEScalar>(_ sae: inout TopKSAE<T>, grads: SAETensors<T>, moments: inout AdamMoments<T>,
                                     lr: Double, step: Int, config: AdamConfig = AdamConfig()) {
     let t = Double(step + 1)
@@ -71,11 +69,13 @@ public func adamStep<T: JSAEScalar>(_ sae: inout TopKSAE<T>, grads: SAETensors<T
             moments.m[keyPath: gp].withUnsafeMutableBufferPointer { m in
                 moments.v[keyPath: gp].withUnsafeMutableBufferPointer { v in
                     sae[keyPath: p.path].withUnsafeMutableBufferPointer { w in
-                        for j in 0..<w.count {
-                            let gj = g[j]
-                            m[j] += (1 - b1) * (gj - m[j])
-                            v[j] = b2 * v[j] + (1 - b2) * gj * gj
-                            w[j] -= stepSize * m[j] / (T.sqrt(v[j]) / bc2Sqrt + eps)
+                        Parallel.forRanges(w.count) { _, range in
+                            for j in range {
+                                let gj = g[j]
+                                m[j] += (1 - b1) * (gj - m[j])
+                                v[j] = b2 * v[j] + (1 - b2) * gj * gj
+                                w[j] -= stepSize * m[j] / (T.sqrt(v[j]) / bc2Sqrt + eps)
+                            }
                         }
                     }
                 }
@@ -88,16 +88,16 @@ public func adamStep<T: JSAEScalar>(_ sae: inout TopKSAE<T>, grads: SAETensors<T
 extension TopKSAE {
     /// Rescales every decoder row to unit L2 norm (done at the start of every
     /// training step). A zero row is left as it is.
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
     public mutating func normaliseDecoderRows() {
         let d = self.d
         wDec.data.withUnsafeMutableBufferPointer { w in
-            for i in 0..<(w.count / d) {
-                var s: T = 0
-                for c in 0..<d { s += w[i * d + c] * w[i * d + c] }
-                let n = T.sqrt(s)
-                if n > 0 { for c in 0..<d { w[i * d + c] /= n } }
+            Parallel.forRanges(w.count / d) { _, rows in
+                for i in rows {
+                    var s: T = 0
+                    for c in 0..<d { s += w[i * d + c] * w[i * d + c] }
+                    let n = T.sqrt(s)
+                    if n > 0 { for c in 0..<d { w[i * d + c] /= n } }
+                }
             }
         }
     }

@@ -34,67 +34,99 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
 
     /// Dense pre-activations h = x @ W_enc + b_enc.
     /// - x: [B, d]; returns [B, m]
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
     public func preactivations(_ x: Matrix<T>) -> Matrix<T> {
         var h = matmul(x, wEnc)
         addRowBias(&h, bEnc)
         return h
     }
 
-    /// TopK codes of each token: the encoder's dense product, then the sparse
-    /// selection.
+    /// Tokens whose dense pre-activations are held at once while encoding
+    /// (1024 × m in T: 64 MiB at m = 16384 in Float).
+    public static var encodeChunk: Int { 1024 }
+
+    /// TopK codes of each token: the encoder's dense product (BLAS), then the
+    /// sparse selection (both cores), chunk by chunk so the dense [B, m]
+    /// pre-activations never exist whole.
     /// - x: [B, d]
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
-    public func encode(_ x: Matrix<T>) -> SparseCodes<T> {
+    public func encode(_ x: Matrix<T>, timer: PhaseTimer? = nil) -> SparseCodes<T> {
         precondition(x.cols == d, "encode: x has \(x.cols) columns, SAE has d = \(d)")
-        let h = preactivations(x)
-        return select(h)
+        let B = x.rows, m = self.m, k = self.k, d = self.d
+        var codes = SparseCodes<T>(tokens: B, k: k)
+        let chunk = min(Self.encodeChunk, max(B, 1))
+        var h = Matrix<T>.uninitialised(rows: chunk, cols: m)
+        var start = 0
+        while start < B {
+            let n = min(chunk, B - start)
+            timed(timer, .encoderGemm) {
+                h.data.withUnsafeMutableBufferPointer { ph in
+                    bEnc.withUnsafeBufferPointer { pb in
+                        // h = b_enc (row-broadcast), then h += x · W_enc (beta = 1).
+                        for r in 0..<n { (ph.baseAddress! + r * m).update(from: pb.baseAddress!, count: m) }
+                    }
+                    x.data.withUnsafeBufferPointer { px in
+                        wEnc.data.withUnsafeBufferPointer { pw in
+                            T.gemm(transA: false, transB: false, m: n, n: m, k: d, alpha: 1,
+                                   a: px.baseAddress! + start * d, lda: d, b: pw.baseAddress!, ldb: m,
+                                   beta: 1, c: ph.baseAddress!, ldc: m)
+                        }
+                    }
+                }
+            }
+            timed(timer, .topK) { selectRows(h, rows: n, into: &codes, at: start) }
+            start += n
+        }
+        return codes
     }
 
     /// TopK and ReLU applied to precomputed pre-activations.
     /// - h: [B, m]
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
     public func select(_ h: Matrix<T>) -> SparseCodes<T> {
-        let B = h.rows, m = self.m, k = self.k
-        var codes = SparseCodes<T>(tokens: B, k: k)
-        h.data.withUnsafeBufferPointer { ph in
-            codes.indices.withUnsafeMutableBufferPointer { pi in
-                codes.preacts.withUnsafeMutableBufferPointer { pv in
-                    for b in 0..<B {
-                        topKRow(ph.baseAddress! + b * m, m: m, k: k,
-                                outIndices: pi.baseAddress! + b * k, outValues: pv.baseAddress! + b * k)
-                    }
-                }
-            }
-        }
-        codes.values = codes.preacts.map { $0 > 0 ? $0 : 0 }
+        var codes = SparseCodes<T>(tokens: h.rows, k: k)
+        selectRows(h, rows: h.rows, into: &codes, at: 0)
         return codes
     }
 
-    /// Sparse decode: x̂[b] = b_dec + Σ_j s[b, j] · W_dec[K[b, j]], O(B·k·d).
+    /// TopK of the first `rows` rows of h into codes rows at..<at+rows, on both cores.
+    func selectRows(_ h: Matrix<T>, rows: Int, into codes: inout SparseCodes<T>, at: Int) {
+        let m = self.m, k = self.k
+        h.data.withUnsafeBufferPointer { ph in
+        codes.indices.withUnsafeMutableBufferPointer { pi in
+        codes.preacts.withUnsafeMutableBufferPointer { pp in
+        codes.values.withUnsafeMutableBufferPointer { pv in
+            Parallel.forRanges(rows) { _, range in
+                for r in range {
+                    let b = at + r
+                    topKRow(ph.baseAddress! + r * m, m: m, k: k,
+                            outIndices: pi.baseAddress! + b * k, outValues: pp.baseAddress! + b * k)
+                    for j in 0..<k { let v = pp[b * k + j]; pv[b * k + j] = v > 0 ? v : 0 }
+                }
+            }
+        } } } }
+    }
+
+    /// Sparse decode: x̂[b] = b_dec + Σ_j s[b, j] · W_dec[K[b, j]], O(B·k·d), both cores.
     /// - returns [B, d]
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
     public func decode(_ codes: SparseCodes<T>) -> Matrix<T> {
         let B = codes.tokens, k = codes.k, d = self.d
-        var out = Matrix<T>(rows: B, cols: d)
+        var out = Matrix<T>.uninitialised(rows: B, cols: d)
         out.data.withUnsafeMutableBufferPointer { po in
-            wDec.data.withUnsafeBufferPointer { pw in
-                for b in 0..<B {
+        wDec.data.withUnsafeBufferPointer { pw in
+        bDec.withUnsafeBufferPointer { pb in
+        codes.values.withUnsafeBufferPointer { pv in
+        codes.indices.withUnsafeBufferPointer { pidx in
+            Parallel.forRanges(B) { _, range in
+                for b in range {
                     let row = po.baseAddress! + b * d
-                    for j in 0..<d { row[j] = bDec[j] }
+                    row.update(from: pb.baseAddress!, count: d)
                     for j in 0..<k {
-                        let s = codes.values[b * k + j]
+                        let s = pv[b * k + j]
                         if s == 0 { continue }
-                        let w = pw.baseAddress! + codes.indices[b * k + j] * d
+                        let w = pw.baseAddress! + pidx[b * k + j] * d
                         for c in 0..<d { row[c] += s * w[c] }
                     }
                 }
             }
-        }
+        } } } } }
         return out
     }
 }

@@ -98,8 +98,6 @@ public enum TrainingError: Error, CustomStringConvertible {
 }
 
 /// Mean over tokens of 1 − ‖a − â‖² / ‖a − mean_batch(a)‖².
-@_specialize(exported: true, where T == Float)
-@_specialize(exported: true, where T == Double)
 public func explainedVariance<T: JSAEScalar>(_ a: Matrix<T>, _ aHat: Matrix<T>) -> Double {
     let B = a.rows, d = a.cols
     var mean = [Double](repeating: 0, count: d)
@@ -131,23 +129,28 @@ extension TrainState {
     @_specialize(exported: true, where T == Double)
     public mutating func step(_ x: Matrix<T>, yTarget: Matrix<T>? = nil, config: TrainConfig,
                               wantJacobianShares: Bool = true,
-                              onCodes: ((SparseCodes<T>, SparseCodes<T>?) -> Void)? = nil) throws -> StepReport {
+                              onCodes: ((SparseCodes<T>, SparseCodes<T>?) -> Void)? = nil,
+                              timer: PhaseTimer? = nil) throws -> StepReport {
         let sched = config.schedule
         let t = step
         let lr = config.lr * sched.lrFactor(t)
         let lam = config.single ? 0 : config.lambda * sched.lambdaFactor(t)
-        model.saeIn.normaliseDecoderRows()
-        model.saeOut?.normaliseDecoderRows()
+        timed(timer, .optimizer) {
+            model.saeIn.normaliseDecoderRows()
+            model.saeOut?.normaliseDecoderRows()
+        }
 
-        var pass = model.lossAndGradients(x, yTarget: yTarget, lambda: lam, chunk: config.jacobianChunk)
+        var pass = model.lossAndGradientsImpl(x, yTarget: yTarget, lambda: lam, chunk: config.jacobianChunk,
+                                              keepJacobian: false, factors: nil, timer: timer)
         guard pass.components.loss.isFinite else { throw TrainingError.nonFiniteLoss(step: t, components: pass.components) }
         onCodes?(pass.forward.codesIn, pass.forward.codesOut)
         // The reported sparsity at the paper's point needs J at x̂, taken
         // with the parameters this step's loss saw (before the update).
         var shares: [Double]? = pass.jacobianStats.map { s in (0..<4).map { s.share($0) } }
         if wantJacobianShares && config.evaluationPoint == .reconstruction && model.saeOut != nil {
-            shares = model.jacobianShares(x, point: .reconstruction, chunk: config.jacobianChunk)
+            shares = timed(timer, .metrics) { model.jacobianShares(x, point: .reconstruction, chunk: config.jacobianChunk) }
         }
+        let t0 = timer == nil ? 0 : PhaseTimer.now()
 
         // torch.nn.utils.clip_grad_norm_: factor = min(1, max_norm / (norm + 1e-6)).
         let norm = pass.gradients.squaredNorm.squareRoot()
@@ -166,6 +169,9 @@ extension TrainState {
             adamOut = mo
         }
         step += 1
+        let t1 = timer == nil ? 0 : PhaseTimer.now()
+        timer?.add(.optimizer, t1 - t0)
+        defer { timer?.add(.metrics, PhaseTimer.now() - t1) }
 
         var metrics = BatchMetrics()
         let f = pass.forward
@@ -184,11 +190,9 @@ extension TrainState {
 extension JSAEModel {
     /// Share of |J| entries above each of `JacobianStats.thresholds` on x,
     /// with J at the given evaluation point.
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
     public func jacobianShares(_ x: Matrix<T>, point: EvaluationPoint, chunk: Int = defaultJacobianChunk) -> [Double]? {
         guard saeOut != nil, mlp != nil else { return nil }
-        let r = forward(x, point: point, chunk: chunk)
+        let r = forwardImpl(x, point: point, factors: nil, chunk: chunk)
         guard let J = r.jacobian else { return nil }
         return JacobianStats.thresholds.map { t in Double(J.reduce(0) { $0 + (Double(abs($1)) > t ? 1 : 0) }) / Double(max(J.count, 1)) }
     }

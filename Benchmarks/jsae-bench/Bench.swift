@@ -1,0 +1,205 @@
+import ArgumentParser
+import Foundation
+import JSAECore
+import JSAEIO
+
+enum Preset: String, ExpressibleByArgument, CaseIterable {
+    case pythia70m = "pythia-70m", pythia160m = "pythia-160m", pythia410m = "pythia-410m", ci
+
+    var shape: Shape {
+        switch self {
+        case .pythia70m: return Shape(d: 512, dMlp: 2048, expansion: 32, k: 32, batch: 4096)
+        case .pythia160m: return Shape(d: 768, dMlp: 3072, expansion: 32, k: 32, batch: 4096)
+        case .pythia410m: return Shape(d: 1024, dMlp: 4096, expansion: 64, k: 32, batch: 4096)
+        case .ci: return Shape(d: 128, dMlp: 512, expansion: 16, k: 16, batch: 1024)
+        }
+    }
+    var steps: Int { self == .pythia410m ? 3 : 5 }
+}
+
+/// The paper's timing (jsae-spec.md): Pythia-70m, expansion 32, 100M tokens, one RTX 3090.
+enum Paper {
+    static let saeMinutes = 33.0, jsaeMinutes = 72.0
+    static let saeTokensPerSecond = 50_500.0, jsaeTokensPerSecond = 23_100.0
+    static let rtx3090PeakTFLOPs = 35.6
+    static let tokens = 100_000_000.0
+}
+
+@main
+struct JSAEBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "jsae-bench",
+        abstract: "JSAE training throughput against the paper's Pythia-70m timing, with a phase breakdown and a CPU profile.",
+        discussion: "Progress goes to stderr; the table (or --json) is the result. Exit status 0 unless the run itself fails.")
+
+    @Option(help: "Preset: pythia-70m (default, the paper's timing setting), pythia-160m, pythia-410m, ci.")
+    var preset: Preset = .pythia70m
+    @Option(help: "Override d (model width).") var d: Int?
+    @Option(help: "Override d_mlp.") var dMlp: Int?
+    @Option(help: "Override the expansion (m = expansion × d).") var expansion: Int?
+    @Option(help: "Override k.") var k: Int?
+    @Option(help: "Override tokens per step.") var batch: Int?
+    @Option(help: "Timed steps per measurement (median reported).") var steps: Int?
+    @Option(help: "Warm-up steps before timing.") var warmup: Int = 1
+    @Option(help: "Threads for OpenBLAS and the package's own loops (default: all cores).") var threads: Int?
+    @Option(help: "Use the first batch of /x (and /mlp) from this activations file instead of synthetic data.")
+    var activations: String?
+    @Option(help: "Write every figure and the environment as JSON here.") var json: String?
+    @Flag(help: "Do not run the gperftools CPU profiler around the timed JSAE steps.") var noProfile = false
+    @Option(help: "Where the CPU profile is written.") var profilePath: String = "jsae-bench.prof"
+    @Flag(help: "Skip the fingerprint (20-step golden training run loss curve).") var noFingerprint = false
+    @Option(help: "Test hook for the CI gate: sleep this many ms inside every timed step.") var injectDelayMs: Double = 0
+    @Option(help: "Test hook for the CI gate: scale the fingerprint run's lr by (1 + this).") var perturbFingerprint: Double = 0
+
+    func validate() throws {
+        for (name, v) in [("d", d), ("d-mlp", dMlp), ("expansion", expansion), ("k", k), ("batch", batch), ("steps", steps), ("threads", threads)] {
+            if let v, v < 1 { throw ValidationError("--\(name) must be at least 1") }
+        }
+        if warmup < 0 { throw ValidationError("--warmup must be >= 0") }
+    }
+
+    func run() throws {
+        do { try bench() } catch let e as JSAEError {
+            FileHandle.standardError.write(Data("jsae-bench: error: \(e.description)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+
+    func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+    func bench() throws {
+        if let threads { BLASThreads.set(threads); Parallel.threads = threads }
+        var shape = preset.shape
+        if let d { shape.d = d }
+        if let dMlp { shape.dMlp = dMlp }
+        if let expansion { shape.expansion = expansion }
+        if let k { shape.k = k }
+        if let batch { shape.batch = batch }
+        let nSteps = steps ?? preset.steps
+        guard shape.k <= shape.m else { throw JSAEError("k = \(shape.k) exceeds m = \(shape.m)") }
+
+        // Data and MLP: synthetic and seeded, or the first batch of a real file.
+        var (x, mlp) = synthetic(shape)
+        if let path = activations {
+            let r = try ActivationsReader(path)
+            guard r.tokens >= shape.batch else { throw JSAEError(file: path, "/x has \(r.tokens) tokens, fewer than one batch of \(shape.batch)") }
+            shape.d = r.d
+            x = try r.x(0..<shape.batch)
+            guard r.file.exists("/mlp") else { throw JSAEError(file: path, "has no /mlp") }
+            mlp = try MLPFile.read(r.file, d: r.d)
+        }
+        log("jsae-bench: \(preset.rawValue) d \(shape.d) d_mlp \(shape.dMlp) m \(shape.m) k \(shape.k) batch \(shape.batch), "
+            + "\(warmup) warm-up + \(nSteps) timed steps, \(Parallel.threads) threads, OpenBLAS \(BLASThreads.coreName)")
+
+        log("ceiling: sgemm \(shape.batch)×\(shape.m)×\(shape.d) …")
+        let ceiling = sgemmCeiling(rows: shape.batch, cols: shape.m, inner: shape.d, reps: max(nSteps, 5))
+
+        var config = TrainConfig()
+        config.totalSteps = 1_000_000; config.batch = shape.batch; config.lambda = 1
+        config.lrWarmupFraction = 0; config.lambdaWarmupFraction = 0   // λ > 0 from the first timed step
+
+        // One traditional SAE (single, on x).
+        log("single SAE: \(warmup + nSteps) steps …")
+        var sc = config; sc.single = true
+        PeakMemory.reset()
+        var sae = try TrainState<Float>.initial(d: shape.d, mIn: shape.m, mOut: shape.m, k: shape.k, mlp: mlp, single: true, seed: 1)
+        let saeTimes = try timeSteps(&sae, x, sc, nil)
+        let saePeak = PeakMemory.bytes()
+        sae = try TrainState<Float>.initial(d: 1, mIn: 1, mOut: 1, k: 1, mlp: nil, single: true, seed: 1)  // release it
+
+        // The JSAE pair, profiled.
+        log("JSAE pair: \(warmup + nSteps) steps …")
+        PeakMemory.reset()
+        var pair = try TrainState<Float>.initial(d: shape.d, mIn: shape.m, mOut: shape.m, k: shape.k, mlp: mlp, single: false, seed: 1)
+        let timer = PhaseTimer()
+        var profiled = false
+        let jsaeTimes = try timeSteps(&pair, x, config, timer, beforeTimed: {
+            if !noProfile { profiled = CPUProfiler.start(profilePath) }
+        })
+        if profiled { CPUProfiler.stop() }
+        let jsaePeak = PeakMemory.bytes()
+        _ = pair
+
+        var fingerprint: [Double]? = nil
+        if !noFingerprint {
+            log("fingerprint: 20-step golden training run …")
+            fingerprint = try goldenFingerprint(lrScale: 1 + perturbFingerprint)
+        }
+
+        let report = Report(preset: preset.rawValue, shape: shape, steps: nSteps, warmup: warmup,
+                            ceilingGFLOPs: ceiling.gflops, saeSeconds: median(saeTimes), jsaeSeconds: median(jsaeTimes),
+                            saeStepSeconds: saeTimes, jsaeStepSeconds: jsaeTimes,
+                            phases: Phase.allCases.map { ($0.rawValue, (timer.seconds[$0] ?? 0) / Double(nSteps)) },
+                            saePeakBytes: saePeak, jsaePeakBytes: jsaePeak, fingerprint: fingerprint,
+                            profile: profiled ? profilePath : nil, environment: Environment.current())
+        print(report.table())
+        if profiled {
+            print("CPU profile (gperftools, timed JSAE steps): \(profilePath)")
+            if let top = CPUProfiler.summary(profile: profilePath, count: 15) {
+                print("top functions by samples (google-pprof --text):\n" + top)
+            } else {
+                print("(install google-pprof to print the top functions here)")
+            }
+        }
+        if let json {
+            let data = try JSONEncoder.pretty.encode(report.json())
+            try atomicWrite(to: json) { tmp in try data.write(to: URL(fileURLWithPath: tmp)) }
+            log("wrote \(json)")
+        }
+    }
+
+    /// Warm-up, then timed optimizer steps; returns each timed step's seconds.
+    func timeSteps(_ state: inout TrainState<Float>, _ x: Matrix<Float>, _ c: TrainConfig, _ timer: PhaseTimer?,
+                   beforeTimed: () -> Void = {}) throws -> [Double] {
+        for _ in 0..<warmup { _ = try state.step(x, config: c, wantJacobianShares: false) }
+        beforeTimed()
+        var times: [Double] = []
+        for i in 0..<(steps ?? preset.steps) {
+            let t0 = Clock.now()
+            _ = try state.step(x, config: c, wantJacobianShares: false, timer: timer)
+            if injectDelayMs > 0 { usleep(UInt32(injectDelayMs * 1000)) }
+            times.append(Clock.now() - t0)
+            log("  step \(i + 1): \(String(format: "%.1f", times.last! * 1000)) ms")
+        }
+        return times
+    }
+
+    func synthetic(_ s: Shape) -> (Matrix<Float>, MLP<Float>) {
+        var g = SeededGenerator(seed: 7)
+        func mat(_ r: Int, _ c: Int, _ scale: Double) -> Matrix<Float> {
+            Matrix(rows: r, cols: c, data: (0..<(r * c)).map { _ in Float(scale * g.normal()) })
+        }
+        let x = mat(s.batch, s.d, 1)
+        let mlp = try! MLP<Float>(wIn: mat(s.d, s.dMlp, 1 / Double(s.d).squareRoot()), bIn: [Float](repeating: 0, count: s.dMlp),
+                                  wOut: mat(s.dMlp, s.d, 1 / Double(s.dMlp).squareRoot()), bOut: [Float](repeating: 0, count: s.d),
+                                  activation: .gelu)
+        return (x, mlp)
+    }
+
+    /// Loss curve of the golden 20-step run (golden/train) in Float: the
+    /// numerical fingerprint the CI gate compares.
+    func goldenFingerprint(lrScale: Double) throws -> [Double] {
+        let dir = packageRootPath + "/golden/train"
+        let final = try CheckpointFile.read(dir + "/final.h5", as: Double.self)
+        var config = final.config
+        config.lr *= lrScale
+        let model: JSAEModel<Float> = try ModelFile.read(dir + "/initial.h5")
+        let acts = try HDF5File.open(dir + "/activations.h5")
+        let x: Matrix<Float> = try acts.readMatrix("/x")
+        var state = TrainState(model: model, adamIn: AdamMoments(d: model.d, dLatent: model.saeIn.m),
+                               adamOut: AdamMoments(d: model.d, dLatent: model.saeOut!.m), step: 0)
+        var losses: [Double] = []
+        for t in 0..<config.totalSteps {
+            losses.append(try state.step(x.rows((t * config.batch)..<((t + 1) * config.batch)), config: config).components.loss)
+        }
+        return losses
+    }
+}
+
+extension JSONEncoder {
+    static var pretty: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return e
+    }
+}
