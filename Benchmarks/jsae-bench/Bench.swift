@@ -11,10 +11,10 @@ enum Preset: String, ExpressibleByArgument, CaseIterable {
         case .pythia70m: return Shape(d: 512, dMlp: 2048, expansion: 32, k: 32, batch: 4096)
         case .pythia160m: return Shape(d: 768, dMlp: 3072, expansion: 32, k: 32, batch: 4096)
         case .pythia410m: return Shape(d: 1024, dMlp: 4096, expansion: 64, k: 32, batch: 4096)
-        case .ci: return Shape(d: 128, dMlp: 512, expansion: 16, k: 16, batch: 1024)
+        case .ci: return Shape(d: 256, dMlp: 1024, expansion: 16, k: 32, batch: 2048)
         }
     }
-    var steps: Int { self == .pythia410m ? 3 : 5 }
+    var steps: Int { self == .pythia410m ? 3 : (self == .ci ? 9 : 5) }
 }
 
 /// The paper's timing (jsae-spec.md): Pythia-70m, expansion 32, 100M tokens, one RTX 3090.
