@@ -42,17 +42,20 @@ struct JSAEBench: ParsableCommand {
     @Option(help: "Timed steps per measurement (median reported).") var steps: Int?
     @Option(help: "Warm-up steps before timing.") var warmup: Int = 1
     @Option(help: "Threads for OpenBLAS and the package's own loops (default: all cores).") var threads: Int?
+    @Option(help: "Tokens per Jacobian chunk (default: the library's).") var jacobianChunk: Int?
     @Option(help: "Use the first batch of /x (and /mlp) from this activations file instead of synthetic data.")
     var activations: String?
     @Option(help: "Write every figure and the environment as JSON here.") var json: String?
     @Flag(help: "Do not run the gperftools CPU profiler around the timed JSAE steps.") var noProfile = false
     @Option(help: "Where the CPU profile is written.") var profilePath: String = "jsae-bench.prof"
+    @Option(help: "Run tcmalloc's heap profiler over the JSAE steps, writing PREFIX.NNNN.heap (read with google-pprof --text).")
+    var heapProfile: String?
     @Flag(help: "Skip the fingerprint (20-step golden training run loss curve).") var noFingerprint = false
     @Option(help: "Test hook for the CI gate: sleep this many ms inside every timed step.") var injectDelayMs: Double = 0
     @Option(help: "Test hook for the CI gate: scale the fingerprint run's lr by (1 + this).") var perturbFingerprint: Double = 0
 
     func validate() throws {
-        for (name, v) in [("d", d), ("d-mlp", dMlp), ("expansion", expansion), ("k", k), ("batch", batch), ("steps", steps), ("threads", threads)] {
+        for (name, v) in [("d", d), ("d-mlp", dMlp), ("expansion", expansion), ("k", k), ("batch", batch), ("steps", steps), ("threads", threads), ("jacobian-chunk", jacobianChunk)] {
             if let v, v < 1 { throw ValidationError("--\(name) must be at least 1") }
         }
         if warmup < 0 { throw ValidationError("--warmup must be >= 0") }
@@ -97,13 +100,15 @@ struct JSAEBench: ParsableCommand {
         var config = TrainConfig()
         config.totalSteps = 1_000_000; config.batch = shape.batch; config.lambda = 1
         config.lrWarmupFraction = 0; config.lambdaWarmupFraction = 0   // λ > 0 from the first timed step
+        if let jacobianChunk { config.jacobianChunk = jacobianChunk }
 
         // One traditional SAE (single, on x).
         log("single SAE: \(warmup + nSteps) steps …")
         var sc = config; sc.single = true
         PeakMemory.reset()
         var sae = try TrainState<Float>.initial(d: shape.d, mIn: shape.m, mOut: shape.m, k: shape.k, mlp: mlp, single: true, seed: 1)
-        let saeTimes = try timeSteps(&sae, x, sc, nil)
+        let saeTimer = PhaseTimer()
+        let saeTimes = try timeSteps(&sae, x, sc, saeTimer)
         let saePeak = PeakMemory.bytes()
         sae = try TrainState<Float>.initial(d: 1, mIn: 1, mOut: 1, k: 1, mlp: nil, single: true, seed: 1)  // release it
 
@@ -115,8 +120,13 @@ struct JSAEBench: ParsableCommand {
         var profiled = false
         let jsaeTimes = try timeSteps(&pair, x, config, timer, beforeTimed: {
             if !noProfile { profiled = CPUProfiler.start(profilePath) }
+            if let heapProfile { HeapProfiler.start(heapProfile) }
         })
         if profiled { CPUProfiler.stop() }
+        if let heapProfile {
+            HeapProfiler.stop(reason: "end of the timed JSAE steps")
+            log("heap profiles: \(heapProfile).*.heap (google-pprof --text --inuse_space <exe> <file>)")
+        }
         let jsaePeak = PeakMemory.bytes()
         _ = pair
 
@@ -130,6 +140,7 @@ struct JSAEBench: ParsableCommand {
                             ceilingGFLOPs: ceiling.gflops, saeSeconds: median(saeTimes), jsaeSeconds: median(jsaeTimes),
                             saeStepSeconds: saeTimes, jsaeStepSeconds: jsaeTimes,
                             phases: Phase.allCases.map { ($0.rawValue, (timer.seconds[$0] ?? 0) / Double(nSteps)) },
+                            saePhases: Phase.allCases.map { ($0.rawValue, (saeTimer.seconds[$0] ?? 0) / Double(nSteps)) },
                             saePeakBytes: saePeak, jsaePeakBytes: jsaePeak, fingerprint: fingerprint,
                             profile: profiled ? profilePath : nil, environment: Environment.current())
         print(report.table())

@@ -3,6 +3,13 @@ import Foundation
 
 /// The gperftools CPU profiler around a region, and a demangled top-N summary
 /// through google-pprof when it is installed.
+/// tcmalloc's heap profiler: dumps PATH.NNNN.heap whenever in-use memory
+/// grows by HEAP_PROFILE_INUSE_INTERVAL (default 100 MB), plus one at the end.
+enum HeapProfiler {
+    static func start(_ prefix: String) { HeapProfilerStart(prefix) }
+    static func stop(reason: String) { HeapProfilerDump(reason); HeapProfilerStop() }
+}
+
 enum CPUProfiler {
     static func start(_ path: String) -> Bool { ProfilerStart(path) != 0 }
     static func stop() { ProfilerStop() }

@@ -12,6 +12,7 @@ struct Report {
     var saeStepSeconds: [Double]
     var jsaeStepSeconds: [Double]
     var phases: [(String, Double)]
+    var saePhases: [(String, Double)]
     var saePeakBytes: Int
     var jsaePeakBytes: Int
     var fingerprint: [Double]?
@@ -52,11 +53,14 @@ struct Report {
             + "median of \(steps) steps after \(warmup) warm-up; \(environment.packageThreads) threads\n"
         out += "in-run ceiling: sgemm \(shape.batch)×\(shape.m)×\(shape.d) = \(f(ceilingGFLOPs)) GFLOP/s\n\n"
         out += render(rows)
-        out += "\n\nJSAE step by phase (mean per step):\n"
-        let total = phases.reduce(0) { $0 + $1.1 }
-        var prow: [[String]] = [["phase", "ms", "share of step"]]
-        for (name, s) in phases where s > 0 { prow.append([name, f(s * 1000), f(100 * s / jsaeSeconds) + "%"]) }
-        prow.append(["(untimed: allocation, glue)", f(max(0, jsaeSeconds - total) * 1000), f(100 * max(0, jsaeSeconds - total) / jsaeSeconds) + "%"])
+        out += "\n\nStep by phase (mean per step; shares of the median step):\n"
+        let total = phases.reduce(0) { $0 + $1.1 }, saeTotal = saePhases.reduce(0) { $0 + $1.1 }
+        var prow: [[String]] = [["phase", "SAE ms", "share", "JSAE ms", "share"]]
+        for ((name, s), (_, a)) in zip(phases, saePhases) where s > 0 || a > 0 {
+            prow.append([name, f(a * 1000), f(100 * a / saeSeconds) + "%", f(s * 1000), f(100 * s / jsaeSeconds) + "%"])
+        }
+        prow.append(["(untimed: allocation, glue)", f(max(0, saeSeconds - saeTotal) * 1000), f(100 * max(0, saeSeconds - saeTotal) / saeSeconds) + "%",
+                     f(max(0, jsaeSeconds - total) * 1000), f(100 * max(0, jsaeSeconds - total) / jsaeSeconds) + "%"])
         out += render(prow)
         return out
     }
@@ -79,6 +83,7 @@ struct Report {
         var warmup: Int
         var metrics: [String: Double]
         var phasesMs: [String: Double]
+        var saePhasesMs: [String: Double]
         var fingerprintLoss: [Double]?
         var profile: String?
         var environment: Environment
@@ -99,6 +104,7 @@ struct Report {
                 "sae_peak_bytes": Double(saePeakBytes), "jsae_peak_bytes": Double(jsaePeakBytes),
              ],
              phasesMs: Dictionary(uniqueKeysWithValues: phases.map { ($0.0, $0.1 * 1000) }),
+             saePhasesMs: Dictionary(uniqueKeysWithValues: saePhases.map { ($0.0, $0.1 * 1000) }),
              fingerprintLoss: fingerprint, profile: profile, environment: environment)
     }
 }

@@ -94,8 +94,10 @@ extension TopKSAE {
                         guard pre > 0 else { continue }
                         let s = codes.values[b * k + j]
                         let wrow = pw.baseAddress! + i * d, grow = gwd.baseAddress! + i * d
-                        var ds: T = 0
-                        for c in 0..<d { ds += dx[c] * wrow[c]; grow[c] += s * dx[c] }
+                        // A Float reduction is not vectorised without fast-math
+                        // (reassociation); BLAS dot is, in a fixed order.
+                        let ds = T.dot(d, dx, wrow)
+                        for c in 0..<d { grow[c] += s * dx[c] }
                         gbe[i] += ds
                         let erow = gwe.baseAddress! + i * d
                         for c in 0..<d { erow[c] += ds * xb[c] }
@@ -136,9 +138,18 @@ func blockedSquaredSum<T: JSAEScalar>(_ v: [T]) -> Double {
         partial.withUnsafeMutableBufferPointer { out in
             Parallel.forRanges(nBlocks) { _, blocks in
                 for bl in blocks {
-                    var s = 0.0
-                    for i in (bl * block)..<min((bl + 1) * block, p.count) { let x = Double(p[i]); s += x * x }
-                    out[bl] = s
+                    // Four independent accumulators break the add-latency chain;
+                    // the order is fixed, so the value is reproducible.
+                    var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+                    let lo = bl * block, hi = min((bl + 1) * block, p.count)
+                    var i = lo
+                    while i + 4 <= hi {
+                        let a = Double(p[i]), b = Double(p[i + 1]), c = Double(p[i + 2]), e = Double(p[i + 3])
+                        s0 += a * a; s1 += b * b; s2 += c * c; s3 += e * e
+                        i += 4
+                    }
+                    while i < hi { let a = Double(p[i]); s0 += a * a; i += 1 }
+                    out[bl] = (s0 + s1) + (s2 + s3)
                 }
             }
         }

@@ -94,7 +94,7 @@ public func jacobianPass<T: JSAEScalar>(factors: JacobianFactors<T>, k1: [Int], 
     let workers = max(1, min(Parallel.threads, c))
     // Per-worker scratch: L, R [k, d_mlp], J and G [k, k].
     var scratch = [T](repeating: 0, count: workers * (2 * k * h + 2 * kk))
-    // Per-chunk outputs of the backward: dL = G·R and dR = (Gᵀ·L) ⊙ φ'.
+    // Per-chunk outputs of the backward: dL = G·R and dR = Gᵀ·L (⊙ φ' is applied in the scatter).
     var dL = [T](repeating: 0, count: backward == nil ? 0 : c * k * h)
     var dR = dL
     // Per-token statistics, reduced in token order at the end.
@@ -158,7 +158,6 @@ public func jacobianPass<T: JSAEScalar>(factors: JacobianFactors<T>, k1: [Int], 
                                a: G, lda: k, b: R, ldb: h, beta: 0, c: outL, ldc: h)
                         T.gemm(transA: true, transB: false, m: k, n: h, k: k, alpha: 1,
                                a: G, lda: k, b: L, ldb: h, beta: 0, c: outR, ldc: h)
-                        for p in 0..<k { let row = outR + p * h; for r in 0..<h { row[r] *= phi[r] } }
                         if clock { w0Backward += PhaseTimer.now() - f1 }
                     }
                 }
@@ -184,8 +183,10 @@ public func jacobianPass<T: JSAEScalar>(factors: JacobianFactors<T>, k1: [Int], 
                         }
                         let i1 = k1[b * k + j]
                         if ownIn.contains(i1) {
+                            // dwd1 row += (Gᵀ·L)[p] ⊙ φ'[b], fused into the scatter.
                             let dst = d1.p + i1 * h, src = pdR.baseAddress! + (slot * k + j) * h
-                            for r in 0..<h { dst[r] += src[r] }
+                            let phi = pphi.baseAddress! + b * h
+                            for r in 0..<h { dst[r] += src[r] * phi[r] }
                         }
                     }
                 }

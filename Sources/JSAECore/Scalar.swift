@@ -16,6 +16,9 @@ public protocol JSAEScalar: BinaryFloatingPoint, Sendable where Self.RawSignific
                      alpha: Self, a: UnsafePointer<Self>, lda: Int,
                      b: UnsafePointer<Self>, ldb: Int,
                      beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
+    /// Σ a[i]·b[i] over n contiguous entries (BLAS sdot/ddot: vectorised, a
+    /// fixed summation order for a given build).
+    static func dot(_ n: Int, _ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>) -> Self
     static func erf(_ x: Self) -> Self
     static func exp(_ x: Self) -> Self
     static func tanh(_ x: Self) -> Self
@@ -37,6 +40,10 @@ extension Float: JSAEScalar {
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
+    @inlinable
+    public static func dot(_ n: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>) -> Float {
+        cblas_sdot(Int32(n), a, 1, b, 1)
+    }
     public static func erf(_ x: Float) -> Float { erff(x) }
     public static func exp(_ x: Float) -> Float { expf(x) }
     public static func tanh(_ x: Float) -> Float { tanhf(x) }
@@ -53,6 +60,10 @@ extension Double: JSAEScalar {
         if m == 0 || n == 0 { return }
         cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+    @inlinable
+    public static func dot(_ n: Int, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>) -> Double {
+        cblas_ddot(Int32(n), a, 1, b, 1)
     }
     public static func erf(_ x: Double) -> Double { Glibc.erf(x) }
     public static func exp(_ x: Double) -> Double { Glibc.exp(x) }
