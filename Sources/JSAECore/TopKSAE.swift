@@ -32,14 +32,6 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
                         wDec: wDec.converted(), bDec: bDec.map { U($0) }, k: k)
     }
 
-    /// Dense pre-activations h = x @ W_enc + b_enc.
-    /// - x: [B, d]; returns [B, m]
-    public func preactivations(_ x: Matrix<T>) -> Matrix<T> {
-        var h = matmul(x, wEnc)
-        addRowBias(&h, bEnc)
-        return h
-    }
-
     /// Tokens whose dense pre-activations are held at once while encoding
     /// (1024 × m in T: 64 MiB at m = 16384 in Float).
     public static var encodeChunk: Int { 1024 }
@@ -75,14 +67,6 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
             timed(timer, .topK) { selectRows(h, rows: n, into: &codes, at: start) }
             start += n
         }
-        return codes
-    }
-
-    /// TopK and ReLU applied to precomputed pre-activations.
-    /// - h: [B, m]
-    public func select(_ h: Matrix<T>) -> SparseCodes<T> {
-        var codes = SparseCodes<T>(tokens: h.rows, k: k)
-        selectRows(h, rows: h.rows, into: &codes, at: 0)
         return codes
     }
 

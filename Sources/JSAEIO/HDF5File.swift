@@ -271,19 +271,19 @@ public final class HDF5File {
     /// Creates a dataset (and any missing parent groups) to be filled by
     /// `writeRows`. Returns nothing: datasets are reopened by name.
     public func createDataset(_ name: String, shape: [Int], stored: StoredFloat) throws {
-        try createDataset(name, shape: shape, fileType: fileType(stored))
+        switch stored {
+        case .float16:
+            // A type built for the call (no predefined binary16 in HDF5 1.10).
+            let t = jsae_h5t_make_f16le()
+            defer { H5Tclose(t) }
+            try createDataset(name, shape: shape, fileType: t)
+        case .float32: try createDataset(name, shape: shape, fileType: jsae_h5t_ieee_f32le())
+        case .float64: try createDataset(name, shape: shape, fileType: jsae_h5t_ieee_f64le())
+        }
     }
 
     public func createIntDataset(_ name: String, shape: [Int]) throws {
         try createDataset(name, shape: shape, fileType: jsae_h5t_std_i64le())
-    }
-
-    private func fileType(_ s: StoredFloat) -> hid_t {
-        switch s {
-        case .float16: return jsae_h5t_make_f16le()  // closed by createDataset
-        case .float32: return jsae_h5t_ieee_f32le()
-        case .float64: return jsae_h5t_ieee_f64le()
-        }
     }
 
     private func createDataset(_ name: String, shape: [Int], fileType: hid_t) throws {
@@ -293,7 +293,6 @@ public final class HDF5File {
         let lcpl = linkCreateProps()
         defer { H5Pclose(lcpl) }
         let did = H5Dcreate2(id, name, fileType, sid, lcpl, jsae_h5p_default(), jsae_h5p_default())
-        if H5Tcommitted(fileType) == 0 && H5Tget_size(fileType) == 2 { H5Tclose(fileType) }
         guard did >= 0 else { throw JSAEError(file: path, "cannot create dataset \(name)") }
         H5Dclose(did)
     }

@@ -83,9 +83,6 @@ struct Forward: ParsableCommand {
     private func run<T: JSAEScalar>(_: T.Type) throws {
         let acts = try ActivationsReader(activations)
         let m: JSAEModel<T> = try ModelFile.read(model, mlpFallback: acts.file)
-        guard m.saeOut == nil || m.mlp != nil else {
-            throw JSAEError(file: model, "has /sae_out but no /mlp, and \(activations) has no /mlp either")
-        }
         var opts = ForwardOptions()
         opts.point = evaluationPoint
         opts.lambda = lambda

@@ -141,9 +141,9 @@ struct Train: ParsableCommand {
         if let model {
             let f = try HDF5File.open(model)
             guard f.exists("/mlp") else { throw JSAEError(file: model, "has no /mlp") }
-            mlp = try readMLP(from: f, d: d)
+            mlp = try MLPFile.read(f, d: d)
         } else if reader.file.exists("/mlp") {
-            mlp = try readMLP(from: reader.file, d: d)
+            mlp = try MLPFile.read(reader.file, d: d)
         }
         if !single && mlp == nil {
             throw JSAEError(file: reader.path, "has no /mlp and no --model was given: a JSAE pair needs the MLP (or use --single)")
@@ -163,10 +163,6 @@ struct Train: ParsableCommand {
         log("training \(single ? "one SAE" : (c.lambda == 0 ? "a traditional SAE pair (λ = 0)" : "a JSAE pair (λ = \(c.lambda))")) "
             + "d \(d) m \(m) k \(k) batch \(batch) steps \(c.totalSteps) on \(reader.path) (\(reader.tokens) tokens) in \(T.precisionName)")
         return (state, c, reader, bufferBatches)
-    }
-
-    private func readMLP<T: JSAEScalar>(from f: HDF5File, d: Int) throws -> MLP<T> {
-        try MLPFile.read(f, d: d)
     }
 
     private func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
