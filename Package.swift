@@ -48,6 +48,6 @@ let package = Package(
         .target(name: "JSAETestSupport", dependencies: ["JSAECore", "JSAEIO"], path: "Sources/JSAETestSupport"),
         .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "JSAETestSupport"]),
         .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAETestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["jsae", "JSAECore", "JSAEIO", "JSAETestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAETestSupport"]),
     ]
 )

@@ -6,24 +6,27 @@ import JSAETestSupport
 
 /// The built `jsae` executable: it sits beside the test bundle in the build
 /// products folder (the test target depends on it, so `swift test` builds it).
-let jsaeBinary: String = {
+let jsaeBinary: String = builtExecutable("jsae")
+
+/// A built executable of this package, found beside the test bundle.
+func builtExecutable(_ name: String) -> String {
     let candidates = [Bundle.main.bundleURL.path, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path]
     for dir in candidates {
         var url = URL(fileURLWithPath: dir)
         for _ in 0..<3 {
-            let p = url.appendingPathComponent("jsae").path
+            let p = url.appendingPathComponent(name).path
             if FileManager.default.isExecutableFile(atPath: p) { return p }
             url.deleteLastPathComponent()
         }
     }
-    return packageRoot + "/.build/debug/jsae"
-}()
+    return packageRoot + "/.build/debug/" + name
+}
 
 struct Run { var status: Int32; var stdout: String; var stderr: String }
 
-func jsae(_ args: [String]) throws -> Run {
+func jsae(_ args: [String], binary: String = jsaeBinary) throws -> Run {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: jsaeBinary)
+    p.executableURL = URL(fileURLWithPath: binary)
     p.arguments = args
     let out = Pipe(), err = Pipe()
     p.standardOutput = out

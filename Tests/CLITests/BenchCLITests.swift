@@ -1,0 +1,50 @@
+import Foundation
+import Testing
+import JSAEIO
+import JSAETestSupport
+
+/// Functional checks of jsae-bench on a tiny shape: what it reports and how
+/// it derives it. Nothing here is timed or compared with a speed.
+@Suite("jsae-bench")
+struct BenchCLITests {
+    static let tiny = ["--d", "16", "--d-mlp", "24", "--expansion", "2", "--k", "4", "--batch", "64",
+                       "--steps", "3", "--warmup", "0", "--no-profile"]
+
+    @Test("--json carries every figure, derived consistently, and the golden fingerprint")
+    func json() throws {
+        let dir = temporaryDirectory()
+        let r = try jsae(["--preset", "ci", "--json", dir + "/b.json"] + Self.tiny, binary: builtExecutable("jsae-bench"))
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("share of in-run sgemm ceiling") && r.stdout.contains("33 min / 72 min"))
+        let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/b.json"))) as! [String: Any]
+        let m = obj["metrics"] as! [String: Double]
+        for key in ["ceiling_gflops", "sae_ms_per_step", "jsae_ms_per_step", "sae_tokens_per_s", "jsae_tokens_per_s",
+                    "sae_efficiency", "jsae_efficiency", "jsae_over_sae_time", "sae_peak_bytes", "jsae_peak_bytes",
+                    "paper_sae_utilisation", "paper_jsae_utilisation", "sae_projected_minutes_100m"] {
+            #expect(m[key] != nil, "missing \(key)")
+        }
+        // The spec's FLOP count for d 16, d_mlp 24, m 32, k 4, B 64 (2 FLOPs per MAC).
+        let (B, d, h, mm, k) = (64.0, 16.0, 24.0, 32.0, 4.0)
+        let jsaeFlops = 4 * B * d * mm + 4 * B * d * h + 4 * mm * d * h + 6 * B * k * k * h + 4 * mm * d * h
+        #expect(abs(m["jsae_gflops"]! * m["jsae_ms_per_step"]! / 1000 * 1e9 - jsaeFlops) < 1e-6 * jsaeFlops)
+        #expect(abs(m["jsae_efficiency"]! - m["jsae_gflops"]! / m["ceiling_gflops"]!) < 1e-12)
+        #expect(abs(m["jsae_tokens_per_s"]! - B / (m["jsae_ms_per_step"]! / 1000)) < 1e-6 * m["jsae_tokens_per_s"]!)
+        // The paper's utilisation by the same count: 84 MFLOP/token · 23.1k tok/s / 35.6 TFLOP/s.
+        #expect(abs(m["paper_jsae_utilisation"]! - 343.597383680e9 / 4096 * 23_100 / 35.6e12) < 1e-9)
+        // The fingerprint is the golden run's loss curve, in Float.
+        let fp = obj["fingerprintLoss"] as! [Double]
+        let golden: [Double] = try HDF5File.open(packageRoot + "/golden/train/final.h5").readVector("/golden/curve/loss")
+        // Float vs the float64 reference over 20 steps: measured within 3e-6 relative.
+        #expect(allClose(fp, golden, rtol: 1e-4, atol: 1e-6))
+        let env = obj["environment"] as! [String: Any]
+        #expect((env["openblasCore"] as? String)?.isEmpty == false && (env["cores"] as? Int ?? 0) >= 1)
+    }
+
+    @Test("bad input gives one line and exit 2")
+    func badInput() throws {
+        let r = try jsae(["--activations", "/nonexistent/a.h5"] + Self.tiny, binary: builtExecutable("jsae-bench"))
+        #expect(r.status == 2 && r.stderr.contains("/nonexistent/a.h5: no such file"), "\(r.stderr)")
+        let k = try jsae(["--k", "99"] + Self.tiny.filter { $0 != "--k" && $0 != "4" }, binary: builtExecutable("jsae-bench"))
+        #expect(k.status == 2 && k.stderr.contains("k = 99 exceeds m = 32"), "\(k.stderr)")
+    }
+}
