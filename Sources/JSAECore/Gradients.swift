@@ -109,6 +109,17 @@ extension TopKSAE {
     }
 }
 
+extension TopKSAE {
+    /// Decodes `codes` and accumulates the gradient of scale/2 · Σ(x̂ − input)²
+    /// into `g`. Returns x̂.
+    /// - input: [B, d], the SAE's input and reconstruction target
+    func reconstruct(_ input: Matrix<T>, codes: SparseCodes<T>, gradientScale scale: T, into g: inout SAETensors<T>) -> Matrix<T> {
+        let out = decode(codes)
+        reconstructionBackward(x: input, codes: codes, dOut: residualGradient(out, input, scale), into: &g)
+        return out
+    }
+}
+
 /// dst [cols, rows] += srcᵀ where src is [rows, cols], in 64×64 tiles.
 func addTransposed<T: JSAEScalar>(_ dst: inout Matrix<T>, _ src: [T], rows: Int, cols: Int) {
     precondition(dst.rows == cols && dst.cols == rows && src.count == rows * cols)
@@ -205,11 +216,7 @@ extension JSAEModel {
         let scale = T(2) / T(B * d)
         let codesIn = saeIn.encode(x, timer: timer)
         var gIn = SAETensors<T>(d: d, m: saeIn.m)
-        let xHat = timed(timer, .sparseDecoder) { () -> Matrix<T> in
-            let xHat = saeIn.decode(codesIn)
-            saeIn.reconstructionBackward(x: x, codes: codesIn, dOut: residualGradient(xHat, x, scale), into: &gIn)
-            return xHat
-        }
+        let xHat = timed(timer, .sparseDecoder) { saeIn.reconstruct(x, codes: codesIn, gradientScale: scale, into: &gIn) }
         var fwd = PairForward(point: .trueInput, x: x, codesIn: codesIn, xHat: xHat,
                               y: nil, phiPrime: nil, codesOut: nil, yHat: nil, jacobian: nil)
         guard let saeOut, let mlp else {
@@ -221,11 +228,7 @@ extension JSAEModel {
         let y = yTarget ?? fx
         let codesOut = saeOut.encode(y, timer: timer)
         var gOut = SAETensors<T>(d: d, m: saeOut.m)
-        let yHat = timed(timer, .sparseDecoder) { () -> Matrix<T> in
-            let yHat = saeOut.decode(codesOut)
-            saeOut.reconstructionBackward(x: y, codes: codesOut, dOut: residualGradient(yHat, y, scale), into: &gOut)
-            return yHat
-        }
+        let yHat = timed(timer, .sparseDecoder) { saeOut.reconstruct(y, codes: codesOut, gradientScale: scale, into: &gOut) }
         fwd.y = y; fwd.phiPrime = phi; fwd.codesOut = codesOut; fwd.yHat = yHat
 
         // Jacobian term: coef = λ / (B·k²) per |J| entry.

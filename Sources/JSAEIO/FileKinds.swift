@@ -32,7 +32,8 @@ public enum FileFormat {
         return kind
     }
 
-    static func writeHeader(_ file: HDF5File, kind: Kind) throws {
+    /// Stamps `format_version = 1` and `kind` on a file being written.
+    public static func writeHeader(_ file: HDF5File, kind: Kind) throws {
         try file.setAttribute("format_version", .int(version))
         try file.setAttribute("kind", .string(kind.rawValue))
     }

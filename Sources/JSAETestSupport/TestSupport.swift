@@ -113,8 +113,7 @@ public func naiveTopK(_ h: [Double], k: Int) -> [Int] {
 /// Writes an `activations` file: /x (float32 on disk), optionally the MLP and /y.
 public func writeActivations(_ x: Matrix<Double>, to path: String, mlp: MLP<Double>? = nil, y: Matrix<Double>? = nil) throws {
     let f = try HDF5File.create(path)
-    try f.setAttribute("format_version", .int(1))
-    try f.setAttribute("kind", .string("activations"))
+    try FileFormat.writeHeader(f, kind: .activations)
     try f.setAttribute("tokens", .int(x.rows))
     try f.write("/x", x, stored: .float32)
     if let y { try f.write("/y", y, stored: .float32) }

@@ -30,9 +30,27 @@ enum Precision: String, ExpressibleByArgument, CaseIterable {
     case float, double
 }
 
+/// A subcommand whose work is generic over the computing precision.
+protocol PrecisionCommand {
+    var precision: Precision { get }
+    func run<T: JSAEScalar>(_: T.Type) throws
+}
+
+extension PrecisionCommand {
+    /// Runs in the chosen precision, reporting library errors as one line.
+    func runInPrecision() throws {
+        try reportingErrors {
+            switch precision {
+            case .float: try run(Float.self)
+            case .double: try run(Double.self)
+            }
+        }
+    }
+}
+
 extension EvaluationPoint: ExpressibleByArgument {}
 
-struct Forward: ParsableCommand {
+struct Forward: ParsableCommand, PrecisionCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a JSAE pair on activations and write a `forward` HDF5 file.")
 
@@ -71,16 +89,9 @@ struct Forward: ParsableCommand {
         }
     }
 
-    func run() throws {
-        try reportingErrors {
-            switch precision {
-            case .float: try run(Float.self)
-            case .double: try run(Double.self)
-            }
-        }
-    }
+    func run() throws { try runInPrecision() }
 
-    private func run<T: JSAEScalar>(_: T.Type) throws {
+    func run<T: JSAEScalar>(_: T.Type) throws {
         let acts = try ActivationsReader(activations)
         let m: JSAEModel<T> = try ModelFile.read(model, mlpFallback: acts.file)
         var opts = ForwardOptions()

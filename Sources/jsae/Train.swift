@@ -12,7 +12,7 @@ final class StopFlag: @unchecked Sendable {
     var value: Int32 { lock.lock(); defer { lock.unlock() }; return signal }
 }
 
-struct Train: ParsableCommand {
+struct Train: ParsableCommand, PrecisionCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a JSAE pair (or, with --lambda 0, a traditional pair; with --single, one SAE) with the paper's recipe.",
         discussion: """
@@ -64,16 +64,9 @@ struct Train: ParsableCommand {
         guard tokens == nil || steps == nil else { throw ValidationError("give --tokens or --steps, not both") }
     }
 
-    func run() throws {
-        try reportingErrors {
-            switch precision {
-            case .float: try run(Float.self)
-            case .double: try run(Double.self)
-            }
-        }
-    }
+    func run() throws { try runInPrecision() }
 
-    private func run<T: JSAEScalar>(_: T.Type) throws {
+    func run<T: JSAEScalar>(_: T.Type) throws {
         var state: TrainState<T>
         var config: TrainConfig
         let reader: ActivationsReader

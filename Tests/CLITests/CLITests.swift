@@ -160,8 +160,7 @@ struct CLITests {
         let (model, _) = randomModel(PairShape.sweep[0], seed: 1)
         let m = dir + "/partial.h5"
         let f = try HDF5File.create(m)
-        try f.setAttribute("format_version", .int(1))
-        try f.setAttribute("kind", .string("model"))
+        try FileFormat.writeHeader(f, kind: .model)
         try f.setAttribute("k", .int(3))
         try f.write("/sae_in/W_enc", model.saeIn.wEnc)
         try f.write("/sae_in/b_enc", shape: [model.saeIn.m], model.saeIn.bEnc)
@@ -191,8 +190,6 @@ struct CLITests {
         let dir = temporaryDirectory()
         let (m, a) = try fixture(dir)
         // Rewrite k in place: m_in = 16.
-        let (model, _) = randomModel(PairShape.sweep[0], seed: 1)
-        try ModelFile.write(model, to: m)
         let f = try HDF5File.openForUpdate(m)
         try f.setAttribute("k", .int(17))
         f.close()
@@ -205,8 +202,7 @@ struct CLITests {
         let (m, _) = try fixture(dir)
         let a = dir + "/ints.h5"
         let f = try HDF5File.create(a)
-        try f.setAttribute("format_version", .int(1))
-        try f.setAttribute("kind", .string("activations"))
+        try FileFormat.writeHeader(f, kind: .activations)
         try f.writeInts("/x", shape: [3, 6], [Int](repeating: 1, count: 18))
         f.close()
         try expectBadInput(forwardArgs(m, a, dir), file: a, mentions: "/x has dtype int64", outDir: dir)
