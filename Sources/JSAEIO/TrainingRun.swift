@@ -28,9 +28,9 @@ public enum RunOutcome: Equatable, Sendable {
 /// Trains until `config.totalSteps`, checkpointing every
 /// `options.checkpointEvery` steps, when `shouldStop()` turns true (checked
 /// between steps: SIGINT/SIGTERM in the CLI), and at the end, where the final
-/// `model.h5` is written too. A non-finite loss stops the run with an error;
-/// the parameters of the failing step are never written, so the last
-/// checkpoint on disk is the last good one.
+/// `model.h5` is written too. A non-finite loss or gradient stops the run with
+/// `TrainingDiverged`; the failing step never updates the parameters, so the
+/// last checkpoint on disk is the last good one.
 @_specialize(exported: true, where T == Float)
 @_specialize(exported: true, where T == Double)
 public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: TrainConfig, stream: BatchStream<T>,
