@@ -144,6 +144,21 @@ struct TrainCLITests {
         #expect(s.model.saeIn.wDec.allFinite && s.step == 3)
     }
 
+    @Test("--evaluation-point changes only the reported sparsity, never the objective")
+    func evaluationPointIsReportingOnly() throws {
+        let dir = temporaryDirectory()
+        let acts = try trainData(dir)
+        let common = ["--activations", acts, "--steps", "12", "--log-every", "12"] + smallRun
+        let a = try jsae(["train", "--out", dir + "/true"] + common)
+        let b = try jsae(["train", "--out", dir + "/rec", "--evaluation-point", "reconstruction"] + common)
+        #expect(a.status == 0 && b.status == 0, "\(a.stderr)\(b.stderr)")
+        #expect(try models(dir + "/true/model.h5", dir + "/rec/model.h5"))
+        let share = { (r: Run) in r.stderr.split(separator: "\n").last { $0.hasPrefix("step 12/") }?
+            .components(separatedBy: "|J|>0.01 ").last?.split(separator: " ").first.map(String.init) }
+        // J at x̂ differs from J at x on a model this far from perfect reconstruction.
+        #expect(share(a) != nil && share(b) != nil && share(a) != share(b), "\(share(a) ?? "-") vs \(share(b) ?? "-")")
+    }
+
     @Test("--single trains one SAE and writes no output SAE")
     func single() throws {
         let dir = temporaryDirectory()
