@@ -55,6 +55,8 @@ struct Train: ParsableCommand, PrecisionCommand {
     @Option(help: "Window (steps) for counting dead latents.") var deadWindow: Int = 1000
     @Option(help: "Batches held in the shuffling buffer.") var bufferBatches: Int = 16
     @Option(help: "Tokens per Jacobian chunk.") var jacobianChunk: Int = defaultJacobianChunk
+    @Option(help: "Threads for OpenBLAS and the package's own loops (default: all cores). Results do not depend on it.")
+    var threads: Int?
 
     func validate() throws {
         if resume == nil {
@@ -62,9 +64,13 @@ struct Train: ParsableCommand, PrecisionCommand {
             guard out != nil else { throw ValidationError("--out DIR is required (or --resume DIR)") }
         }
         guard tokens == nil || steps == nil else { throw ValidationError("give --tokens or --steps, not both") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
-    func run() throws { try runInPrecision() }
+    func run() throws {
+        if let threads { BLASThreads.set(threads); Parallel.threads = threads }
+        try runInPrecision()
+    }
 
     func run<T: JSAEScalar>(_: T.Type) throws {
         var state: TrainState<T>

@@ -159,6 +159,23 @@ struct TrainCLITests {
         #expect(share(a) != nil && share(b) != nil && share(a) != share(b), "\(share(a) ?? "-") vs \(share(b) ?? "-")")
     }
 
+    @Test("the trained parameters do not depend on the thread count")
+    func threadCountIndependence() throws {
+        let dir = temporaryDirectory()
+        var g = SeededGenerator(seed: 103)
+        let (model, _) = randomModel(PairShape(d: 32, dMlp: 48, mIn: 1, mOut: 1, k: 1, tokens: 1), seed: 104)
+        try writeActivations(g.matrix(512, 32), to: dir + "/acts.h5", mlp: model.mlp!)
+        // Big enough that every parallel loop splits differently for 1, 2 and 3 workers.
+        let common = ["--activations", dir + "/acts.h5", "--expansion", "4", "--k", "8", "--batch", "64", "--steps", "8",
+                      "--lr", "0.01", "--jacobian-chunk", "5"]
+        for t in ["1", "2", "3"] {
+            let r = try jsae(["train", "--out", dir + "/t" + t, "--threads", t] + common)
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        #expect(try models(dir + "/t1/model.h5", dir + "/t2/model.h5"))
+        #expect(try models(dir + "/t2/model.h5", dir + "/t3/model.h5"))
+    }
+
     @Test("--single trains one SAE and writes no output SAE")
     func single() throws {
         let dir = temporaryDirectory()
