@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the system packages the package links against. Idempotent: a
+# Installs the system packages the package links against (and python3 for the
+# CI gate, ci/gate.py, which uses only its standard library). Idempotent: a
 # package already installed is left alone, and apt-get runs only when
 # something is missing.
 set -euo pipefail
-pkgs=(libopenblas-dev libhdf5-dev libgoogle-perftools-dev google-perftools pkg-config)
+pkgs=(libopenblas-dev libhdf5-dev libgoogle-perftools-dev google-perftools pkg-config python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
