@@ -207,11 +207,14 @@ extension JSAEModel {
         // Prespecialised entry for other modules; this module calls the
         // implementation directly (see `Specialisation` in Parallel.swift).
         lossAndGradientsImpl(x, yTarget: yTarget, lambda: lambda, chunk: chunk, keepJacobian: keepJacobian,
-                             factors: factors, timer: timer)
+                             factors: factors, timer: timer, needJacobian: true)
     }
 
+    /// - needJacobian: with λ = 0 and no J kept, the Jacobian only feeds the
+    ///   reported jacobian_l1 and sparsity; false skips it (jacobianStats nil,
+    ///   jacobian_l1 reported as 0).
     func lossAndGradientsImpl(_ x: Matrix<T>, yTarget: Matrix<T>?, lambda: Double, chunk: Int, keepJacobian: Bool,
-                              factors: JacobianFactors<T>?, timer: PhaseTimer?) -> TrainingPass<T> {
+                              factors: JacobianFactors<T>?, timer: PhaseTimer?, needJacobian: Bool) -> TrainingPass<T> {
         let B = x.rows, d = self.d, k = self.k
         let scale = T(2) / T(B * d)
         let codesIn = saeIn.encode(x, timer: timer)
@@ -230,6 +233,11 @@ extension JSAEModel {
         var gOut = SAETensors<T>(d: d, m: saeOut.m)
         let yHat = timed(timer, .sparseDecoder) { saeOut.reconstruct(y, codes: codesOut, gradientScale: scale, into: &gOut) }
         fwd.y = y; fwd.phiPrime = phi; fwd.codesOut = codesOut; fwd.yHat = yHat
+        guard lambda > 0 || keepJacobian || needJacobian else {
+            let sums = fwd.sums
+            return TrainingPass(sums: sums, components: sums.components(lambda: lambda),
+                                gradients: PairGradients(saeIn: gIn, saeOut: gOut), forward: fwd, jacobianStats: nil)
+        }
 
         // Jacobian term: coef = λ / (B·k²) per |J| entry.
         let factors = factors ?? timed(timer, .precompute) { JacobianFactors(saeIn: saeIn, mlp: mlp, saeOut: saeOut) }

@@ -95,8 +95,9 @@ public func jacobianPass<T: JSAEScalar>(factors: JacobianFactors<T>, k1: [Int], 
     // Per-worker scratch: L, R [k, d_mlp], J and G [k, k].
     var scratch = [T](repeating: 0, count: workers * (2 * k * h + 2 * kk))
     // Per-chunk outputs of the backward: dL = G·R and dR = Gᵀ·L (⊙ φ' is applied in the scatter).
-    var dL = [T](repeating: 0, count: backward == nil ? 0 : c * k * h)
-    var dR = dL
+    // Every slot the scatter reads is first written by a gemm with beta = 0.
+    var dL = Matrix<T>.uninitialised(rows: backward == nil ? 0 : c * k, cols: h).data
+    var dR = Matrix<T>.uninitialised(rows: backward == nil ? 0 : c * k, cols: h).data
     // Per-token statistics, reduced in token order at the end.
     var absSums = [Double](repeating: 0, count: B)
     var counts = [Int32](repeating: 0, count: B * 4)

@@ -140,8 +140,11 @@ extension TrainState {
             model.saeOut?.normaliseDecoderRows()
         }
 
+        // With λ_t = 0 (traditional pair, or the first warm-up step) J is
+        // needed only when this step reports it.
         var pass = model.lossAndGradientsImpl(x, yTarget: yTarget, lambda: lam, chunk: config.jacobianChunk,
-                                              keepJacobian: false, factors: nil, timer: timer)
+                                              keepJacobian: false, factors: nil, timer: timer,
+                                              needJacobian: wantJacobianShares)
         guard pass.components.loss.isFinite else { throw TrainingError.nonFiniteLoss(step: t, components: pass.components) }
         onCodes?(pass.forward.codesIn, pass.forward.codesOut)
         // The reported sparsity at the paper's point needs J at x̂, taken
