@@ -176,6 +176,15 @@ struct TrainCLITests {
         #expect(try models(dir + "/t2/model.h5", dir + "/t3/model.h5"))
     }
 
+    @Test("trains on the committed real-model sample")
+    func realSample() throws {
+        let dir = temporaryDirectory()
+        let r = try jsae(["train", "--activations", packageRoot + "/reproduce/sample/minilm-l3-pretrained.h5", "--out", dir + "/run",
+                          "--expansion", "2", "--k", "8", "--batch", "256", "--steps", "6", "--lr", "0.001", "--log-every", "6"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("d 384 m 768 k 8") && r.stderr.contains("step 6/6"))
+    }
+
     @Test("--single trains one SAE and writes no output SAE")
     func single() throws {
         let dir = temporaryDirectory()
