@@ -1,0 +1,62 @@
+import Testing
+import JSAECore
+import JSAETestSupport
+
+@Suite("f_s linearity and ablation")
+struct AnalysisTests {
+    let grid = (0..<100).map { Double($0) * 5 / 99 }
+
+    @Test("Classification of response curves")
+    func classification() {
+        #expect(classifyResponse(grid: grid, values: grid.map { 0.3 * $0 - 0.2 }) == .linear)
+        #expect(classifyResponse(grid: grid, values: grid.map { max(0, 0.3 * $0 - 0.6) > 0 ? 0.3 * $0 - 0.6 : 0 }) == .jumpReLU)
+        // A jump: zero, then a line that does not start at zero.
+        #expect(classifyResponse(grid: grid, values: grid.map { $0 < 2 ? 0 : 0.3 * $0 + 0.5 }) == .jumpReLU)
+        #expect(classifyResponse(grid: grid, values: grid.map { $0 > 3 ? 0 : 1 - 0.1 * $0 }) == .jumpReLU)
+        #expect(classifyResponse(grid: grid, values: grid.map { 0.2 * $0 * $0 }) == .other)
+        #expect(classifyResponse(grid: grid, values: grid.map { $0 < 2 ? 0 : 0.2 * $0 * $0 }) == .other)
+        // Residuals just under / over the 1e-2 tolerance.
+        #expect(classifyResponse(grid: grid, values: grid.enumerated().map { $0.1 + ($0.0 % 2 == 0 ? 0.009 : -0.009) }) == .linear)
+        #expect(classifyResponse(grid: grid, values: grid.enumerated().map { $0.1 + ($0.0 % 2 == 0 ? 0.02 : -0.02) }) == .other)
+    }
+
+    @Test("The response curve's slope at s_j is the Jacobian entry (K1, K2 unchanged nearby)",
+          arguments: EvaluationPoint.allCases)
+    func responseMatchesJacobian(_ point: EvaluationPoint) throws {
+        let (model, x) = randomModel(PairShape.sweep[4], seed: 111)
+        let r = model.forward(x, point: point)
+        let k = model.k
+        var checked = 0
+        for b in 0..<x.rows {
+            let codesIn = r.codesIn.indices(ofToken: b), valuesIn = Array(r.codesIn.values[(b * k)..<((b + 1) * k)])
+            let codesOut = Array(r.codesOut!.indices(ofToken: b)), valuesOut = Array(r.codesOut!.values[(b * k)..<((b + 1) * k)])
+            guard let p = valuesIn.firstIndex(where: { $0 > 0.1 }), let q = valuesOut.firstIndex(where: { $0 > 0.1 }) else { continue }
+            let j = Array(codesIn)[p], i = codesOut[q], sj = valuesIn[p]
+            // ε = 1e-5 around s_j, where neither TopK set changes for a random model.
+            let eps = 1e-5
+            let curve = model.response(token: x.row(b), inputLatent: j, outputLatent: i, grid: [sj - eps, sj, sj + eps], point: point)
+            #expect(abs(curve.values[1] - valuesOut[q]) < 1e-12, "response at s_j is the forward value")
+            let slope = (curve.values[2] - curve.values[0]) / (2 * eps)
+            let Jqp = r.jacobian![b * k * k + q * k + p]
+            // Central difference of a smooth function: truncation ~ε², rounding ~1e-16/ε.
+            #expect(abs(slope - Jqp) < 1e-7 + 1e-6 * abs(Jqp), "slope \(slope) vs J \(Jqp)")
+            // Ablation is the same curve one unit down: Δ = f(s_j − 1) − f(s_j).
+            let ab = model.ablation(token: x.row(b), inputLatent: j, outputLatent: i, jacobianEntry: Jqp, point: point)
+            let down = model.response(token: x.row(b), inputLatent: j, outputLatent: i, grid: [sj - 1, sj], point: point)
+            #expect(abs(ab.delta - (down.values[0] - down.values[1])) < 1e-12)
+            #expect(ab.agrees == (abs(Jqp + ab.delta) < 0.1))
+            checked += 1
+        }
+        #expect(checked > 3)
+    }
+
+    @Test("The default grid is linspace(0, max(5, s_j + 1), 100)")
+    func defaultGrid() {
+        let (model, x) = randomModel(PairShape.sweep[0], seed: 112)
+        let codes = model.saeIn.encode(x)
+        let j = codes.indices[0]
+        let c = model.response(token: x.row(0), inputLatent: j, outputLatent: 0)
+        #expect(c.grid.count == 100 && c.grid[0] == 0)
+        #expect(abs(c.grid[99] - max(5, Double(codes.values[0]) + 1)) < 1e-12)
+    }
+}
