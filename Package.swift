@@ -33,8 +33,9 @@ let package = Package(
         // MARK: Implementation
         .target(name: "JSAECore", dependencies: ["CBLAS"]),
         .target(name: "JSAEIO", dependencies: ["JSAECore", "CHDF5"]),
+        .target(name: "JSAEReport", dependencies: ["JSAECore", "JSAEIO"]),
         .executableTarget(name: "jsae", dependencies: [
-            "JSAECore", "JSAEIO",
+            "JSAECore", "JSAEIO", "JSAEReport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], linkerSettings: tcmalloc),
 
@@ -48,6 +49,6 @@ let package = Package(
         .target(name: "JSAETestSupport", dependencies: ["JSAECore", "JSAEIO"], path: "Sources/JSAETestSupport"),
         .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "JSAETestSupport"]),
         .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAETestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAETestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAEReport", "JSAETestSupport"]),
     ]
 )

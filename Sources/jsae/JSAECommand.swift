@@ -8,7 +8,7 @@ struct JSAECommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "jsae",
         abstract: "Jacobian Sparse Autoencoders: reference forward pass, Jacobian and file tools.",
-        subcommands: [Forward.self, Train.self, Inspect.self])
+        subcommands: [Forward.self, Train.self, ReproduceCommand.self, Inspect.self])
 }
 
 /// Library errors become one line on stderr and an exit status: 2 for bad
