@@ -58,6 +58,12 @@ public struct JacobianStats: Sendable, Equatable {
     public func share(_ i: Int) -> Double { entries == 0 ? 0 : Double(above[i]) / Double(entries) }
 }
 
+/// Share of the entries of J (any number of tokens) with |J| > t, for each t
+/// of `JacobianStats.thresholds`.
+public func jacobianShares<T: JSAEScalar>(_ J: [T]) -> [Double] {
+    JacobianStats.thresholds.map { t in Double(J.reduce(0) { $0 + (Double(abs($1)) > t ? 1 : 0) }) / Double(max(J.count, 1)) }
+}
+
 /// Where the Jacobian term's gradient goes: coef · sign(J) is pushed back to
 /// `dwd1` ([m_in, d_mlp]) and `dw2eT` ([m_out, d_mlp]), accumulating (+=).
 public struct JacobianBackward<T: JSAEScalar> {

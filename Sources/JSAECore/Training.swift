@@ -195,9 +195,7 @@ extension JSAEModel {
     /// with J at the given evaluation point.
     public func jacobianShares(_ x: Matrix<T>, point: EvaluationPoint, chunk: Int = defaultJacobianChunk) -> [Double]? {
         guard saeOut != nil, mlp != nil else { return nil }
-        let r = forwardImpl(x, point: point, factors: nil, chunk: chunk)
-        guard let J = r.jacobian else { return nil }
-        return JacobianStats.thresholds.map { t in Double(J.reduce(0) { $0 + (Double(abs($1)) > t ? 1 : 0) }) / Double(max(J.count, 1)) }
+        return forwardImpl(x, point: point, factors: nil, chunk: chunk).jacobian.map { JSAECore.jacobianShares($0) }
     }
 }
 

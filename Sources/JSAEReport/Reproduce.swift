@@ -78,8 +78,8 @@ public func reproduce(_ o: ReproduceOptions, log: (String) -> Void) throws -> Re
             throw JSAEError(file: r.path, "\(r.tokens) tokens leave \(r.tokens - nHeld) for training, fewer than one batch of \(o.batch)")
         }
         let train = o.outDir + "/data/train-\(name).h5", held = o.outDir + "/data/heldout-\(name).h5"
-        try writeRows(of: r, 0..<(r.tokens - nHeld), to: train)
-        try writeRows(of: r, (r.tokens - nHeld)..<r.tokens, to: held)
+        try writeActivationRows(of: r, 0..<(r.tokens - nHeld), to: train)
+        try writeActivationRows(of: r, (r.tokens - nHeld)..<r.tokens, to: held)
         splits[name] = (train, held, r, (r.tokens - nHeld)..<r.tokens)
     }
     let heldTokens = splits["pretrained"]!.heldRange.count
@@ -134,7 +134,7 @@ extension JSONEncoder {
 }
 
 /// Rows of an activations file (with its /mlp and provenance) as a new activations file.
-func writeRows(of r: ActivationsReader, _ rows: Range<Int>, to path: String) throws {
+func writeActivationRows(of r: ActivationsReader, _ rows: Range<Int>, to path: String) throws {
     let x: Matrix<Float> = try r.x(rows)
     let mlp: MLP<Float> = try MLPFile.read(r.file, d: r.d)
     try atomicWrite(to: path) { tmp in
@@ -152,11 +152,6 @@ func writeRows(of r: ActivationsReader, _ rows: Range<Int>, to path: String) thr
     }
 }
 
-/// Share of |J| entries above each threshold, from a forward file's /jacobian.
-public func jacobianShares(_ f: ForwardFile<Float>) -> [Double] {
-    let J = f.jacobian ?? []
-    return JacobianStats.thresholds.map { t in Double(J.reduce(0) { $0 + (Double(abs($1)) > t ? 1 : 0) }) / Double(max(J.count, 1)) }
-}
 
 func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Double, heldOut: String, o: ReproduceOptions) throws -> RunSummary {
     var files: [String: String] = [:], shares: [String: [Double]] = [:]
@@ -168,7 +163,7 @@ func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Dou
         try runForward(model: model, activations: try ActivationsReader(heldOut), modelPath: o.outDir + "/runs/\(name)/model.h5",
                        outPath: path, options: fo)
         let f = try ForwardFile<Float>(path)
-        files[point.rawValue] = path; shares[point.rawValue] = jacobianShares(f); forwards[point] = f
+        files[point.rawValue] = path; shares[point.rawValue] = jacobianShares(f.jacobian ?? []); forwards[point] = f
     }
     // Reconstruction metrics at the true input (the output SAE's target is f(x)).
     let t = forwards[.trueInput]!
