@@ -109,18 +109,23 @@ enum Plots {
     static func scatter(_ points: [(String, Double, Double)], title: String, xLabel: String, yLabel: String) -> Data {
         var c = Canvas(width: 760, height: 460)
         let xs = points.map(\.1), ys = points.map(\.2)
-        let xmin = 0.0, xmax = max(xs.max() ?? 1, 0.01) * 1.15
-        let ymin = min(ys.min() ?? 0, 0), ymax = max(ys.max() ?? 1, 0.01) * 1.15
+        // Axes fitted to the data (at least 2 points of range), padded by 15%.
+        func range(_ v: [Double]) -> (Double, Double) {
+            let lo = v.min() ?? 0, hi = v.max() ?? 1, span = max(hi - lo, 0.02)
+            return (lo - 0.15 * span, hi + 0.15 * span)
+        }
+        let (xmin, xmax) = range(xs), (ymin, ymax) = range(ys)
         let f = Frame(x0: 90, y0: 60, x1: 730, y1: 380, xmin: xmin, xmax: xmax, ymin: ymin, ymax: ymax)
-        f.axes(&c, xTicks: [0, xmax / 2, xmax / 1.15], yTicks: [ymin, (ymin + ymax) / 2, ymax / 1.15],
-               xFormat: { String(format: "%.0f%%", 100 * $0) }, yFormat: { String(format: "%.2f", $0) },
+        let xt = (0..<4).map { xmin + (xmax - xmin) * (0.1 + 0.8 * Double($0) / 3) }
+        let yt = (0..<4).map { ymin + (ymax - ymin) * (0.1 + 0.8 * Double($0) / 3) }
+        f.axes(&c, xTicks: xt, yTicks: yt, xFormat: { String(format: "%.1f%%", 100 * $0) }, yFormat: { String(format: "%.3f", $0) },
                xLabel: xLabel, yLabel: yLabel, title: title)
         var prev: (Int, Int)? = nil
-        for (label, x, y) in points {
+        for (i, (label, x, y)) in points.enumerated() {
             let p = (f.px(x), f.py(y))
             if let q = prev { c.line(q.0, q.1, p.0, p.1, gray) }
             c.fill(p.0 - 4, p.1 - 4, p.0 + 4, p.1 + 4, jsaeColor)
-            c.text(label, p.0 + 8, p.1 - 18)
+            c.text(label, p.0 - Canvas.textWidth(label) / 2, i % 2 == 0 ? p.1 - 24 : p.1 + 10)
             prev = p
         }
         return c.png()

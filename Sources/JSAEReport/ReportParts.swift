@@ -18,7 +18,7 @@ func writePlots(_ runs: [RunSummary], o: ReproduceOptions) throws {
     ], title: "SHARE OF |J| > 0.01", yLabel: "SHARE")
     try atomicWrite(to: o.outDir + "/sparsity-bars.png") { try bars.write(to: URL(fileURLWithPath: $0)) }
     let sweep = runs.filter { $0.data == "pretrained" }.sorted { $0.lambda < $1.lambda }
-        .map { (String(format: "L=%g", $0.lambda), s($0), ($0.explainedVarianceIn + $0.explainedVarianceOut) / 2) }
+        .map { (String(format: "L=%.2g", $0.lambda), s($0), ($0.explainedVarianceIn + $0.explainedVarianceOut) / 2) }
     let sc = Plots.scatter(sweep, title: "SPARSITY VS RECONSTRUCTION (L = LAMBDA)", xLabel: "SHARE OF |J| > 0.01", yLabel: "MEAN EXPLAINED VARIANCE")
     try atomicWrite(to: o.outDir + "/lambda-sweep.png") { try sc.write(to: URL(fileURLWithPath: $0)) }
 }
