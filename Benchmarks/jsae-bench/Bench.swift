@@ -106,19 +106,16 @@ struct JSAEBench: ParsableCommand {
         log("single SAE: \(warmup + nSteps) steps …")
         var sc = config; sc.single = true
         PeakMemory.reset()
-        var sae = try TrainState<Float>.initial(d: shape.d, mIn: shape.m, mOut: shape.m, k: shape.k, mlp: mlp, single: true, seed: 1)
         let saeTimer = PhaseTimer()
-        let saeTimes = try timeSteps(&sae, x, sc, saeTimer)
-        let saePeak = PeakMemory.bytes()
-        sae = try TrainState<Float>.initial(d: 1, mIn: 1, mOut: 1, k: 1, mlp: nil, single: true, seed: 1)  // release it
+        let saeTimes = try timeSteps(shape, mlp, x, sc, saeTimer)
+        let saePeak = PeakMemory.bytes()   // VmHWM: the peak, read after the state is freed
 
         // The JSAE pair, profiled.
         log("JSAE pair: \(warmup + nSteps) steps …")
         PeakMemory.reset()
-        var pair = try TrainState<Float>.initial(d: shape.d, mIn: shape.m, mOut: shape.m, k: shape.k, mlp: mlp, single: false, seed: 1)
         let timer = PhaseTimer()
         var profiled = false
-        let jsaeTimes = try timeSteps(&pair, x, config, timer, beforeTimed: {
+        let jsaeTimes = try timeSteps(shape, mlp, x, config, timer, beforeTimed: {
             if !noProfile { profiled = CPUProfiler.start(profilePath) }
             if let heapProfile { HeapProfiler.start(heapProfile) }
         })
@@ -128,7 +125,6 @@ struct JSAEBench: ParsableCommand {
             log("heap profiles: \(heapProfile).*.heap (google-pprof --text --inuse_space <exe> <file>)")
         }
         let jsaePeak = PeakMemory.bytes()
-        _ = pair
 
         var fingerprint: [Double]? = nil
         if !noFingerprint {
@@ -159,9 +155,13 @@ struct JSAEBench: ParsableCommand {
         }
     }
 
-    /// Warm-up, then timed optimizer steps; returns each timed step's seconds.
-    func timeSteps(_ state: inout TrainState<Float>, _ x: Matrix<Float>, _ c: TrainConfig, _ timer: PhaseTimer?,
+    /// A fresh seeded state (a single SAE when `c.single`), warm-up, then timed
+    /// optimizer steps; returns each timed step's seconds. The state lives only
+    /// here, so the next section starts without it.
+    func timeSteps(_ shape: Shape, _ mlp: MLP<Float>, _ x: Matrix<Float>, _ c: TrainConfig, _ timer: PhaseTimer?,
                    beforeTimed: () -> Void = {}) throws -> [Double] {
+        var state = try TrainState<Float>.initial(d: shape.d, mIn: shape.m, mOut: shape.m, k: shape.k, mlp: mlp,
+                                                  single: c.single, seed: 1)
         for _ in 0..<warmup { _ = try state.step(x, config: c, wantJacobianShares: false) }
         beforeTimed()
         var times: [Double] = []

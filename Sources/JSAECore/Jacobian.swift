@@ -20,8 +20,9 @@ public struct JacobianFactors<T: JSAEScalar>: Sendable {
     public var dMlp: Int { wd1.cols }
 }
 
-/// Default number of tokens whose gathered [k, d_mlp] blocks are held at once.
-/// At k = 32, d_mlp = 2048 in Float that is 2 × 64 × 256 KiB = 32 MiB.
+/// Default tokens per Jacobian chunk. Gathers are per worker ([k, d_mlp] ×2);
+/// per chunk only the backward's dL and dR are held: at k = 32, d_mlp = 2048
+/// in Float that is 2 × 64 × 256 KiB = 32 MiB.
 public let defaultJacobianChunk = 64
 
 /// The per-token k×k Jacobians of the output SAE's pre-activations on K2 with

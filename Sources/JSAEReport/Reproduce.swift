@@ -156,26 +156,27 @@ func writeActivationRows(of r: ActivationsReader, _ rows: Range<Int>, to path: S
 func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Double, heldOut: String, o: ReproduceOptions) throws -> RunSummary {
     var files: [String: String] = [:], shares: [String: [Double]] = [:]
     var forwards: [EvaluationPoint: ForwardFile<Float>] = [:]
+    let reader = try ActivationsReader(heldOut)
     for point in EvaluationPoint.allCases {
         let path = o.outDir + "/forward/\(name).\(point.rawValue).h5"
         var fo = ForwardOptions()
         fo.point = point; fo.lambda = lambda
-        try runForward(model: model, activations: try ActivationsReader(heldOut), modelPath: o.outDir + "/runs/\(name)/model.h5",
+        try runForward(model: model, activations: reader, modelPath: o.outDir + "/runs/\(name)/model.h5",
                        outPath: path, options: fo)
         let f = try ForwardFile<Float>(path)
         files[point.rawValue] = path; shares[point.rawValue] = jacobianShares(f.jacobian ?? []); forwards[point] = f
     }
     // Reconstruction metrics at the true input (the output SAE's target is f(x)).
     let t = forwards[.trueInput]!
-    let x: Matrix<Float> = try ActivationsReader(heldOut).x(0..<t.xHat.rows)
-    let m = model.saeIn.m
+    let x: Matrix<Float> = try reader.x(0..<t.xHat.rows)
     func l0(_ v: [Float], _ k: Int) -> Double { Double(v.filter { $0 > 0 }.count) / Double(v.count / k) }
-    func dead(_ idx: [Int], _ v: [Float]) -> Int { m - Set(zip(idx, v).filter { $0.1 > 0 }.map(\.0)).count }
+    func dead(_ idx: [Int], _ v: [Float], of m: Int) -> Int { m - Set(zip(idx, v).filter { $0.1 > 0 }.map(\.0)).count }
     let (lin, agree, n) = linearityAndAblation(model, x: x, forward: forwards[.reconstruction]!, o: o)
     return RunSummary(name: name, data: data, lambda: lambda, forwardFiles: files, shares: shares,
                       explainedVarianceIn: explainedVariance(x, t.xHat), explainedVarianceOut: explainedVariance(t.y!, t.yHat!),
                       mseIn: t.mseIn, mseOut: t.mseOut ?? 0, l0In: l0(t.inValues, t.k), l0Out: l0(t.outValues!, t.k),
-                      deadIn: dead(t.inIndices, t.inValues), deadOut: dead(t.outIndices!, t.outValues!),
+                      deadIn: dead(t.inIndices, t.inValues, of: model.saeIn.m),
+                      deadOut: dead(t.outIndices!, t.outValues!, of: model.saeOut!.m),
                       linearity: lin, ablationAgreement: agree, samples: n)
 }
 
