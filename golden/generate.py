@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent PyTorch (float64) reference for the jsae-harness golden files.
 
-Written from ../shared/jsae-spec.md and ../shared/file-format.md, not from the
+Written from docs/jsae-spec.md and docs/file-format.md, not from the
 Swift code. The Jacobian is computed with autograd (torch.func.jacrev) on the
 chain s -> x(s) -> f -> output-SAE pre-activations on K2, never through the
 wd1/w2e factorisation the Swift code uses.

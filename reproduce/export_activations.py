@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Export a transformer MLP's inputs and outputs on real text as an HDF5
-`activations` file (../shared/file-format.md), for jsae train / reproduce.
+`activations` file (docs/file-format.md), for jsae train / reproduce.
 
     python reproduce/export_activations.py --out A.h5 [--model minilm | --model-dir DIR]
         [--layer 3] [--text fortunes,fortunes-de] [--tokens 3072] [--randomize] [--seed 0]
