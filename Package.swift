@@ -10,11 +10,11 @@ let tcmalloc: [LinkerSetting] = [.linkedLibrary("tcmalloc")]
 
 let package = Package(
     name: "jsae-harness",
-    platforms: [.macOS(.v13)],
     products: [
         // MARK: Public API
         .library(name: "JSAECore", targets: ["JSAECore"]),
         .library(name: "JSAEIO", targets: ["JSAEIO"]),
+        .library(name: "JSAERuns", targets: ["JSAERuns"]),
         .executable(name: "jsae", targets: ["jsae"]),
         .executable(name: "jsae-bench", targets: ["jsae-bench"]),
     ],
@@ -33,22 +33,32 @@ let package = Package(
         // MARK: Implementation
         .target(name: "JSAECore", dependencies: ["CBLAS"]),
         .target(name: "JSAEIO", dependencies: ["JSAECore", "CHDF5"]),
-        .target(name: "JSAEReport", dependencies: ["JSAECore", "JSAEIO"]),
+        // Drivers over files: training runs (batch stream, checkpoints, progress) and forward runs.
+        .target(name: "JSAERuns", dependencies: ["JSAECore", "JSAEIO"]),
+        .target(name: "JSAEReport", dependencies: ["JSAECore", "JSAEIO", "JSAERuns"]),
+        // Options shared by jsae and jsae-bench (threads, shapes, seed).
+        .target(name: "JSAECLIOptions", dependencies: [
+            "JSAECore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .executableTarget(name: "jsae", dependencies: [
-            "JSAECore", "JSAEIO", "JSAEReport",
+            "JSAECore", "JSAEIO", "JSAERuns", "JSAEReport", "JSAECLIOptions",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], linkerSettings: tcmalloc),
 
         // MARK: Benchmarks
         .executableTarget(name: "jsae-bench", dependencies: [
-            "JSAECore", "JSAEIO", "CGPerfTools", "CBLAS",
+            "JSAECore", "JSAEIO", "JSAECLIOptions", "_JSAETestSupport", "CGPerfTools", "CBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Benchmarks/jsae-bench", linkerSettings: tcmalloc),
 
         // MARK: Tests
-        .target(name: "JSAETestSupport", dependencies: ["JSAECore", "JSAEIO"], path: "Sources/JSAETestSupport"),
-        .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "JSAETestSupport"]),
-        .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAETestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAEReport", "JSAETestSupport"]),
+        // Test-only code: golden-file loaders, naive reference maths, seeded fixtures.
+        // jsae-bench uses its golden loader for the CI gate's fingerprint.
+        .target(name: "_JSAETestSupport", dependencies: ["JSAECore", "JSAEIO"]),
+        // Counts heap allocations through tcmalloc's hook (the no-allocation-in-a-step test).
+        .target(name: "_CAllocationCounter", path: "Tests/_CAllocationCounter", linkerSettings: tcmalloc),
+        .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "_JSAETestSupport", "_CAllocationCounter"]),
+        .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAERuns", "_JSAETestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAERuns", "JSAEReport", "_JSAETestSupport"]),
     ]
 )

@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import JSAECore
 import JSAEIO
+import JSAECLIOptions
+import _JSAETestSupport
 
 enum Preset: String, ExpressibleByArgument, CaseIterable {
     case pythia70m = "pythia-70m", pythia160m = "pythia-160m", pythia410m = "pythia-410m", ci
@@ -36,12 +38,10 @@ struct JSAEBench: ParsableCommand {
     var preset: Preset = .pythia70m
     @Option(help: "Override d (model width).") var d: Int?
     @Option(help: "Override d_mlp.") var dMlp: Int?
-    @Option(help: "Override the expansion (m = expansion × d).") var expansion: Int?
-    @Option(help: "Override k.") var k: Int?
-    @Option(help: "Override tokens per step.") var batch: Int?
+    @OptionGroup var shapeOptions: SAEShapeOptions
+    @OptionGroup var threadOptions: ThreadOptions
     @Option(help: "Timed steps per measurement (median reported).") var steps: Int?
     @Option(help: "Warm-up steps before timing.") var warmup: Int = 1
-    @Option(help: "Threads for OpenBLAS and the package's own loops (default: all cores).") var threads: Int?
     @Option(help: "Tokens per Jacobian chunk (default: the library's).") var jacobianChunk: Int?
     @Option(help: "Use the first batch of /x (and /mlp) from this activations file instead of synthetic data.")
     var activations: String?
@@ -55,7 +55,7 @@ struct JSAEBench: ParsableCommand {
     @Option(help: "Test hook for the CI gate: scale the fingerprint run's lr by (1 + this).") var perturbFingerprint: Double = 0
 
     func validate() throws {
-        for (name, v) in [("d", d), ("d-mlp", dMlp), ("expansion", expansion), ("k", k), ("batch", batch), ("steps", steps), ("threads", threads), ("jacobian-chunk", jacobianChunk)] {
+        for (name, v) in [("d", d), ("d-mlp", dMlp), ("steps", steps), ("jacobian-chunk", jacobianChunk)] {
             if let v, v < 1 { throw ValidationError("--\(name) must be at least 1") }
         }
         if warmup < 0 { throw ValidationError("--warmup must be >= 0") }
@@ -71,13 +71,13 @@ struct JSAEBench: ParsableCommand {
     func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
     func bench() throws {
-        if let threads { BLASThreads.set(threads); Parallel.threads = threads }
+        let threads = threadOptions.apply()
         var shape = preset.shape
         if let d { shape.d = d }
         if let dMlp { shape.dMlp = dMlp }
-        if let expansion { shape.expansion = expansion }
-        if let k { shape.k = k }
-        if let batch { shape.batch = batch }
+        if let expansion = shapeOptions.expansion { shape.expansion = expansion }
+        if let k = shapeOptions.k { shape.k = k }
+        if let batch = shapeOptions.batch { shape.batch = batch }
         let nSteps = steps ?? preset.steps
         guard shape.k <= shape.m else { throw JSAEError("k = \(shape.k) exceeds m = \(shape.m)") }
 
@@ -92,7 +92,7 @@ struct JSAEBench: ParsableCommand {
             mlp = try MLPFile.read(r.file, d: r.d)
         }
         log("jsae-bench: \(preset.rawValue) d \(shape.d) d_mlp \(shape.dMlp) m \(shape.m) k \(shape.k) batch \(shape.batch), "
-            + "\(warmup) warm-up + \(nSteps) timed steps, \(Parallel.threads) threads, OpenBLAS \(BLASThreads.coreName)")
+            + "\(warmup) warm-up + \(nSteps) timed steps, \(threads) threads, OpenBLAS \(BLASThreads.coreName)")
 
         log("ceiling: sgemm \(shape.batch)×\(shape.m)×\(shape.d) …")
         let ceiling = sgemmCeiling(rows: shape.batch, cols: shape.m, inner: shape.d, reps: max(nSteps, 5))
@@ -107,7 +107,7 @@ struct JSAEBench: ParsableCommand {
         var sc = config; sc.single = true
         PeakMemory.reset()
         let saeTimer = PhaseTimer()
-        let saeTimes = try timeSteps(shape, mlp, x, sc, saeTimer)
+        let saeTimes = try timeSteps(shape, mlp, x, sc, saeTimer, threads: threads)
         let saePeak = PeakMemory.bytes()   // VmHWM: the peak, read after the state is freed
 
         // The JSAE pair, profiled.
@@ -115,7 +115,7 @@ struct JSAEBench: ParsableCommand {
         PeakMemory.reset()
         let timer = PhaseTimer()
         var profiled = false
-        let jsaeTimes = try timeSteps(shape, mlp, x, config, timer, beforeTimed: {
+        let jsaeTimes = try timeSteps(shape, mlp, x, config, timer, threads: threads, beforeTimed: {
             if !noProfile { profiled = CPUProfiler.start(profilePath) }
             if let heapProfile { HeapProfiler.start(heapProfile) }
         })
@@ -138,7 +138,7 @@ struct JSAEBench: ParsableCommand {
                             phases: Phase.allCases.map { ($0.rawValue, (timer.seconds[$0] ?? 0) / Double(nSteps)) },
                             saePhases: Phase.allCases.map { ($0.rawValue, (saeTimer.seconds[$0] ?? 0) / Double(nSteps)) },
                             saePeakBytes: saePeak, jsaePeakBytes: jsaePeak, fingerprint: fingerprint,
-                            profile: profiled ? profilePath : nil, environment: Environment.current())
+                            profile: profiled ? profilePath : nil, environment: Environment.current(threads: threads))
         print(report.table())
         if profiled {
             print("CPU profile (gperftools, timed JSAE steps): \(profilePath)")
@@ -159,15 +159,16 @@ struct JSAEBench: ParsableCommand {
     /// optimizer steps; returns each timed step's seconds. The state lives only
     /// here, so the next section starts without it.
     func timeSteps(_ shape: Shape, _ mlp: MLP<Float>, _ x: Matrix<Float>, _ c: TrainConfig, _ timer: PhaseTimer?,
-                   beforeTimed: () -> Void = {}) throws -> [Double] {
+                   threads: Int, beforeTimed: () -> Void = {}) throws -> [Double] {
         var state = try TrainState<Float>.initial(d: shape.d, mIn: shape.m, mOut: shape.m, k: shape.k, mlp: mlp,
                                                   single: c.single, seed: 1)
-        for _ in 0..<warmup { _ = try state.step(x, config: c, wantJacobianShares: false) }
+        let ws = state.workspace(config: c, threads: threads)
+        for _ in 0..<warmup { _ = try state.step(x, config: c, workspace: ws, report: false) }
         beforeTimed()
         var times: [Double] = []
         for i in 0..<(steps ?? preset.steps) {
             let t0 = Clock.now()
-            _ = try state.step(x, config: c, wantJacobianShares: false, timer: timer)
+            _ = try state.step(x, config: c, workspace: ws, report: false, timer: timer)
             if injectDelayMs > 0 { usleep(UInt32(injectDelayMs * 1000)) }
             times.append(Clock.now() - t0)
             log("  step \(i + 1): \(String(format: "%.1f", times.last! * 1000)) ms")
@@ -190,20 +191,7 @@ struct JSAEBench: ParsableCommand {
     /// Loss curve of the golden 20-step run (golden/train) in Float: the
     /// numerical fingerprint the CI gate compares.
     func goldenFingerprint(lrScale: Double) throws -> [Double] {
-        let dir = packageRootPath + "/golden/train"
-        let final = try CheckpointFile.read(dir + "/final.h5", as: Double.self)
-        var config = final.config
-        config.lr *= lrScale
-        let model: JSAEModel<Float> = try ModelFile.read(dir + "/initial.h5")
-        let acts = try HDF5File.open(dir + "/activations.h5")
-        let x: Matrix<Float> = try acts.readMatrix("/x")
-        var state = TrainState(model: model, adamIn: AdamMoments(d: model.d, dLatent: model.saeIn.m),
-                               adamOut: AdamMoments(d: model.d, dLatent: model.saeOut!.m), step: 0)
-        var losses: [Double] = []
-        for t in 0..<config.totalSteps {
-            losses.append(try state.step(x.rows((t * config.batch)..<((t + 1) * config.batch)), config: config).components.loss)
-        }
-        return losses
+        try GoldenRun().run(Float.self, lrScale: lrScale).reports.map(\.components.loss)
     }
 }
 

@@ -1,6 +1,7 @@
 import CBLAS
 import Foundation
 import JSAECore
+import _JSAETestSupport
 
 /// Shapes of one benchmark configuration.
 struct Shape: Codable {
@@ -73,21 +74,17 @@ struct Environment: Codable {
     var swiftVersion: String
     var gitCommit: String
 
-    static func current() -> Environment {
+    static func current(threads: Int) -> Environment {
         let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("model name") }
             .map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) } ?? "unknown"
         return Environment(cpuModel: cpu, cores: ProcessInfo.processInfo.activeProcessorCount,
                            openblasCore: BLASThreads.coreName, openblasThreads: BLASThreads.count,
-                           packageThreads: Parallel.threads,
+                           packageThreads: threads,
                            swiftVersion: run("swift", ["--version"]).split(separator: "\n").first.map(String.init) ?? "unknown",
-                           gitCommit: run("git", ["-C", packageRootPath, "rev-parse", "--short=12", "HEAD"]).trimmingCharacters(in: .whitespacesAndNewlines))
+                           gitCommit: run("git", ["-C", packageRoot, "rev-parse", "--short=12", "HEAD"]).trimmingCharacters(in: .whitespacesAndNewlines))
     }
 }
-
-/// The package root, from this file's location (Benchmarks/jsae-bench/…).
-let packageRootPath: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    .deletingLastPathComponent().deletingLastPathComponent().path
 
 /// Runs a tool found on PATH and returns its stdout ("" if it is missing or fails).
 func run(_ tool: String, _ args: [String], stdin: Data? = nil) -> String {

@@ -1,8 +1,6 @@
 import CGPerfTools
 import Foundation
 
-/// The gperftools CPU profiler around a region, and a demangled top-N summary
-/// through google-pprof when it is installed.
 /// tcmalloc's heap profiler: dumps PATH.NNNN.heap whenever in-use memory
 /// grows by HEAP_PROFILE_INUSE_INTERVAL (default 100 MB), plus one at the end.
 enum HeapProfiler {
@@ -10,6 +8,8 @@ enum HeapProfiler {
     static func stop(reason: String) { HeapProfilerDump(reason); HeapProfilerStop() }
 }
 
+/// The gperftools CPU profiler around a region, and a demangled top-N summary
+/// through google-pprof when it is installed.
 enum CPUProfiler {
     static func start(_ path: String) -> Bool { ProfilerStart(path) != 0 }
     static func stop() { ProfilerStop() }

@@ -1,214 +1,235 @@
-/// The two precomputed products of the efficient Jacobian:
+/// The per-token k×k Jacobian (docs/jsae-spec.md, "The Jacobian") and the
+/// backward of the λ·Σ|J| term (docs/jsae-spec.md, "Gradients"):
 ///
 ///     wd1  = W_dec_x @ W_in            # [m_in, d_mlp]
-///     w2eT = (W_out @ W_enc_y)ᵀ        # [m_out, d_mlp], stored transposed so a
-///                                      # token's K2 block is k contiguous rows
+///     w2eᵀ = (W_out @ W_enc_y)ᵀ        # [m_out, d_mlp], transposed so a token's K2 block is k contiguous rows
+///     J[b, q, p] = Σ_r wd1[K1[b,p], r] · φ'[b, r] · w2e[r, K2[b,q]]
 ///
-/// Both are 2·m·d·d_mlp FLOPs and must be recomputed whenever the SAE
-/// weights change (every training step).
-public struct JacobianFactors<T: JSAEScalar>: Sendable {
-    public var wd1: Matrix<T>
-    public var w2eT: Matrix<T>
-
-    public init(saeIn: TopKSAE<T>, mlp: MLP<T>, saeOut: TopKSAE<T>) {
-        wd1 = matmul(saeIn.wDec, mlp.wIn)
-        // (W_out @ W_enc_y)ᵀ = W_enc_yᵀ @ W_outᵀ: one gemm with both operands
-        // transposed in place, no transposed copies.
-        w2eT = matmul(saeOut.wEnc, mlp.wOut, transA: true, transB: true)
-    }
-
-    public var dMlp: Int { wd1.cols }
-}
+/// Rows follow K2 order, columns K1 order. Neither the dense m×m Jacobian nor
+/// all B gathered blocks ever exist: tokens go in chunks.
 
 /// Default tokens per Jacobian chunk. Gathers are per worker ([k, d_mlp] ×2);
 /// per chunk only the backward's dL and dR are held: at k = 32, d_mlp = 2048
 /// in Float that is 2 × 64 × 256 KiB = 32 MiB.
 public let defaultJacobianChunk = 64
 
-/// The per-token k×k Jacobians of the output SAE's pre-activations on K2 with
-/// respect to the input latents on K1:
-///
-///     J[b, q, p] = Σ_r wd1[K1[b,p], r] · φ'[b, r] · w2e[r, K2[b,q]]
-///
-/// Rows follow K2 order, columns K1 order. Tokens are processed in chunks of
-/// `chunk`, so memory is O(chunk · k · d_mlp) whatever B is; each token's block
-/// is one small gemm, so the result does not depend on the chunk size.
-/// - k1, k2: [B, k] index sets; phiPrime: [B, d_mlp]; returns [B, k, k] flat
-public func jacobian<T: JSAEScalar>(factors: JacobianFactors<T>, k1: [Int], k2: [Int],
-                                    phiPrime: Matrix<T>, k: Int,
-                                    chunk: Int = defaultJacobianChunk) -> [T] {
-    var out = [T](repeating: 0, count: phiPrime.rows * k * k)
-    out.withUnsafeMutableBufferPointer { po in
-        _ = jacobianPass(factors: factors, k1: k1, k2: k2, phiPrime: phiPrime, k: k, chunk: chunk,
-                         store: po.baseAddress!, backward: nil)
-    }
-    return out
-}
-
-/// Summaries of a Jacobian pass, accumulated in Double.
+/// Summaries of a Jacobian pass, accumulated in Double in token order.
 public struct JacobianStats: Sendable, Equatable {
     /// Σ |J| over all tokens and entries.
     public var absSum = 0.0
-    /// Number of entries with |J| > t, for each t of `JacobianStats.thresholds`.
-    public var above: [Int] = [0, 0, 0, 0]
+    /// Entries with |J| > t, for each t of `thresholds`.
+    public var above = SIMD4<Int>()
     public var entries = 0
+    /// Wall seconds of the pass, split between J's forward and the backward
+    /// (the split of the fused region is worker 0's; for jsae-bench's phases).
+    public var forwardSeconds = 0.0, backwardSeconds = 0.0
     /// The paper's sparsity thresholds.
     public static let thresholds: [Double] = [0.005, 0.01, 0.015, 0.02]
     public init() {}
     /// Share of entries with |J| > thresholds[i].
     public func share(_ i: Int) -> Double { entries == 0 ? 0 : Double(above[i]) / Double(entries) }
+    /// All four shares.
+    public var shares: SIMD4<Double> { SIMD4(share(0), share(1), share(2), share(3)) }
 }
 
-/// Share of the entries of J (any number of tokens) with |J| > t, for each t
-/// of `JacobianStats.thresholds`.
-public func jacobianShares<T: JSAEScalar>(_ J: [T]) -> [Double] {
-    JacobianStats.thresholds.map { t in Double(J.reduce(0) { $0 + (Double(abs($1)) > t ? 1 : 0) }) / Double(max(J.count, 1)) }
+/// What the Jacobian kernels read.
+struct JacobianInputs<T: JSAEScalar> {
+    /// wd1 [m_in, h] and w2eᵀ [m_out, h] (h = d_mlp).
+    var wd1: UnsafePointer<T>, w2eT: UnsafePointer<T>
+    /// φ' [B, h]; K1, K2 [B, k].
+    var phi: UnsafePointer<T>, k1: UnsafePointer<Int>, k2: UnsafePointer<Int>
+    var tokens: Int, k: Int, dMlp: Int, mIn: Int, mOut: Int
 }
 
-/// Where the Jacobian term's gradient goes: coef · sign(J) is pushed back to
-/// `dwd1` ([m_in, d_mlp]) and `dw2eT` ([m_out, d_mlp]), accumulating (+=).
-public struct JacobianBackward<T: JSAEScalar> {
-    public var coef: T
-    public var dwd1: UnsafeMutablePointer<T>
-    public var dw2eT: UnsafeMutablePointer<T>
-    public init(coef: T, dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>) {
-        self.coef = coef; self.dwd1 = dwd1; self.dw2eT = dw2eT
+/// wd1 = W_dec_x @ W_in and w2eᵀ = W_enc_yᵀ @ W_outᵀ: two gemms, the second
+/// with both operands transposed in place (no transposed copies).
+/// - wd1: [m_in, h]; w2eT: [m_out, h]; wDecIn: [m_in, d]; wIn: [d, h]; wEncOut: [d, m_out]; wOut: [h, d]
+func jacobianFactors<T: JSAEScalar>(wd1: UnsafeMutablePointer<T>, w2eT: UnsafeMutablePointer<T>,
+                                    wDecIn: UnsafePointer<T>, wIn: UnsafePointer<T>, wEncOut: UnsafePointer<T>, wOut: UnsafePointer<T>,
+                                    mIn: Int, mOut: Int, d: Int, dMlp h: Int) {
+    T.gemm(transA: false, transB: false, m: mIn, n: h, k: d, alpha: 1, a: wDecIn, lda: d, b: wIn, ldb: h, beta: 0, c: wd1, ldc: h)
+    T.gemm(transA: true, transB: true, m: mOut, n: h, k: d, alpha: 1, a: wEncOut, lda: mOut, b: wOut, ldb: d, beta: 0, c: w2eT, ldc: h)
+}
+
+/// Scratch the Jacobian kernels need (elements of T), for `Workspace`.
+enum JacobianScratch {
+    static func workers(tokens: Int, chunk: Int, threads: Int) -> Int { max(1, min(threads, min(chunk, max(tokens, 1)))) }
+    static func count(tokens: Int, k: Int, dMlp h: Int, chunk: Int, threads: Int, backward: Bool) -> Int {
+        let c = min(chunk, max(tokens, 1))
+        return workers(tokens: tokens, chunk: chunk, threads: threads) * (2 * k * h + 2 * k * k) + (backward ? 2 * c * k * h : 0)
     }
 }
 
-/// One pass over the tokens in chunks: per token, gather the K2 rows of w2eT
-/// (L, [k, d_mlp]) and the K1 rows of wd1 scaled by φ' (R, [k, d_mlp]), form
-/// J = L·Rᵀ, accumulate its statistics, optionally store it, and optionally
-/// run the backward of coef·Σ|J| while L and R are in cache:
+/// J for every token: statistics, per-token sums and, when `store` is given, J itself ([B, k, k]).
+func jacobianForward<T: JSAEScalar>(store: UnsafeMutablePointer<T>?, tokenAbs: UnsafeMutablePointer<Double>,
+                                    tokenCounts: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<T>,
+                                    _ in_: JacobianInputs<T>, chunk: Int, threads: Int) -> JacobianStats {
+    jacobianPass(store: store, backward: nil, tokenAbs: tokenAbs, tokenCounts: tokenCounts, scratch: scratch,
+                 in_, chunk: chunk, threads: threads)
+}
+
+/// J's forward fused with the backward of coef·Σ|J| while each token's
+/// gathered blocks are in cache:
 ///
-///     G = coef · sign(J);  dw2eT[K2] += G·R;  dwd1[K1] += (Gᵀ·L) ⊙ φ'
+///     G = coef · sign(J);  dw2eᵀ[K2] += G·R;  dwd1[K1] += (Gᵀ·L) ⊙ φ'
 ///
-/// Tokens of a chunk are split across the cores, each worker running its
-/// small gemms on single-threaded BLAS; the per-token row updates are then
-/// scattered by workers that own disjoint latent ranges, in token order. So
-/// the result is the same for any thread count and chunk size, and memory is
-/// O(chunk · k · d_mlp).
-public func jacobianPass<T: JSAEScalar>(factors: JacobianFactors<T>, k1: [Int], k2: [Int],
-                                        phiPrime: Matrix<T>, k: Int, chunk: Int,
-                                        store: UnsafeMutablePointer<T>?,
-                                        backward: JacobianBackward<T>?,
-                                        timer: PhaseTimer? = nil) -> JacobianStats {
-    let B = phiPrime.rows, h = factors.dMlp
-    precondition(phiPrime.cols == h && k1.count == B * k && k2.count == B * k)
+/// with L = w2eᵀ[K2] and R = wd1[K1] ⊙ φ' ([k, h] each). Accumulates (+=)
+/// into dwd1 [m_in, h] and dw2eT [m_out, h]. `jacobianForwardBackwardReference`
+/// is its plain-loop definition.
+func jacobianForwardBackward<T: JSAEScalar>(dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>, coef: T,
+                                            store: UnsafeMutablePointer<T>?, tokenAbs: UnsafeMutablePointer<Double>,
+                                            tokenCounts: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<T>,
+                                            _ in_: JacobianInputs<T>, chunk: Int, threads: Int) -> JacobianStats {
+    jacobianPass(store: store, backward: (dwd1, dw2eT, coef), tokenAbs: tokenAbs, tokenCounts: tokenCounts,
+                 scratch: scratch, in_, chunk: chunk, threads: threads)
+}
+
+/// The plain-loop definition of `jacobianForwardBackward` (Double
+/// accumulation, no BLAS, no chunks): J [B, k, k] and the gradients at wd1
+/// and w2eᵀ of coef·Σ|J|, starting from zero.
+func jacobianForwardBackwardReference<T: JSAEScalar>(_ in_: JacobianInputs<T>, coef: Double) -> (J: [Double], dwd1: [Double], dw2eT: [Double]) {
+    let B = in_.tokens, k = in_.k, h = in_.dMlp
+    var J = [Double](repeating: 0, count: B * k * k)
+    var dwd1 = [Double](repeating: 0, count: in_.mIn * h), dw2eT = [Double](repeating: 0, count: in_.mOut * h)
+    for b in 0..<B {
+        let phi = in_.phi + b * h
+        for q in 0..<k {
+            for p in 0..<k {
+                let l = in_.w2eT + in_.k2[b * k + q] * h, r = in_.wd1 + in_.k1[b * k + p] * h
+                var s = 0.0
+                for i in 0..<h { s += Double(l[i]) * Double(r[i]) * Double(phi[i]) }
+                J[(b * k + q) * k + p] = s
+            }
+        }
+        for q in 0..<k {
+            for p in 0..<k {
+                let j = J[(b * k + q) * k + p]
+                let g = j > 0 ? coef : (j < 0 ? -coef : 0)
+                let i1 = in_.k1[b * k + p], i2 = in_.k2[b * k + q]
+                for i in 0..<h {
+                    dw2eT[i2 * h + i] += g * Double(in_.wd1[i1 * h + i]) * Double(phi[i])
+                    dwd1[i1 * h + i] += g * Double(in_.w2eT[i2 * h + i]) * Double(phi[i])
+                }
+            }
+        }
+    }
+    return (J, dwd1, dw2eT)
+}
+
+/// One pass over the tokens in chunks. Per token: gather the K2 rows of w2eᵀ
+/// (L) and the K1 rows of wd1 scaled by φ' (R), form J = L·Rᵀ with one small
+/// gemm, record its statistics, optionally store it, and optionally run the
+/// backward (two more small gemms) while L and R are in cache.
+///
+/// Tokens of a chunk are split across workers, each running its small gemms
+/// on single-threaded BLAS; the per-token row updates are then scattered by
+/// workers that own disjoint latent ranges, in token order. So the result is
+/// the same for any thread count and chunk size.
+private func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
+                                         backward: (dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>, coef: T)?,
+                                         tokenAbs: UnsafeMutablePointer<Double>, tokenCounts: UnsafeMutablePointer<Int32>,
+                                         scratch: UnsafeMutablePointer<T>, _ in_: JacobianInputs<T>,
+                                         chunk: Int, threads: Int) -> JacobianStats {
+    let B = in_.tokens, k = in_.k, h = in_.dMlp, kk = k * k, mIn = in_.mIn, mOut = in_.mOut
     precondition(chunk >= 1)
-    let kk = k * k
     let c = min(chunk, max(B, 1))
-    let workers = max(1, min(Parallel.threads, c))
-    // Per-worker scratch: L, R [k, d_mlp], J and G [k, k].
-    var scratch = [T](repeating: 0, count: workers * (2 * k * h + 2 * kk))
-    // Per-chunk outputs of the backward: dL = G·R and dR = Gᵀ·L (⊙ φ' is applied in the scatter).
-    // Every slot the scatter reads is first written by a gemm with beta = 0.
-    var dL = Matrix<T>.uninitialised(rows: backward == nil ? 0 : c * k, cols: h).data
-    var dR = Matrix<T>.uninitialised(rows: backward == nil ? 0 : c * k, cols: h).data
-    // Per-token statistics, reduced in token order at the end.
-    var absSums = [Double](repeating: 0, count: B)
-    var counts = [Int32](repeating: 0, count: B * 4)
+    let workers = JacobianScratch.workers(tokens: B, chunk: chunk, threads: threads)
+    // Scratch: per worker L, R [k, h] and J, G [k, k]; then the chunk's
+    // backward outputs dL = G·R and dR = Gᵀ·L (⊙ φ' is applied in the
+    // scatter), every slot of which a gemm with beta = 0 writes first.
+    let perWorker = 2 * k * h + 2 * kk
+    let dL = SharedPointer(scratch + workers * perWorker), dR = SharedPointer(dL.p + c * k * h)
+    let sc = SharedPointer(scratch), st = store.map(SharedPointer.init)
+    let abs_ = SharedPointer(tokenAbs), cnt = SharedPointer(tokenCounts)
     let thresholds = JacobianStats.thresholds.map { T($0) }
-    let mIn = factors.wd1.rows, mOut = factors.w2eT.rows
-    // Worker 0's own split between the forward part (gather, J, statistics)
-    // and the backward part (G, two gemms, ⊙φ'), used to apportion the
-    // fused region's wall time between the two phases.
-    var w0Forward = 0.0, w0Backward = 0.0
-    var start = 0
-    while start < B {
-        let n = min(c, B - start)
-        let t0 = timer == nil ? 0 : PhaseTimer.now()
-        factors.wd1.data.withUnsafeBufferPointer { pw1 in
-        factors.w2eT.data.withUnsafeBufferPointer { pw2 in
-        phiPrime.data.withUnsafeBufferPointer { pphi in
-        scratch.withUnsafeMutableBufferPointer { psc in
-        dL.withUnsafeMutableBufferPointer { pdL in
-        dR.withUnsafeMutableBufferPointer { pdR in
-        absSums.withUnsafeMutableBufferPointer { pabs in
-        counts.withUnsafeMutableBufferPointer { pcnt in
-            Parallel.withSerialBLAS {
-                Parallel.forRanges(n, parts: workers) { w, slots in
-                    let base = psc.baseAddress! + w * (2 * k * h + 2 * kk)
-                    let L = base, R = base + k * h, Jw = base + 2 * k * h, G = Jw + kk
-                    let clock = timer != nil && w == 0
-                    for slot in slots {
-                        let b = start + slot
-                        let f0 = clock ? PhaseTimer.now() : 0
-                        let phi = pphi.baseAddress! + b * h
-                        for j in 0..<k {
-                            (L + j * h).update(from: pw2.baseAddress! + k2[b * k + j] * h, count: h)
-                            let src = pw1.baseAddress! + k1[b * k + j] * h, dst = R + j * h
-                            for r in 0..<h { dst[r] = src[r] * phi[r] }
-                        }
-                        let J = store.map { $0 + b * kk } ?? Jw
-                        // J_b = L · Rᵀ : [k, d_mlp] × [d_mlp, k]
-                        T.gemm(transA: false, transB: true, m: k, n: k, k: h, alpha: 1,
-                               a: L, lda: h, b: R, ldb: h, beta: 0, c: J, ldc: k)
-                        var a = 0.0
-                        var c0: Int32 = 0, c1: Int32 = 0, c2: Int32 = 0, c3: Int32 = 0
-                        for e in 0..<kk {
-                            let v = abs(J[e])
-                            a += Double(v)
-                            if v > thresholds[0] { c0 += 1 }
-                            if v > thresholds[1] { c1 += 1 }
-                            if v > thresholds[2] { c2 += 1 }
-                            if v > thresholds[3] { c3 += 1 }
-                        }
-                        pabs[b] = a
-                        pcnt[b * 4] = c0; pcnt[b * 4 + 1] = c1; pcnt[b * 4 + 2] = c2; pcnt[b * 4 + 3] = c3
-                        let f1 = clock ? PhaseTimer.now() : 0
-                        if clock { w0Forward += f1 - f0 }
-                        guard let bw = backward else { continue }
-                        // d|J|/dJ = sign(J), with sign(0) = 0 as torch.sign.
-                        for e in 0..<kk { G[e] = J[e] > 0 ? bw.coef : (J[e] < 0 ? -bw.coef : 0) }
-                        let outL = pdL.baseAddress! + slot * k * h, outR = pdR.baseAddress! + slot * k * h
-                        T.gemm(transA: false, transB: false, m: k, n: h, k: k, alpha: 1,
-                               a: G, lda: k, b: R, ldb: h, beta: 0, c: outL, ldc: h)
-                        T.gemm(transA: true, transB: false, m: k, n: h, k: k, alpha: 1,
-                               a: G, lda: k, b: L, ldb: h, beta: 0, c: outR, ldc: h)
-                        if clock { w0Backward += PhaseTimer.now() - f1 }
-                    }
-                }
-            }
-            let t1 = timer == nil ? 0 : PhaseTimer.now()
-            let share = w0Forward + w0Backward > 0 ? w0Forward / (w0Forward + w0Backward) : 1
-            timer?.add(.jacobianForward, (t1 - t0) * share)
-            timer?.add(.jacobianBackward, (t1 - t0) * (1 - share))
-            w0Forward = 0; w0Backward = 0
-            guard let bw = backward else { return }
-            // Scatter: worker w owns a range of latent rows of dwd1 and of dw2eT.
-            let d1 = SharedPointer(bw.dwd1), d2 = SharedPointer(bw.dw2eT)
-            Parallel.forRanges(max(mIn, mOut)) { _, own in
-                let ownIn = (own.lowerBound * mIn / max(mIn, mOut))..<(own.upperBound * mIn / max(mIn, mOut))
-                let ownOut = (own.lowerBound * mOut / max(mIn, mOut))..<(own.upperBound * mOut / max(mIn, mOut))
-                for slot in 0..<n {
-                    let b = start + slot
-                    for j in 0..<k {
-                        let i2 = k2[b * k + j]
-                        if ownOut.contains(i2) {
-                            let dst = d2.p + i2 * h, src = pdL.baseAddress! + (slot * k + j) * h
-                            for r in 0..<h { dst[r] += src[r] }
-                        }
-                        let i1 = k1[b * k + j]
-                        if ownIn.contains(i1) {
-                            // dwd1 row += (Gᵀ·L)[p] ⊙ φ'[b], fused into the scatter.
-                            let dst = d1.p + i1 * h, src = pdR.baseAddress! + (slot * k + j) * h
-                            let phi = pphi.baseAddress! + b * h
-                            for r in 0..<h { dst[r] += src[r] * phi[r] }
-                        }
-                    }
-                }
-            }
-            timer?.add(.jacobianBackward, PhaseTimer.now() - t1)
-        } } } } } } } }
-        start += n
-    }
+    let t0 = T(thresholds[0]), t1 = T(thresholds[1]), t2 = T(thresholds[2]), t3 = T(thresholds[3])
     var stats = JacobianStats()
+    for start in stride(from: 0, to: B, by: c) {
+        let n = min(c, B - start)
+        let clock0 = PhaseTimer.now()
+        // Worker 0's own split between the forward part (gather, J,
+        // statistics) and the backward part (G, two gemms).
+        var w0Forward = 0.0, w0Backward = 0.0
+        Parallel.withSerialBLAS(threads: threads) {
+            Parallel.forRanges(n, threads: workers) { w, slots in
+                let L = sc.p + w * perWorker, R = L + k * h, Jw = R + k * h, G = Jw + kk
+                for slot in slots {
+                    let b = start + slot
+                    let f0 = w == 0 ? PhaseTimer.now() : 0
+                    let phi = in_.phi + b * h
+                    for j in 0..<k {
+                        (L + j * h).update(from: in_.w2eT + in_.k2[b * k + j] * h, count: h)
+                        let src = in_.wd1 + in_.k1[b * k + j] * h, dst = R + j * h
+                        for r in 0..<h { dst[r] = src[r] * phi[r] }
+                    }
+                    let J = st.map { $0.p + b * kk } ?? Jw
+                    // J_b = L · Rᵀ : [k, h] × [h, k]
+                    T.gemm(transA: false, transB: true, m: k, n: k, k: h, alpha: 1, a: L, lda: h, b: R, ldb: h, beta: 0, c: J, ldc: k)
+                    var a = 0.0
+                    var c0: Int32 = 0, c1: Int32 = 0, c2: Int32 = 0, c3: Int32 = 0
+                    for e in 0..<kk {
+                        let v = abs(J[e])
+                        a += Double(v)
+                        if v > t0 { c0 += 1 }
+                        if v > t1 { c1 += 1 }
+                        if v > t2 { c2 += 1 }
+                        if v > t3 { c3 += 1 }
+                    }
+                    abs_.p[b] = a
+                    cnt.p[b * 4] = c0; cnt.p[b * 4 + 1] = c1; cnt.p[b * 4 + 2] = c2; cnt.p[b * 4 + 3] = c3
+                    let f1 = w == 0 ? PhaseTimer.now() : 0
+                    if w == 0 { w0Forward += f1 - f0 }
+                    guard let bw = backward else { continue }
+                    // d|J|/dJ = sign(J), with sign(0) = 0 as torch.sign.
+                    for e in 0..<kk { G[e] = J[e] > 0 ? bw.coef : (J[e] < 0 ? -bw.coef : 0) }
+                    let outL = dL.p + slot * k * h, outR = dR.p + slot * k * h
+                    T.gemm(transA: false, transB: false, m: k, n: h, k: k, alpha: 1, a: G, lda: k, b: R, ldb: h, beta: 0, c: outL, ldc: h)
+                    T.gemm(transA: true, transB: false, m: k, n: h, k: k, alpha: 1, a: G, lda: k, b: L, ldb: h, beta: 0, c: outR, ldc: h)
+                    if w == 0 { w0Backward += PhaseTimer.now() - f1 }
+                }
+            }
+        }
+        let clock1 = PhaseTimer.now()
+        let share = w0Forward + w0Backward > 0 ? w0Forward / (w0Forward + w0Backward) : 1
+        stats.forwardSeconds += (clock1 - clock0) * share
+        stats.backwardSeconds += (clock1 - clock0) * (1 - share)
+        guard let bw = backward else { continue }
+        scatterJacobianGradients(dwd1: bw.dwd1, dw2eT: bw.dw2eT, dL: dL.p, dR: dR.p, in_, start: start, count: n, threads: threads)
+        stats.backwardSeconds += PhaseTimer.now() - clock1
+    }
     stats.entries = B * kk
     for b in 0..<B {
-        stats.absSum += absSums[b]
-        for i in 0..<4 { stats.above[i] += Int(counts[b * 4 + i]) }
+        stats.absSum += tokenAbs[b]
+        for i in 0..<4 { stats.above[i] += Int(tokenCounts[b * 4 + i]) }
     }
     return stats
 }
 
+/// dw2eᵀ[K2[b, j]] += dL[slot, j] and dwd1[K1[b, j]] += dR[slot, j] ⊙ φ'[b]
+/// for the chunk's tokens: worker w owns a range of latent rows of each, and
+/// visits tokens in order, so the sums do not depend on the thread count.
+private func scatterJacobianGradients<T: JSAEScalar>(dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>,
+                                                     dL: UnsafePointer<T>, dR: UnsafePointer<T>, _ in_: JacobianInputs<T>,
+                                                     start: Int, count n: Int, threads: Int) {
+    let k = in_.k, h = in_.dMlp, mIn = in_.mIn, mOut = in_.mOut, mMax = max(mIn, mOut)
+    let d1 = SharedPointer(dwd1), d2 = SharedPointer(dw2eT)
+    Parallel.forRanges(mMax, threads: threads) { _, own in
+        let ownIn = (own.lowerBound * mIn / mMax)..<(own.upperBound * mIn / mMax)
+        let ownOut = (own.lowerBound * mOut / mMax)..<(own.upperBound * mOut / mMax)
+        for slot in 0..<n {
+            let b = start + slot
+            for j in 0..<k {
+                let i2 = in_.k2[b * k + j]
+                if ownOut.contains(i2) {
+                    let dst = d2.p + i2 * h, src = dL + (slot * k + j) * h
+                    for r in 0..<h { dst[r] += src[r] }
+                }
+                let i1 = in_.k1[b * k + j]
+                if ownIn.contains(i1) {
+                    let dst = d1.p + i1 * h, src = dR + (slot * k + j) * h, phi = in_.phi + b * h
+                    for r in 0..<h { dst[r] += src[r] * phi[r] }
+                }
+            }
+        }
+    }
+}

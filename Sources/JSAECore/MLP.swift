@@ -61,27 +61,62 @@ public struct MLP<T: JSAEScalar>: Sendable, Equatable {
                     bOut: bOut.map { U($0) }, activation: activation)
     }
 
-    /// y = f(x) and φ' = act'(x @ W_in + b_in).
+    /// y = f(x) and φ' = act'(x @ W_in + b_in) (allocates; training uses `mlpForward`).
     /// - x: [B, d]; returns y: [B, d], phiPrime: [B, d_mlp]
-    public func forward(_ x: Matrix<T>) -> (y: Matrix<T>, phiPrime: Matrix<T>) {
+    public func forward(_ x: Matrix<T>, threads: Int = Parallel.onlineCores) -> (y: Matrix<T>, phiPrime: Matrix<T>) {
         precondition(x.cols == d, "MLP: x has \(x.cols) columns, MLP has d = \(d)")
-        var z = matmul(x, wIn)
-        addRowBias(&z, bIn)
-        var phi = Matrix<T>.uninitialised(rows: z.rows, cols: z.cols)
-        let act = activation
-        z.data.withUnsafeMutableBufferPointer { pz in
-            phi.data.withUnsafeMutableBufferPointer { pp in
-                Parallel.forRanges(pz.count) { _, range in
-                    for i in range {
-                        let v = pz[i]
-                        pp[i] = act.derivative(v)
-                        pz[i] = act.value(v)
+        var y = Matrix<T>(rows: x.rows, cols: d)
+        var phi = Matrix<T>(rows: x.rows, cols: dMlp)
+        var act = Matrix<T>(rows: x.rows, cols: dMlp)
+        x.data.withUnsafeBufferPointer { px in
+            withPointers { w in
+                y.data.withUnsafeMutableBufferPointer { py in
+                    phi.data.withUnsafeMutableBufferPointer { pp in
+                        act.data.withUnsafeMutableBufferPointer { pa in
+                            mlpForward(y: py.baseAddress!, act: pa.baseAddress!, phi: pp.baseAddress!, x: px.baseAddress!,
+                                       w, activation: activation, tokens: x.rows, d: d, dMlp: dMlp, threads: threads)
+                        }
                     }
                 }
             }
         }
-        var y = matmul(z, wOut)
-        addRowBias(&y, bOut)
         return (y, phi)
     }
+
+    /// The four weight pointers, valid inside `body`.
+    func withPointers<R>(_ body: (MLPPointers<T>) throws -> R) rethrows -> R {
+        try wIn.data.withUnsafeBufferPointer { a in
+            try bIn.withUnsafeBufferPointer { b in
+                try wOut.data.withUnsafeBufferPointer { c in
+                    try bOut.withUnsafeBufferPointer { e in
+                        try body(MLPPointers(wIn: a.baseAddress!, bIn: b.baseAddress!, wOut: c.baseAddress!, bOut: e.baseAddress!))
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct MLPPointers<T> {
+    let wIn: UnsafePointer<T>, bIn: UnsafePointer<T>, wOut: UnsafePointer<T>, bOut: UnsafePointer<T>
+}
+
+/// y = act(x @ W_in + b_in) @ W_out + b_out, keeping the hidden activations
+/// and φ' = act'(x @ W_in + b_in) (the Jacobian's middle factor).
+/// - y: [B, d]; act, phi: [B, d_mlp]; x: [B, d]
+func mlpForward<T: JSAEScalar>(y: UnsafeMutablePointer<T>, act: UnsafeMutablePointer<T>, phi: UnsafeMutablePointer<T>,
+                               x: UnsafePointer<T>, _ w: MLPPointers<T>, activation: Activation,
+                               tokens B: Int, d: Int, dMlp h: Int, threads: Int) {
+    T.gemm(transA: false, transB: false, m: B, n: h, k: d, alpha: 1, a: x, lda: d, b: w.wIn, ldb: h, beta: 0, c: act, ldc: h)
+    addRowBias(act, w.bIn, rows: B, cols: h)
+    let z = SharedPointer(act), pp = SharedPointer(phi)
+    Parallel.forRanges(B * h, threads: threads) { _, range in
+        for i in range {
+            let v = z.p[i]
+            pp.p[i] = activation.derivative(v)
+            z.p[i] = activation.value(v)
+        }
+    }
+    T.gemm(transA: false, transB: false, m: B, n: d, k: h, alpha: 1, a: act, lda: h, b: w.wOut, ldb: d, beta: 0, c: y, ldc: d)
+    addRowBias(y, w.bOut, rows: B, cols: d)
 }

@@ -80,16 +80,25 @@ public func matmul<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>,
 }
 
 /// Adds the vector `bias` ([cols]) to every row of `m`.
-@inlinable
 public func addRowBias<T: JSAEScalar>(_ m: inout Matrix<T>, _ bias: [T]) {
     precondition(bias.count == m.cols)
-    let cols = m.cols
-    m.data.withUnsafeMutableBufferPointer { p in
-        bias.withUnsafeBufferPointer { b in
-            for i in 0..<m.rows {
-                let base = i * cols
-                for j in 0..<cols { p[base + j] += b[j] }
-            }
-        }
+    let (rows, cols) = (m.rows, m.cols)
+    m.data.withUnsafeMutableBufferPointer { p in bias.withUnsafeBufferPointer { addRowBias(p.baseAddress!, $0.baseAddress!, rows: rows, cols: cols) } }
+}
+
+/// Adds `bias` ([cols]) to every row of m ([rows, cols]).
+func addRowBias<T: JSAEScalar>(_ m: UnsafeMutablePointer<T>, _ bias: UnsafePointer<T>, rows: Int, cols: Int) {
+    for i in 0..<rows {
+        let base = i * cols
+        for j in 0..<cols { m[base + j] += bias[j] }
+    }
+}
+
+extension Matrix {
+    /// A matrix whose storage is not zeroed: every entry must be written
+    /// before it is read (e.g. by a gemm with beta = 0).
+    public static func uninitialised(rows: Int, cols: Int) -> Matrix<T> {
+        let data = [T](unsafeUninitializedCapacity: rows * cols) { _, n in n = rows * cols }
+        return Matrix(rows: rows, cols: cols, data: data)
     }
 }

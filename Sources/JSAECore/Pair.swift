@@ -34,14 +34,15 @@ public struct JSAEModel<T: JSAEScalar>: Sendable {
         try! JSAEModel<U>(saeIn: saeIn.converted(), saeOut: saeOut?.converted(), mlp: mlp?.converted())
     }
 
-    /// The Jacobian factors for the current weights (nil without sae_out or MLP).
-    public func jacobianFactors() -> JacobianFactors<T>? {
-        guard let saeOut, let mlp else { return nil }
-        return JacobianFactors(saeIn: saeIn, mlp: mlp, saeOut: saeOut)
+    /// The shapes of a workspace for batches of up to `tokens` tokens.
+    public func workspaceShape(tokens: Int, jacobianChunk: Int = defaultJacobianChunk) -> WorkspaceShape {
+        WorkspaceShape(tokens: tokens, d: d, mIn: saeIn.m, mOut: saeOut?.m ?? 0, dMlp: mlp?.dMlp ?? 0, k: k,
+                           jacobianChunk: jacobianChunk)
     }
 }
 
-/// Everything one forward pass produces on a batch of B tokens.
+/// Everything one forward pass produces on a batch of B tokens (a copy of
+/// the workspace's activation cache, for evaluation and tests).
 public struct PairForward<T: JSAEScalar>: Sendable {
     public var point: EvaluationPoint
     /// [B, d]
@@ -49,7 +50,8 @@ public struct PairForward<T: JSAEScalar>: Sendable {
     public var codesIn: SparseCodes<T>
     /// [B, d] input SAE reconstruction.
     public var xHat: Matrix<T>
-    /// [B, d] MLP output at the evaluation point (nil without MLP/sae_out).
+    /// [B, d] the output SAE's input: the MLP output at the evaluation point,
+    /// or the target given to the training loss (nil without MLP/sae_out).
     public var y: Matrix<T>?
     /// [B, d_mlp] act'(z) at the evaluation point.
     public var phiPrime: Matrix<T>?
@@ -72,78 +74,103 @@ public struct PairForward<T: JSAEScalar>: Sendable {
     }
 }
 
-/// Σ (a − b)² accumulated in Double.
-public func squaredDistance<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>) -> Double {
-    precondition(a.count == b.count)
-    var s = 0.0
-    for i in 0..<a.count { let e = Double(a.data[i] - b.data[i]); s += e * e }
-    return s
-}
-
-/// Loss sums over any number of tokens; `components(lambda:)` turns them into
-/// the reference code's normalised loss terms.
-public struct LossSums: Sendable, Equatable {
-    public var tokens = 0
-    public var d = 0
-    public var k = 0
-    public var sqErrIn = 0.0
-    public var sqErrOut = 0.0
-    public var jacAbs = 0.0
-
-    public init() {}
-
-    public mutating func add(_ o: LossSums) {
-        if tokens == 0 { d = o.d; k = o.k }
-        tokens += o.tokens; sqErrIn += o.sqErrIn; sqErrOut += o.sqErrOut; jacAbs += o.jacAbs
-    }
-
-    /// mse_in = Σ(x̂−x)²/(B·d); mse_out = Σ(ŷ−y)²/(B·d); jacobian_l1 = Σ|J|/(B·k²);
-    /// loss = mse_in + mse_out + λ·jacobian_l1.
-    public func components(lambda: Double) -> LossComponents {
-        let n = Double(max(tokens, 1))
-        let mseIn = sqErrIn / (n * Double(d))
-        let mseOut = sqErrOut / (n * Double(d))
-        let jac = jacAbs / (n * Double(k * k))
-        return LossComponents(mseIn: mseIn, mseOut: mseOut, jacobianL1: jac, lambda: lambda,
-                              loss: mseIn + mseOut + lambda * jac)
-    }
-}
-
-public struct LossComponents: Sendable, Equatable {
-    public var mseIn: Double
-    public var mseOut: Double
-    public var jacobianL1: Double
-    public var lambda: Double
-    public var loss: Double
-}
+// MARK: The forward pass (docs/jsae-spec.md, "Forward pass" and "Evaluation point")
 
 extension JSAEModel {
-    /// One forward pass of the pair on x at the given evaluation point.
-    /// - x: [B, d]; factors: from `jacobianFactors()` (pass it in to reuse it
-    ///   across chunks); chunk: tokens per Jacobian chunk
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
-    public func forward(_ x: Matrix<T>, point: EvaluationPoint,
-                        factors: JacobianFactors<T>? = nil,
-                        chunk: Int = defaultJacobianChunk) -> PairForward<T> {
-        forwardImpl(x, point: point, factors: factors, chunk: chunk)
+    /// The forward pass on the batch loaded into `ws`, at `point`, filling
+    /// the activation cache: input codes and x̂, then (for a pair) the MLP at
+    /// x or x̂ with φ', the output codes and ŷ. The output SAE encodes the
+    /// loaded target when there is one, else the MLP output.
+    func forwardPass(_ ws: Workspace<T>, point: EvaluationPoint, timer: PhaseTimer? = nil) {
+        let B = ws.tokens, d = self.d, k = self.k, threads = ws.threads
+        saeIn.encode(into: ws.codesIn, x: ws.x.p, tokens: B, scratch: ws.arena.p, threads: threads, timer: timer)
+        timed(timer, .sparseDecoder) {
+            sparseDecode(out: ws.xHat.p, indices: ws.codesIn.indices.p, values: ws.codesIn.values.p,
+                         wDec: saeIn.tensors.pointer(.wDec), bDec: saeIn.tensors.pointer(.bDec), tokens: B, d: d, k: k, threads: threads)
+        }
+        guard let saeOut, let mlp else { return }
+        timed(timer, .mlp) {
+            mlp.withPointers { w in
+                mlpForward(y: ws.y.p, act: ws.act.p, phi: ws.phi.p, x: point == .trueInput ? ws.x.p : ws.xHat.p, w,
+                           activation: mlp.activation, tokens: B, d: d, dMlp: mlp.dMlp, threads: threads)
+            }
+        }
+        saeOut.encode(into: ws.codesOut, x: ws.outputTarget, tokens: B, scratch: ws.arena.p, threads: threads, timer: timer)
+        timed(timer, .sparseDecoder) {
+            sparseDecode(out: ws.yHat.p, indices: ws.codesOut.indices.p, values: ws.codesOut.values.p,
+                         wDec: saeOut.tensors.pointer(.wDec), bDec: saeOut.tensors.pointer(.bDec), tokens: B, d: d, k: k, threads: threads)
+        }
     }
 
-    func forwardImpl(_ x: Matrix<T>, point: EvaluationPoint, factors: JacobianFactors<T>?, chunk: Int) -> PairForward<T> {
-        let codesIn = saeIn.encode(x)
-        let xHat = saeIn.decode(codesIn)
-        var result = PairForward(point: point, x: x, codesIn: codesIn, xHat: xHat,
-                                 y: nil, phiPrime: nil, codesOut: nil, yHat: nil, jacobian: nil)
-        guard let saeOut, let mlp else { return result }
-        let (y, phi) = mlp.forward(point == .trueInput ? x : xHat)
-        let codesOut = saeOut.encode(y)
-        result.y = y
-        result.phiPrime = phi
-        result.codesOut = codesOut
-        result.yHat = saeOut.decode(codesOut)
-        let f = factors ?? JacobianFactors(saeIn: saeIn, mlp: mlp, saeOut: saeOut)
-        result.jacobian = jacobian(factors: f, k1: codesIn.indices, k2: codesOut.indices,
-                                   phiPrime: phi, k: k, chunk: chunk)
-        return result
+    /// wd1 and w2eᵀ for the current weights, into the workspace (once per
+    /// weight update: every step in training, once per file in evaluation).
+    func computeJacobianFactors(_ ws: Workspace<T>) {
+        guard let saeOut, let mlp else { return }
+        mlp.withPointers { w in
+            jacobianFactors(wd1: ws.wd1.p, w2eT: ws.w2eT.p, wDecIn: saeIn.tensors.pointer(.wDec), wIn: w.wIn,
+                            wEncOut: saeOut.tensors.pointer(.wEnc), wOut: w.wOut, mIn: saeIn.m, mOut: saeOut.m, d: d, dMlp: mlp.dMlp)
+        }
+    }
+
+    /// What the Jacobian kernels read from the workspace's cache.
+    func jacobianInputs(_ ws: Workspace<T>) -> JacobianInputs<T> {
+        JacobianInputs(wd1: ws.wd1.p, w2eT: ws.w2eT.p, phi: ws.phi.p, k1: ws.codesIn.indices.p, k2: ws.codesOut.indices.p,
+                       tokens: ws.tokens, k: k, dMlp: mlp!.dMlp, mIn: saeIn.m, mOut: saeOut!.m)
+    }
+
+    /// J's forward on the cached batch (factors already computed); stores J
+    /// when the workspace keeps it.
+    func jacobianStats(_ ws: Workspace<T>) -> JacobianStats {
+        jacobianForward(store: ws.jacobian.count > 0 ? ws.jacobian.p : nil, tokenAbs: ws.jacobianAbs.p,
+                        tokenCounts: ws.jacobianCounts.p, scratch: ws.arena.p, jacobianInputs(ws),
+                        chunk: ws.shape.jacobianChunk, threads: ws.threads)
+    }
+
+    /// The cache as values (copies).
+    func forwardResult(_ ws: Workspace<T>, point: EvaluationPoint) -> PairForward<T> {
+        let B = ws.tokens, d = self.d
+        var r = PairForward(point: point, x: Matrix(rows: B, cols: d, data: ws.x.array(B * d)), codesIn: ws.codesIn.codes(B),
+                            xHat: Matrix(rows: B, cols: d, data: ws.xHat.array(B * d)),
+                            y: nil, phiPrime: nil, codesOut: nil, yHat: nil, jacobian: nil)
+        guard let mlp, saeOut != nil else { return r }
+        r.y = Matrix(rows: B, cols: d, data: Array(UnsafeBufferPointer(start: ws.outputTarget, count: B * d)))
+        r.phiPrime = Matrix(rows: B, cols: mlp.dMlp, data: ws.phi.array(B * mlp.dMlp))
+        r.codesOut = ws.codesOut.codes(B)
+        r.yHat = Matrix(rows: B, cols: d, data: ws.yHat.array(B * d))
+        if ws.jacobian.count > 0 { r.jacobian = ws.jacobian.array(B * k * k) }
+        return r
+    }
+
+    /// One forward pass of the pair on x at the given evaluation point, with
+    /// every token's J (allocates a workspace for x; for evaluation and tests).
+    /// - x: [B, d]; chunk: tokens per Jacobian chunk
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
+    public func forward(_ x: Matrix<T>, point: EvaluationPoint, chunk: Int = defaultJacobianChunk,
+                        threads: Int = Parallel.onlineCores) -> PairForward<T> {
+        let ws = Workspace<T>(workspaceShape(tokens: x.rows, jacobianChunk: chunk), purpose: .storeJacobian, threads: threads)
+        computeJacobianFactors(ws)
+        return evaluateImpl(x, point: point, ws: ws)
+    }
+
+    /// Recomputes wd1 and w2eᵀ in `ws` for the current weights: call once
+    /// before `evaluate` and after any change of the weights.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
+    public func updateJacobianFactors(_ ws: Workspace<T>) { computeJacobianFactors(ws) }
+
+    /// The forward pass and J of a batch x ([B ≤ workspace tokens, d]) in a
+    /// reused workspace whose factors are current (`updateJacobianFactors`).
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
+    public func evaluate(_ x: Matrix<T>, point: EvaluationPoint, workspace ws: Workspace<T>) -> PairForward<T> {
+        evaluateImpl(x, point: point, ws: ws)
+    }
+
+    func evaluateImpl(_ x: Matrix<T>, point: EvaluationPoint, ws: Workspace<T>) -> PairForward<T> {
+        ws.load(x, yTarget: nil)
+        forwardPass(ws, point: point)
+        if saeOut != nil && mlp != nil { _ = jacobianStats(ws) }
+        return forwardResult(ws, point: point)
     }
 }

@@ -4,17 +4,19 @@ import CBLAS
 import Glibc
 #endif
 
-/// Threads for the package's own (non-BLAS) loops. Defaults to the online
-/// cores; jsae-bench's --threads sets it together with OpenBLAS's count.
+/// The package's own (non-BLAS) loops on several cores. The thread count is
+/// always a value handed in (a `Workspace` carries the run's), never global
+/// state; results never depend on it (see `forRanges`).
 public enum Parallel {
-    nonisolated(unsafe) public static var threads: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    /// The online cores: the default thread count of a run.
+    public static let onlineCores: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 
-    /// Runs body(part, range) for `parts` contiguous ranges covering 0..<n,
+    /// Runs body(part, range) for `threads` contiguous ranges covering 0..<n,
     /// concurrently. Results must not depend on how 0..<n is split: callers
     /// write disjoint outputs or combine per-item partials in item order.
     @inline(__always)
-    public static func forRanges(_ n: Int, parts: Int = threads, _ body: (Int, Range<Int>) -> Void) {
-        let p = max(1, min(parts, n))
+    public static func forRanges(_ n: Int, threads: Int, _ body: (Int, Range<Int>) -> Void) {
+        let p = max(1, min(threads, n))
         if p == 1 { if n > 0 { body(0, 0..<n) }; return }
         withoutActuallyEscaping(body) { body in
             // Workers touch disjoint data by contract (see above).
@@ -29,7 +31,7 @@ public enum Parallel {
     /// issued from our own parallel workers each run on their caller's core
     /// instead of fighting over OpenBLAS's thread pool.
     @inline(__always)
-    public static func withSerialBLAS<R>(_ body: () throws -> R) rethrows -> R {
+    public static func withSerialBLAS<R>(threads: Int, _ body: () throws -> R) rethrows -> R {
         let before = openblas_get_num_threads()
         if threads <= 1 || before == 1 { return try body() }
         openblas_set_num_threads(1)
@@ -38,20 +40,10 @@ public enum Parallel {
     }
 }
 
-/// A pointer that may be shared with parallel workers that write disjoint
-/// parts of it.
-public struct SharedPointer<T>: @unchecked Sendable {
-    public let p: UnsafeMutablePointer<T>
-    public init(_ p: UnsafeMutablePointer<T>) { self.p = p }
-}
-
-extension Matrix {
-    /// A matrix whose storage is not zeroed: every entry must be written
-    /// before it is read (e.g. by a gemm with beta = 0).
-    public static func uninitialised(rows: Int, cols: Int) -> Matrix<T> {
-        let data = [T](unsafeUninitializedCapacity: rows * cols) { _, n in n = rows * cols }
-        return Matrix(rows: rows, cols: cols, data: data)
-    }
+/// A pointer handed to parallel workers that write disjoint parts of it.
+struct SharedPointer<T>: @unchecked Sendable {
+    let p: UnsafeMutablePointer<T>
+    init(_ p: UnsafeMutablePointer<T>) { self.p = p }
 }
 
 // MARK: Specialisation

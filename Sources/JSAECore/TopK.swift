@@ -49,6 +49,14 @@ public struct SparseCodes<T: JSAEScalar>: Sendable, Equatable {
         values = [T](repeating: 0, count: tokens * k)
     }
 
+    /// Codes read back (e.g. from a forward file): the pre-activations are
+    /// not stored there, so they are taken to be the values.
+    public init(indices: [Int], values: [T], k: Int) {
+        precondition(indices.count == values.count && k >= 1 && indices.count % k == 0)
+        tokens = indices.count / k; self.k = k
+        self.indices = indices; preacts = values; self.values = values
+    }
+
     /// Indices of token b, in order.
     public func indices(ofToken b: Int) -> ArraySlice<Int> { indices[(b * k)..<((b + 1) * k)] }
 }

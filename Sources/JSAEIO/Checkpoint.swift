@@ -9,11 +9,15 @@ public enum CheckpointFile {
         dir + "/checkpoint-" + String(format: "%09d", step) + ".h5"
     }
 
-    /// The checkpoint with the highest step in `dir`, if any.
-    public static func latest(in dir: String) -> String? {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return nil }
-        return names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".h5") }.sorted().last.map { dir + "/" + $0 }
+    /// The checkpoints in `dir`, oldest first (names sort by step): the one
+    /// listing that resuming, pruning and reporting use.
+    public static func list(in dir: String) -> [String] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return [] }
+        return names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".h5") }.sorted().map { dir + "/" + $0 }
     }
+
+    /// The checkpoint with the highest step in `dir`, if any.
+    public static func latest(in dir: String) -> String? { list(in: dir).last }
 
     /// Extra provenance stored with the configuration.
     public struct Provenance: Sendable {
@@ -48,23 +52,13 @@ public enum CheckpointFile {
     }
 
     private static func writeMoments<T: JSAEScalar>(_ f: HDF5File, group: String, _ a: AdamMoments<T>) throws {
-        for ((name, p), shape) in zip(SAETensors<T>.paths, a.m.shapes) {
-            try f.write("/optimizer/\(group)/\(name)/m", shape: shape, a.m[keyPath: p])
-            try f.write("/optimizer/\(group)/\(name)/v", shape: shape, a.v[keyPath: p])
-        }
+        try writeTensors(f, a.m) { "/optimizer/\(group)/\($0)/m" }
+        try writeTensors(f, a.v) { "/optimizer/\(group)/\($0)/v" }
     }
 
     private static func readMoments<T: JSAEScalar>(_ f: HDF5File, group: String, like sae: TopKSAE<T>) throws -> AdamMoments<T> {
-        var a = AdamMoments<T>(d: sae.d, dLatent: sae.m)
-        for ((name, p), shape) in zip(SAETensors<T>.paths, a.m.shapes) {
-            let moments: [(String, WritableKeyPath<AdamMoments<T>, SAETensors<T>>)] = [("m", \.m), ("v", \.v)]
-            for (moment, kp) in moments {
-                let dataset = "/optimizer/\(group)/\(name)/\(moment)"
-                a[keyPath: kp.appending(path: p)] = try f.readFloats(dataset, shape: shape.map { $0 }).data
-                try requireFinite(a[keyPath: kp.appending(path: p)], dataset, f)
-            }
-        }
-        return a
+        AdamMoments(m: try readTensors(f, d: sae.d, m: sae.m) { "/optimizer/\(group)/\($0)/m" },
+                    v: try readTensors(f, d: sae.d, m: sae.m) { "/optimizer/\(group)/\($0)/v" })
     }
 
     static func writeConfig(_ f: HDF5File, _ c: TrainConfig) throws {

@@ -92,10 +92,27 @@ func readActivation(_ file: HDF5File) throws -> Activation {
 }
 
 func writeSAE<T: JSAEScalar>(_ file: HDF5File, group: String, _ sae: TopKSAE<T>) throws {
-    try file.write("\(group)/W_enc", sae.wEnc)
-    try file.write("\(group)/b_enc", shape: [sae.m], sae.bEnc)
-    try file.write("\(group)/W_dec", sae.wDec)
-    try file.write("\(group)/b_dec", shape: [sae.d], sae.bDec)
+    try writeTensors(file, sae.tensors) { "\(group)/\($0)" }
+}
+
+/// Writes an SAE's four tensors (parameters, gradients or a moment), each
+/// under `path(name)` with its file-format name and shape.
+public func writeTensors<T: JSAEScalar>(_ file: HDF5File, _ t: SAETensors<T>, path: (String) -> String) throws {
+    for name in SAETensors<T>.Name.allCases {
+        try file.write(path(name.rawValue), shape: t.shape(name), t[name])
+    }
+}
+
+/// Reads four tensors written by `writeTensors`, checking shapes and finiteness.
+func readTensors<T: JSAEScalar>(_ file: HDF5File, d: Int, m: Int, path: (String) -> String) throws -> SAETensors<T> {
+    var t = SAETensors<T>(d: d, m: m)
+    for name in SAETensors<T>.Name.allCases {
+        let dataset = path(name.rawValue)
+        let values: [T] = try file.readFloats(dataset, shape: t.shape(name).map { $0 }).data
+        try requireFinite(values, dataset, file)
+        t[name] = values
+    }
+    return t
 }
 
 func writeMLP<T: JSAEScalar>(_ file: HDF5File, _ mlp: MLP<T>) throws {

@@ -1,6 +1,7 @@
 import Foundation
 import JSAECore
 import JSAEIO
+import JSAERuns
 
 /// What `jsae reproduce` trains and evaluates.
 public struct ReproduceOptions: Sendable {
@@ -21,6 +22,8 @@ public struct ReproduceOptions: Sendable {
     /// Extra λ values trained on the pre-trained data for the sweep plot.
     public var lambdaSweep: [Double] = []
     public var topConnections = 8
+    /// Threads for the package's own loops; results do not depend on it.
+    public var threads = Parallel.onlineCores
     public init(pretrained: String, randomized: String, outDir: String) {
         self.pretrained = pretrained; self.randomized = randomized; self.outDir = outDir
     }
@@ -68,7 +71,7 @@ public func reproduce(_ o: ReproduceOptions, log: (String) -> Void) throws -> Re
     guard pre.d == rnd.d else { throw JSAEError(file: o.randomized, "has d = \(rnd.d) but \(o.pretrained) has d = \(pre.d)") }
     let d = pre.d, m = o.expansion * d
     guard o.k >= 1 && o.k <= m else { throw JSAEError("k = \(o.k) must be between 1 and m = \(m)") }
-    let lambda = o.lambda ?? 0.5 * Double(o.k * o.k) / Double(d)
+    let lambda = o.lambda ?? TrainConfig.paperLambda(k: o.k, d: d)
 
     // Split: the last heldOutFraction of the rows are evaluation only.
     var splits: [String: (train: String, held: String, reader: ActivationsReader, heldRange: Range<Int>)] = [:]
@@ -104,7 +107,7 @@ public func reproduce(_ o: ReproduceOptions, log: (String) -> Void) throws -> Re
         if fm.fileExists(atPath: runDir) { try fm.removeItem(atPath: runDir) }
         try fm.createDirectory(atPath: runDir, withIntermediateDirectories: true)
         var opts = TrainRunOptions(outDir: runDir)
-        opts.checkpointEvery = 0; opts.logEvery = max(1, o.steps / 4)
+        opts.checkpointEvery = 0; opts.logEvery = max(1, o.steps / 4); opts.threads = o.threads
         _ = try runTraining(state: &state, config: config,
                             stream: BatchStream<Float>(reader: reader, batch: o.batch, bufferBatches: 4, seed: o.seed),
                             provenance: .init(activationsFile: split.train, shuffleBufferTokens: 4 * o.batch),
@@ -160,7 +163,7 @@ func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Dou
     for point in EvaluationPoint.allCases {
         let path = o.outDir + "/forward/\(name).\(point.rawValue).h5"
         var fo = ForwardOptions()
-        fo.point = point; fo.lambda = lambda
+        fo.point = point; fo.lambda = lambda; fo.threads = o.threads
         try runForward(model: model, activations: reader, modelPath: o.outDir + "/runs/\(name)/model.h5",
                        outPath: path, options: fo)
         let f = try ForwardFile<Float>(path)
@@ -169,14 +172,17 @@ func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Dou
     // Reconstruction metrics at the true input (the output SAE's target is f(x)).
     let t = forwards[.trueInput]!
     let x: Matrix<Float> = try reader.x(0..<t.xHat.rows)
-    func l0(_ v: [Float], _ k: Int) -> Double { Double(v.filter { $0 > 0 }.count) / Double(v.count / k) }
-    func dead(_ idx: [Int], _ v: [Float], of m: Int) -> Int { m - Set(zip(idx, v).filter { $0.1 > 0 }.map(\.0)).count }
+    func l0(_ v: [Float]) -> Double { v.withUnsafeBufferPointer { meanL0(values: $0, tokens: t.xHat.rows) } }
+    // Dead over the held-out set: no activation in its one "step".
+    let tracker = DeadLatentTracker(mIn: model.saeIn.m, mOut: model.saeOut!.m, startStep: 0)
+    tracker.record(SparseCodes(indices: t.inIndices, values: t.inValues, k: t.k), output: false, step: 0)
+    tracker.record(SparseCodes(indices: t.outIndices!, values: t.outValues!, k: t.k), output: true, step: 0)
+    let dead = tracker.dead(atStep: 1, window: 1)
     let (lin, agree, n) = linearityAndAblation(model, x: x, forward: forwards[.reconstruction]!, o: o)
     return RunSummary(name: name, data: data, lambda: lambda, forwardFiles: files, shares: shares,
                       explainedVarianceIn: explainedVariance(x, t.xHat), explainedVarianceOut: explainedVariance(t.y!, t.yHat!),
-                      mseIn: t.mseIn, mseOut: t.mseOut ?? 0, l0In: l0(t.inValues, t.k), l0Out: l0(t.outValues!, t.k),
-                      deadIn: dead(t.inIndices, t.inValues, of: model.saeIn.m),
-                      deadOut: dead(t.outIndices!, t.outValues!, of: model.saeOut!.m),
+                      mseIn: t.mseIn, mseOut: t.mseOut ?? 0, l0In: l0(t.inValues), l0Out: l0(t.outValues!),
+                      deadIn: dead.input, deadOut: dead.output,
                       linearity: lin, ablationAgreement: agree, samples: n)
 }
 

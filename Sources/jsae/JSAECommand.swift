@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import JSAECore
 import JSAEIO
+import JSAERuns
 
 @main
 struct JSAECommand: ParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import JSAECore
 import JSAEReport
+import JSAECLIOptions
 
 struct ReproduceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,19 +19,18 @@ struct ReproduceCommand: ParsableCommand {
     @Option(help: "Activations of the randomised control (same text).") var randomized = "reproduce/sample/minilm-l3-randomized.h5"
     @Option(help: "Report folder.") var out = "jsae-report"
     @Flag(help: "Smaller SAEs, fewer steps and samples (under 2 minutes).") var quick = false
-    @Option(help: "Latents = expansion × d.") var expansion: Int?
-    @Option(help: "TopK.") var k: Int?
+    @OptionGroup var shape: SAEShapeOptions
+    @OptionGroup var threadOptions: ThreadOptions
+    @OptionGroup var seedOption: SeedOption
     @Option(help: "JSAE λ (default: the paper's rule 0.5·k²/d).") var lambda: Double?
-    @Option(help: "Tokens per step.") var batch: Int?
     @Option(help: "Steps per run.") var steps: Int?
     @Option(help: "Peak learning rate.") var lr: Double?
-    @Option(help: "Seed for initialisation, shuffling and sampling.") var seed: UInt64 = 0
     @Option(help: "Sampled connections per run for f_s linearity and ablation.") var samples: Int?
     @Option(help: "Comma-separated extra λ values trained on the pre-trained data for the sweep, e.g. 0.01,0.5,3.")
     var lambdaSweep: String?
 
     func validate() throws {
-        for (name, v) in [("expansion", expansion), ("k", k), ("batch", batch), ("steps", steps), ("samples", samples)] {
+        for (name, v) in [("steps", steps), ("samples", samples)] {
             if let v, v < 1 { throw ValidationError("--\(name) must be at least 1") }
         }
         if let lambda, !(lambda >= 0 && lambda.isFinite) { throw ValidationError("--lambda must be a finite number >= 0") }
@@ -43,13 +43,14 @@ struct ReproduceCommand: ParsableCommand {
         try reportingErrors {
             var o = ReproduceOptions(pretrained: pretrained, randomized: randomized, outDir: out)
             if quick { o.makeQuick() }
-            if let expansion { o.expansion = expansion }
-            if let k { o.k = k }
+            if let expansion = shape.expansion { o.expansion = expansion }
+            if let k = shape.k { o.k = k }
             o.lambda = lambda
-            if let batch { o.batch = batch }
+            if let batch = shape.batch { o.batch = batch }
             if let steps { o.steps = steps }
             if let lr { o.lr = lr }
-            o.seed = seed
+            o.seed = seedOption.seed
+            o.threads = threadOptions.apply()
             if let samples { o.samples = samples }
             o.lambdaSweep = lambdaSweep?.split(separator: ",").compactMap { Double($0) } ?? []
             let start = Date()

@@ -3,6 +3,8 @@ import Dispatch
 import Foundation
 import JSAECore
 import JSAEIO
+import JSAERuns
+import JSAECLIOptions
 
 /// Set from a signal source on another queue; read between training steps.
 final class StopFlag: @unchecked Sendable {
@@ -34,11 +36,11 @@ struct Train: ParsableCommand, PrecisionCommand {
     @Option(help: "Continue the run whose checkpoints are in this folder.")
     var resume: String?
 
-    @Option(help: "Latents per SAE = expansion × d.") var expansion: Int = 32
-    @Option(help: "TopK.") var k: Int = 32
+    @OptionGroup var shape: SAEShapeOptions
+    @OptionGroup var threadOptions: ThreadOptions
+    @OptionGroup var seedOption: SeedOption
     @Option(help: "Jacobian penalty λ (0 = traditional SAE pair). Default: the paper's rule 0.5·k²/d.") var lambda: Double?
     @Flag(help: "Train one SAE on x (no output SAE, no Jacobian term).") var single = false
-    @Option(help: "Tokens per optimizer step.") var batch: Int = 4096
     @Option(help: "Total tokens (rounded up to whole steps).") var tokens: Int?
     @Option(help: "Total optimizer steps (default: one pass over the activations).") var steps: Int?
     @Option(help: "Peak learning rate.") var lr: Double = 5e-4
@@ -46,7 +48,6 @@ struct Train: ParsableCommand, PrecisionCommand {
     @Option(help: "LR linear-decay fraction of steps (at the end).") var lrDecay: Double = 0.2
     @Option(help: "λ warm-up fraction of steps.") var lambdaWarmup: Double = 0.05
     @Option(help: "Global gradient-norm clip.") var clipNorm: Double = 1.0
-    @Option(help: "Seed for initialisation and shuffling.") var seed: UInt64 = 0
     @Option(help: "Where the reported Jacobian sparsity is measured (the objective is always at the true input).")
     var evaluationPoint: EvaluationPoint = .trueInput
     @Option(help: "Train in float (paper: fp32 parameters) or double.") var precision: Precision = .float
@@ -55,8 +56,11 @@ struct Train: ParsableCommand, PrecisionCommand {
     @Option(help: "Window (steps) for counting dead latents.") var deadWindow: Int = 1000
     @Option(help: "Batches held in the shuffling buffer.") var bufferBatches: Int = 16
     @Option(help: "Tokens per Jacobian chunk.") var jacobianChunk: Int = defaultJacobianChunk
-    @Option(help: "Threads for OpenBLAS and the package's own loops (default: all cores). Results do not depend on it.")
-    var threads: Int?
+
+    var expansion: Int { shape.expansion ?? 32 }
+    var k: Int { shape.k ?? 32 }
+    var batch: Int { shape.batch ?? 4096 }
+    var seed: UInt64 { seedOption.seed }
 
     func validate() throws {
         if resume == nil {
@@ -64,13 +68,9 @@ struct Train: ParsableCommand, PrecisionCommand {
             guard out != nil else { throw ValidationError("--out DIR is required (or --resume DIR)") }
         }
         guard tokens == nil || steps == nil else { throw ValidationError("give --tokens or --steps, not both") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
-    func run() throws {
-        if let threads { BLASThreads.set(threads); Parallel.threads = threads }
-        try runInPrecision()
-    }
+    func run() throws { try runInPrecision() }
 
     func run<T: JSAEScalar>(_: T.Type) throws {
         var state: TrainState<T>
@@ -97,6 +97,7 @@ struct Train: ParsableCommand, PrecisionCommand {
         }
         let stream = BatchStream<T>(reader: reader, batch: config.batch, bufferBatches: bufferBatches, seed: config.seed)
         var options = TrainRunOptions(outDir: dir)
+        options.threads = threadOptions.apply()
         options.checkpointEvery = checkpointEvery
         options.logEvery = logEvery
         options.deadWindow = deadWindow
@@ -148,7 +149,7 @@ struct Train: ParsableCommand, PrecisionCommand {
             throw JSAEError(file: reader.path, "has no /mlp and no --model was given: a JSAE pair needs the MLP (or use --single)")
         }
         var c = TrainConfig()
-        c.lr = lr; c.lambda = single ? 0 : (lambda ?? 0.5 * Double(k * k) / Double(d))
+        c.lr = lr; c.lambda = single ? 0 : (lambda ?? TrainConfig.paperLambda(k: k, d: d))
         c.lrWarmupFraction = lrWarmup; c.lrDecayFraction = lrDecay; c.lambdaWarmupFraction = lambdaWarmup
         c.batch = batch; c.clipNorm = clipNorm; c.seed = seed; c.evaluationPoint = evaluationPoint
         c.single = single; c.jacobianChunk = jacobianChunk

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import JSAEIO
-import JSAETestSupport
+import _JSAETestSupport
 
 /// Functional checks of jsae-bench on a tiny shape: what it reports and how
 /// it derives it. Nothing here is timed or compared with a speed.

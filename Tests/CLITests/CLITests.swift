@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import JSAECore
 import JSAEIO
-import JSAETestSupport
+import _JSAETestSupport
 
 /// The built `jsae` executable: it sits beside the test bundle in the build
 /// products folder (the test target depends on it, so `swift test` builds it).

@@ -3,7 +3,7 @@ import Testing
 import JSAECore
 import JSAEIO
 import JSAEReport
-import JSAETestSupport
+import _JSAETestSupport
 
 @Suite("jsae reproduce")
 struct ReproduceCLITests {

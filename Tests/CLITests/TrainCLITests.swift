@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import JSAECore
 import JSAEIO
-import JSAETestSupport
+import _JSAETestSupport
 
 /// 48 tokens of d = 6 with a gelu MLP inside the activations file.
 func trainData(_ dir: String, rows: Int = 48, bad: Bool = false) throws -> String {

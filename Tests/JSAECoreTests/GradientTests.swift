@@ -1,6 +1,6 @@
 import Testing
 import JSAECore
-import JSAETestSupport
+import _JSAETestSupport
 
 /// The training loss with K1 and K2 frozen, in plain loops (no BLAS, no
 /// wd1/w2e): the function whose central differences the analytic gradient
@@ -36,33 +36,34 @@ func frozenLoss(_ model: JSAEModel<Double>, x: Matrix<Double>, k1: [Int], k2: [I
 
 /// Every tensor of a pair, as "group/name".
 var modelTensors: [String] {
-    ["sae_in", "sae_out"].flatMap { g in TopKSAE<Double>.parameterPaths.map { "\(g)/\($0.name)" } }
+    ["sae_in", "sae_out"].flatMap { g in SAETensors<Double>.Name.allCases.map { "\(g)/\($0.rawValue)" } }
+}
+
+/// The group ("sae_in" or "sae_out") and tensor of "group/name".
+func split(_ name: String) -> (input: Bool, tensor: SAETensors<Double>.Name) {
+    let parts = name.split(separator: "/")
+    return (parts[0] == "sae_in", SAETensors<Double>.Name(rawValue: String(parts[1]))!)
 }
 
 /// Flat values of one tensor of the model.
 func tensor(_ m: JSAEModel<Double>, _ name: String) -> [Double] {
-    let parts = name.split(separator: "/")
-    let p = TopKSAE<Double>.parameterPaths.first { $0.name == parts[1] }!.path
-    return parts[0] == "sae_in" ? m.saeIn[keyPath: p] : m.saeOut![keyPath: p]
+    let (input, t) = split(name)
+    return input ? m.saeIn.tensors[t] : m.saeOut!.tensors[t]
 }
 
 /// The model with `delta` added to one tensor.
 func perturbed(_ m: JSAEModel<Double>, _ name: String, _ delta: [Double]) -> JSAEModel<Double> {
-    let parts = name.split(separator: "/")
-    let p = TopKSAE<Double>.parameterPaths.first { $0.name == parts[1] }!.path
+    let (input, t) = split(name)
     var out = m
-    if parts[0] == "sae_in" {
-        for i in delta.indices { out.saeIn[keyPath: p][i] += delta[i] }
-    } else {
-        for i in delta.indices { out.saeOut![keyPath: p][i] += delta[i] }
-    }
+    var values = tensor(m, name)
+    for i in delta.indices { values[i] += delta[i] }
+    if input { out.saeIn.tensors[t] = values } else { out.saeOut!.tensors[t] = values }
     return out
 }
 
 func gradient(_ g: PairGradients<Double>, _ name: String) -> [Double] {
-    let parts = name.split(separator: "/")
-    let t = parts[0] == "sae_in" ? g.saeIn : g.saeOut!
-    return t[keyPath: SAETensors<Double>.paths.first { $0.name == parts[1] }!.path]
+    let (input, t) = split(name)
+    return input ? g.saeIn[t] : g.saeOut![t]
 }
 
 @Suite("Gradients")

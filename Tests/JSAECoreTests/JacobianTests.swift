@@ -1,6 +1,6 @@
 import Testing
 import JSAECore
-import JSAETestSupport
+import _JSAETestSupport
 
 /// Central-difference Jacobian of the output SAE's pre-activations on K2 with
 /// respect to the input latents on K1, with K1 and K2 frozen, computed with

@@ -1,6 +1,6 @@
 import Testing
 import JSAECore
-import JSAETestSupport
+import _JSAETestSupport
 
 @Suite("Training recipe")
 struct TrainingTests {

@@ -2,15 +2,13 @@ import Foundation
 import Testing
 import JSAECore
 import JSAEIO
-import JSAETestSupport
+import JSAERuns
+import _JSAETestSupport
 
-/// Must equal GOLDEN_VERSION in golden/generate.py.
-let goldenVersion = 2
-let goldenCases = ["basic", "tanh_k1", "k_eq_m", "ties"]
+let goldenVersion = Golden.version
+let goldenCases = Golden.cases
 
-func goldenPath(_ c: String, _ file: String) throws -> String {
-    try Golden.path(root: packageRoot, case: c, file: file, expectedVersion: goldenVersion)
-}
+func goldenPath(_ c: String, _ file: String) throws -> String { try Golden.path(c, file) }
 
 @Suite("Golden files from the PyTorch reference")
 struct GoldenTests {
@@ -76,7 +74,7 @@ struct GoldenTests {
     @Test("A missing golden file fails with a one-line hint naming the script")
     func missingHint() {
         do {
-            _ = try Golden.path(root: packageRoot, case: "no-such-case", file: "model.h5", expectedVersion: goldenVersion)
+            _ = try Golden.path("no-such-case", "model.h5")
             Issue.record("expected an error")
         } catch {
             let s = "\(error)"
@@ -92,7 +90,7 @@ struct GoldenTests {
         try f.setAttribute("golden_version", .int(goldenVersion - 1))
         f.close()
         do {
-            _ = try Golden.path(root: root, case: "old", file: "model.h5", expectedVersion: goldenVersion)
+            _ = try Golden.path("old", "model.h5", root: root)
             Issue.record("expected an error")
         } catch {
             let s = "\(error)"

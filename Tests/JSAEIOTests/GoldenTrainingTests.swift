@@ -2,44 +2,7 @@ import Foundation
 import Testing
 import JSAECore
 import JSAEIO
-import JSAETestSupport
-
-/// The golden 20-step run: initial model, data, configuration, and what
-/// PyTorch produced at every step and at the end.
-struct GoldenRun {
-    var initial: JSAEModel<Double>
-    var x: Matrix<Double>
-    var config: TrainConfig
-    var curve: [String: [Double]]
-    var final: (state: TrainState<Double>, config: TrainConfig, provenance: CheckpointFile.Provenance)
-
-    init() throws {
-        let acts = try HDF5File.open(try goldenPath("train", "activations.h5"))
-        initial = try ModelFile.read(try goldenPath("train", "initial.h5"))
-        x = try acts.readMatrix("/x")
-        let finalPath = try goldenPath("train", "final.h5")
-        final = try CheckpointFile.read(finalPath)
-        config = final.config
-        let f = try HDF5File.open(finalPath)
-        curve = [:]
-        for key in ["loss", "mse_in", "mse_out", "jacobian_l1", "lr", "lambda", "grad_norm"] {
-            curve[key] = try f.readVector("/golden/curve/\(key)")
-        }
-    }
-
-    /// Runs the Swift trainer over the same batches, in order.
-    func run<T: JSAEScalar>(_: T.Type) throws -> (state: TrainState<T>, reports: [StepReport]) {
-        let model = initial.converted(to: T.self)
-        var state = TrainState(model: model, adamIn: AdamMoments(d: model.d, dLatent: model.saeIn.m),
-                               adamOut: AdamMoments(d: model.d, dLatent: model.saeOut!.m), step: 0)
-        var reports: [StepReport] = []
-        let B = config.batch
-        for t in 0..<config.totalSteps {
-            reports.append(try state.step(x.rows((t * B)..<((t + 1) * B)).converted(to: T.self), config: config))
-        }
-        return (state, reports)
-    }
-}
+import _JSAETestSupport
 
 @Suite("Golden gradients and training run (PyTorch autograd)")
 struct GoldenTrainingTests {
@@ -52,9 +15,9 @@ struct GoldenTrainingTests {
         let x: Matrix<T> = try acts.x(0..<acts.tokens)
         let pass = model.lossAndGradients(x, lambda: lambda, chunk: 2)
         for (group, g) in [("sae_in", pass.gradients.saeIn), ("sae_out", pass.gradients.saeOut!)] {
-            for (name, p) in SAETensors<T>.paths {
-                let want: [Double] = try f.readFloats("/grad/\(group)/\(name)").data
-                let r = closeness(g[keyPath: p], want, rtol: rtol, atol: atol)
+            for name in SAETensors<T>.Name.allCases {
+                let want: [Double] = try f.readFloats("/grad/\(group)/\(name.rawValue)").data
+                let r = closeness(g[name], want, rtol: rtol, atol: atol)
                 #expect(r.ratio <= 1, "\(c) \(T.precisionName) /grad/\(group)/\(name)[\(r.index)]: \(r.a) vs golden \(r.b)")
             }
         }
@@ -102,8 +65,8 @@ struct GoldenTrainingTests {
             ("optimizer/sae_out/m", state.adamOut!.m, want.adamOut!.m), ("optimizer/sae_out/v", state.adamOut!.v, want.adamOut!.v),
         ]
         for (group, a, b) in pairs {
-            for (i, (name, p)) in SAETensors<T>.paths.enumerated() {
-                let r = closeness(a[keyPath: p], b[keyPath: SAETensors<Double>.paths[i].path], rtol: paramTol.0, atol: paramTol.1)
+            for name in SAETensors<T>.Name.allCases {
+                let r = closeness(a[name], b[SAETensors<Double>.Name(rawValue: name.rawValue)!], rtol: paramTol.0, atol: paramTol.1)
                 #expect(r.ratio <= 1, "\(T.precisionName) final \(group)/\(name)[\(r.index)]: \(r.a) vs golden \(r.b)")
             }
         }

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import JSAECore
 import JSAEIO
-import JSAETestSupport
+import _JSAETestSupport
 
 @Suite("HDF5 I/O")
 struct HDF5Tests {

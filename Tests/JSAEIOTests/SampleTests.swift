@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import JSAECore
 import JSAEIO
-import JSAETestSupport
+import _JSAETestSupport
 
 /// The committed real sample (reproduce/sample): all-MiniLM-L6-v2 layer 3 on
 /// Debian fortunes (English and German), pre-trained and randomised, written

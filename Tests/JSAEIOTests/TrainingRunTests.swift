@@ -2,7 +2,8 @@ import Foundation
 import Testing
 import JSAECore
 import JSAEIO
-import JSAETestSupport
+import JSAERuns
+import _JSAETestSupport
 
 /// A small pair, its activations file (with /mlp) and a configuration whose
 /// 20 steps cross several buffer refills and an epoch boundary.

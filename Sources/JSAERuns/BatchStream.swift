@@ -1,5 +1,6 @@
 import Foundation
 import JSAECore
+import JSAEIO
 
 /// Training batches streamed from an `activations` file through a shuffling
 /// buffer, as SAELens does, so T may exceed memory.

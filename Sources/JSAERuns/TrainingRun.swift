@@ -1,5 +1,6 @@
 import Foundation
 import JSAECore
+import JSAEIO
 
 /// How a run is driven: where it writes, how often it checkpoints and logs.
 public struct TrainRunOptions: Sendable {
@@ -11,6 +12,8 @@ public struct TrainRunOptions: Sendable {
     /// one is safely in place); at least 2, so a damaged latest file still
     /// leaves one to fall back on by hand.
     public var keepCheckpoints = 2
+    /// Threads for the package's own loops; results do not depend on it.
+    public var threads = Parallel.onlineCores
     public init(outDir: String) { self.outDir = outDir }
 }
 
@@ -39,7 +42,9 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
                                        log: (String) -> Void = { _ in }) throws -> RunOutcome {
     try config.validate()
     let dir = options.outDir
-    var tracker = DeadLatentTracker(mIn: state.model.saeIn.m, mOut: state.model.saeOut?.m ?? 0, startStep: state.step)
+    let tracker = DeadLatentTracker(mIn: state.model.saeIn.m, mOut: state.model.saeOut?.m ?? 0, startStep: state.step)
+    // Every step's scratch, allocated once for the whole run.
+    let workspace = state.workspace(config: config, threads: options.threads)
     var windowStart = Date(), windowTokens = 0
 
     func checkpoint() throws -> String {
@@ -59,9 +64,7 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
         let logNow = options.logEvery > 0 && ((t + 1) % options.logEvery == 0 || t + 1 == config.totalSteps)
         let report: StepReport
         do {
-            report = try state.step(x, yTarget: y, config: config, wantJacobianShares: logNow) { cin, cout in
-                tracker.record(cin, cout, step: t)
-            }
+            report = try state.step(x, yTarget: y, config: config, workspace: workspace, report: logNow, deadLatents: tracker)
         } catch let e as TrainingError {
             let last = CheckpointFile.latest(in: dir).map { "last good checkpoint: \($0)" } ?? "no checkpoint was written yet"
             throw TrainingDiverged(description: "\(e.description); \(last)")
@@ -85,9 +88,7 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
 }
 
 func prune(_ dir: String, keep: Int) {
-    guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
-    let cps = names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".h5") }.sorted()
-    for name in cps.dropLast(keep) { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
+    for path in CheckpointFile.list(in: dir).dropLast(keep) { try? FileManager.default.removeItem(atPath: path) }
 }
 
 func progressLine(_ r: StepReport, total: Int, tokensPerSecond: Double, dead: (input: Int, output: Int), pair: Bool) -> String {

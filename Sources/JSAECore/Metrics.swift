@@ -1,0 +1,192 @@
+/// Metrics (docs/jsae-spec.md, "Metrics"), used by training and by the
+/// reproduction report alike: explained variance, L0, dead latents, the
+/// shares of |J| above the paper's thresholds, and the per-connection
+/// analyses of f_s (linearity, ablation).
+
+/// Per-batch quality metrics of a training step.
+public struct BatchMetrics: Sendable {
+    public var explainedVarianceIn = 0.0
+    public var explainedVarianceOut: Double?
+    public var l0In = 0.0
+    public var l0Out: Double?
+    /// Share of |J| entries above 0.005, 0.01, 0.015, 0.02 (at the configured point).
+    public var jacobianShares: SIMD4<Double>?
+}
+
+/// Mean over tokens of 1 − ‖a − â‖² / ‖a − mean_batch(a)‖².
+/// - a, aHat: [B, d]
+public func explainedVariance<T: JSAEScalar>(_ a: Matrix<T>, _ aHat: Matrix<T>) -> Double {
+    precondition(a.rows == aHat.rows && a.cols == aHat.cols)
+    return a.data.withUnsafeBufferPointer { pa in
+        aHat.data.withUnsafeBufferPointer { ph in explainedVariance(pa.baseAddress!, ph.baseAddress!, tokens: a.rows, d: a.cols) }
+    }
+}
+
+/// The same on raw rows; the per-feature mean is accumulated in `d` Doubles
+/// on the stack, so a training step allocates nothing here.
+func explainedVariance<T: JSAEScalar>(_ a: UnsafePointer<T>, _ aHat: UnsafePointer<T>, tokens B: Int, d: Int) -> Double {
+    withUnsafeTemporaryAllocation(of: Double.self, capacity: max(d, 1)) { mean in
+        for c in 0..<d { mean[c] = 0 }
+        for b in 0..<B { for c in 0..<d { mean[c] += Double(a[b * d + c]) } }
+        for c in 0..<d { mean[c] /= Double(max(B, 1)) }
+        var total = 0.0
+        for b in 0..<B {
+            var err = 0.0, v = 0.0
+            for c in 0..<d {
+                let e = Double(a[b * d + c] - aHat[b * d + c]); err += e * e
+                let u = Double(a[b * d + c]) - mean[c]; v += u * u
+            }
+            total += v > 0 ? 1 - err / v : 0
+        }
+        return total / Double(max(B, 1))
+    }
+}
+
+/// Mean number of non-zero latent values per token (L0 ≤ k).
+/// - values: [tokens, k] post-ReLU values
+public func meanL0<T: JSAEScalar>(values: UnsafeBufferPointer<T>, tokens: Int) -> Double {
+    var n = 0
+    for v in values where v > 0 { n += 1 }
+    return Double(n) / Double(max(tokens, 1))
+}
+
+/// Latents that have not fired (value > 0) within a window of steps. The
+/// report counts latents dead over a whole evaluation with one `record`.
+public final class DeadLatentTracker: @unchecked Sendable {
+    // @unchecked: owned by one run, never shared between threads.
+    public private(set) var lastActiveIn: [Int]
+    public private(set) var lastActiveOut: [Int]
+    public init(mIn: Int, mOut: Int, startStep: Int) {
+        lastActiveIn = [Int](repeating: startStep, count: mIn)
+        lastActiveOut = [Int](repeating: startStep, count: mOut)
+    }
+    /// Marks the latents active in these codes ([tokens, k] indices and values) at `step`.
+    public func record<T: JSAEScalar>(indices: UnsafeBufferPointer<Int>, values: UnsafeBufferPointer<T>, output: Bool, step: Int) {
+        for (i, v) in zip(indices, values) where v > 0 {
+            if output { lastActiveOut[i] = step + 1 } else { lastActiveIn[i] = step + 1 }
+        }
+    }
+    public func record<T: JSAEScalar>(_ codes: SparseCodes<T>, output: Bool, step: Int) {
+        codes.indices.withUnsafeBufferPointer { i in codes.values.withUnsafeBufferPointer { record(indices: i, values: $0, output: output, step: step) } }
+    }
+    /// Counts of latents with no activation in the last `window` steps
+    /// before `step` (a fresh tracker reports none until `window` steps pass).
+    public func dead(atStep step: Int, window: Int) -> (input: Int, output: Int) {
+        (lastActiveIn.filter { step - $0 >= window }.count, lastActiveOut.filter { step - $0 >= window }.count)
+    }
+}
+
+/// Share of the entries of J (any number of tokens) with |J| > t, for each t
+/// of `JacobianStats.thresholds`.
+public func jacobianShares<T: JSAEScalar>(_ J: [T]) -> [Double] {
+    JacobianStats.thresholds.map { t in Double(J.reduce(0) { $0 + (Double(abs($1)) > t ? 1 : 0) }) / Double(max(J.count, 1)) }
+}
+
+extension JSAEModel {
+    /// EV and L0 of both SAEs on the batch in `ws`; records active latents.
+    func batchMetrics(_ ws: Workspace<T>, deadLatents: DeadLatentTracker?, step: Int) -> BatchMetrics {
+        let B = ws.tokens, k = self.k
+        var m = BatchMetrics()
+        m.explainedVarianceIn = explainedVariance(ws.x.p, ws.xHat.p, tokens: B, d: d)
+        let inIdx = UnsafeBufferPointer(start: ws.codesIn.indices.p, count: B * k)
+        let inVal = UnsafeBufferPointer(start: ws.codesIn.values.p, count: B * k)
+        m.l0In = meanL0(values: inVal, tokens: B)
+        deadLatents?.record(indices: inIdx, values: inVal, output: false, step: step)
+        guard saeOut != nil && mlp != nil else { return m }
+        m.explainedVarianceOut = explainedVariance(ws.outputTarget, ws.yHat.p, tokens: B, d: d)
+        let outVal = UnsafeBufferPointer(start: ws.codesOut.values.p, count: B * k)
+        m.l0Out = meanL0(values: outVal, tokens: B)
+        deadLatents?.record(indices: UnsafeBufferPointer(start: ws.codesOut.indices.p, count: B * k), values: outVal, output: true, step: step)
+        return m
+    }
+}
+
+// MARK: f_s per connection: linearity and ablation
+
+
+/// How an output latent responds as one input latent varies.
+public enum ResponseShape: String, Sendable, CaseIterable {
+    /// Least-squares residuals all below the tolerance.
+    case linear
+    /// A stretch of exact zeros touching one end of the range, linear elsewhere.
+    case jumpReLU = "JumpReLU"
+    case other
+}
+
+/// Classifies a response curve `values` over `grid`.
+/// - tolerance: the spec's 1e-2 on least-squares residuals
+public func classifyResponse(grid: [Double], values: [Double], tolerance: Double = 1e-2) -> ResponseShape {
+    precondition(grid.count == values.count && grid.count >= 2)
+    if isLinear(grid[...], values[...], tolerance) { return .linear }
+    let n = values.count
+    let leading = values.prefix { $0 == 0 }.count, trailing = values.reversed().prefix { $0 == 0 }.count
+    // A zero stretch at one end, and the remaining non-zero part a line.
+    if leading > 0 && leading < n - 1 && isLinear(grid[leading...], values[leading...], tolerance) { return .jumpReLU }
+    if trailing > 0 && trailing < n - 1 && isLinear(grid[..<(n - trailing)], values[..<(n - trailing)], tolerance) { return .jumpReLU }
+    return .other
+}
+
+func isLinear(_ x: ArraySlice<Double>, _ y: ArraySlice<Double>, _ tol: Double) -> Bool {
+    let n = Double(x.count)
+    let mx = x.reduce(0, +) / n, my = y.reduce(0, +) / n
+    var sxx = 0.0, sxy = 0.0
+    for (a, b) in zip(x, y) { sxx += (a - mx) * (a - mx); sxy += (a - mx) * (b - my) }
+    let slope = sxx > 0 ? sxy / sxx : 0
+    return zip(x, y).allSatisfy { abs($1 - (my + slope * ($0 - mx))) < tol }
+}
+
+extension JSAEModel {
+    /// The MLP input for one token at the evaluation point, and its codes:
+    /// x for `trueInput`, x̂ = d_x(τ_k(e_x(x))) for `reconstruction`.
+    func basePoint(_ x: [T], point: EvaluationPoint) -> (base: [T], codesIn: SparseCodes<T>) {
+        let xm = Matrix(rows: 1, cols: d, data: x)
+        let codes = saeIn.encode(xm)
+        return (point == .trueInput ? x : saeIn.decode(codes).data, codes)
+    }
+
+    /// Output latent `i`'s value (post-TopK, post-ReLU; 0 when not selected)
+    /// for each row of the MLP inputs `inputs` [n, d].
+    func outputLatent(_ inputs: Matrix<T>, _ i: Int) -> [T] {
+        let codes = saeOut!.encode(mlp!.forward(inputs).y)
+        return (0..<inputs.rows).map { r in
+            let slots = (r * codes.k)..<((r + 1) * codes.k)
+            return slots.first { codes.indices[$0] == i }.map { codes.values[$0] } ?? 0
+        }
+    }
+
+    /// f_s along one input latent: s_j takes every value of `grid` while the
+    /// MLP input moves along W_dec_x[j] from the evaluation point (the other
+    /// latents and, for trueInput, the SAE error held fixed); output latent
+    /// `i` is read through the output SAE's full TopK at every point.
+    /// The spec's grid is linspace(0, max(5, s_j + 1), 100).
+    /// - x: one token [d]; j: an active input latent; i: an output latent
+    public func response(token x: [T], inputLatent j: Int, outputLatent i: Int, grid: [Double]? = nil,
+                         point: EvaluationPoint = .reconstruction) -> (grid: [Double], values: [Double]) {
+        precondition(saeOut != nil && mlp != nil, "response needs the output SAE and the MLP")
+        let (base, codes) = basePoint(x, point: point)
+        let sj = Double(zip(codes.indices, codes.values).first { $0.0 == j }?.1 ?? 0)
+        let g = grid ?? (0..<100).map { Double($0) * max(5, sj + 1) / 99 }
+        var inputs = Matrix<T>(rows: g.count, cols: d)
+        let row = saeIn.decoderRow(j)
+        for (r, s) in g.enumerated() {
+            for c in 0..<d { inputs[r, c] = base[c] + T(s - sj) * row[c] }
+        }
+        return (g, outputLatent(inputs, i).map { Double($0) })
+    }
+
+    /// The ablation check: remove one unit of input latent j (MLP input minus
+    /// W_dec_x[j]) and compare output latent i's change Δ through the full
+    /// TopK with the Jacobian's prediction −J_ij: agreement when |J_ij + Δ| < 0.1.
+    /// - returns Δ and whether it agrees with `jacobianEntry`
+    public func ablation(token x: [T], inputLatent j: Int, outputLatent i: Int, jacobianEntry: Double,
+                         point: EvaluationPoint = .reconstruction, threshold: Double = 0.1) -> (delta: Double, agrees: Bool) {
+        precondition(saeOut != nil && mlp != nil, "ablation needs the output SAE and the MLP")
+        let (base, _) = basePoint(x, point: point)
+        var inputs = Matrix<T>(rows: 2, cols: d)
+        let row = saeIn.decoderRow(j)
+        for c in 0..<d { inputs[0, c] = base[c]; inputs[1, c] = base[c] - row[c] }
+        let v = outputLatent(inputs, i).map { Double($0) }
+        let delta = v[1] - v[0]
+        return (delta, abs(jacobianEntry + delta) < threshold)
+    }
+}

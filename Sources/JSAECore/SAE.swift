@@ -1,0 +1,186 @@
+/// A TopK sparse autoencoder, exactly as the JSAE reference code defines it
+/// (docs/jsae-spec.md, "Forward pass"):
+///
+///     h = x @ W_enc + b_enc;  K = topk(h);  s[K] = relu(h[K]);  x̂ = s @ W_dec + b_dec
+///
+/// TopK runs on the raw pre-activations (no b_dec subtraction, no input
+/// scaling) and the ReLU comes after the selection.
+/// - W_enc: [d, m], b_enc: [m], W_dec: [m, d], b_dec: [d]
+public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
+    /// The four tensors, one allocation (see `SAETensors`).
+    public var tensors: SAETensors<T>
+    public var k: Int
+
+    public var d: Int { tensors.d }
+    public var m: Int { tensors.m }
+
+    /// Checks every shape against `W_enc` and 1 <= k <= m.
+    public init(wEnc: Matrix<T>, bEnc: [T], wDec: Matrix<T>, bDec: [T], k: Int) throws {
+        let d = wEnc.rows, m = wEnc.cols
+        guard bEnc.count == m else { throw JSAEError("b_enc has \(bEnc.count) entries, expected m = \(m) (from W_enc [\(d), \(m)])") }
+        guard wDec.rows == m && wDec.cols == d else { throw JSAEError("W_dec has shape [\(wDec.rows), \(wDec.cols)], expected [\(m), \(d)] (from W_enc [\(d), \(m)])") }
+        guard bDec.count == d else { throw JSAEError("b_dec has \(bDec.count) entries, expected d = \(d)") }
+        var t = SAETensors<T>(d: d, m: m)
+        t.wEnc = wEnc; t.bEnc = bEnc; t.wDec = wDec; t.bDec = bDec
+        try self.init(tensors: t, k: k)
+    }
+
+    public init(tensors: SAETensors<T>, k: Int) throws {
+        guard k >= 1 else { throw JSAEError("k = \(k) must be at least 1") }
+        guard k <= tensors.m else { throw JSAEError("k = \(k) exceeds the number of latents m = \(tensors.m)") }
+        self.tensors = tensors; self.k = k
+    }
+
+    public var wEnc: Matrix<T> { get { tensors.wEnc } set { tensors.wEnc = newValue } }
+    public var bEnc: [T] { get { tensors.bEnc } set { tensors.bEnc = newValue } }
+    public var wDec: Matrix<T> { get { tensors.wDec } set { tensors.wDec = newValue } }
+    public var bDec: [T] { get { tensors.bDec } set { tensors.bDec = newValue } }
+
+    /// Row i of W_dec, [d].
+    public func decoderRow(_ i: Int) -> [T] { Array(UnsafeBufferPointer(start: tensors.pointer(.wDec) + i * d, count: d)) }
+
+    public func converted<U: JSAEScalar>(to: U.Type = U.self) -> TopKSAE<U> {
+        // k was checked when self was made.
+        try! TopKSAE<U>(tensors: tensors.converted(), k: k)
+    }
+
+    /// TopK codes of each token of x [B, d] (allocates; training uses `encode(into:)`).
+    public func encode(_ x: Matrix<T>, threads: Int = Parallel.onlineCores) -> SparseCodes<T> {
+        precondition(x.cols == d, "encode: x has \(x.cols) columns, SAE has d = \(d)")
+        let codes = CodesBuffer<T>(tokens: x.rows, k: k)
+        let scratch = Buffer<T>(min(encodeChunkTokens, max(x.rows, 1)) * m)
+        x.data.withUnsafeBufferPointer { encode(into: codes, x: $0.baseAddress!, tokens: x.rows, scratch: scratch.p, threads: threads) }
+        return codes.codes(x.rows)
+    }
+
+    /// x̂ = s @ W_dec + b_dec from sparse codes, [B, d] (allocates).
+    public func decode(_ codes: SparseCodes<T>, threads: Int = Parallel.onlineCores) -> Matrix<T> {
+        var out = Matrix<T>(rows: codes.tokens, cols: d)
+        codes.indices.withUnsafeBufferPointer { idx in
+            codes.values.withUnsafeBufferPointer { val in
+                out.data.withUnsafeMutableBufferPointer { o in
+                    sparseDecode(out: o.baseAddress!, indices: idx.baseAddress!, values: val.baseAddress!,
+                                 wDec: tensors.pointer(.wDec), bDec: tensors.pointer(.bDec),
+                                 tokens: codes.tokens, d: d, k: codes.k, threads: threads)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Encoder gemm then TopK, chunk by chunk so the dense [B, m]
+    /// pre-activations never exist whole (`scratch`: [min(B, 1024), m]).
+    func encode(into codes: CodesBuffer<T>, x: UnsafePointer<T>, tokens B: Int, scratch h: UnsafeMutablePointer<T>,
+                threads: Int, timer: PhaseTimer? = nil) {
+        let chunk = min(encodeChunkTokens, max(B, 1))
+        for start in stride(from: 0, to: B, by: chunk) {
+            let n = min(chunk, B - start)
+            timed(timer, .encoderGemm) {
+                encoderPreactivations(out: h, x: x + start * d, wEnc: tensors.pointer(.wEnc), bEnc: tensors.pointer(.bEnc),
+                                      tokens: n, d: d, m: m)
+            }
+            timed(timer, .topK) { selectTopK(codes, at: start, h: h, tokens: n, m: m, k: k, threads: threads) }
+        }
+    }
+}
+
+// MARK: Kernels (outputs, inputs, sizes)
+
+/// h = x @ W_enc + b_enc: the bias broadcast, then one gemm with beta = 1.
+/// - out: [n, m]; x: [n, d]; wEnc: [d, m]; bEnc: [m]
+func encoderPreactivations<T: JSAEScalar>(out h: UnsafeMutablePointer<T>, x: UnsafePointer<T>,
+                                          wEnc: UnsafePointer<T>, bEnc: UnsafePointer<T>, tokens n: Int, d: Int, m: Int) {
+    for r in 0..<n { (h + r * m).update(from: bEnc, count: m) }
+    T.gemm(transA: false, transB: false, m: n, n: m, k: d, alpha: 1, a: x, lda: d, b: wEnc, ldb: m, beta: 1, c: h, ldc: m)
+}
+
+/// TopK of n rows of h into token rows at..<at+n of `codes`; values = ReLU(preacts).
+func selectTopK<T: JSAEScalar>(_ codes: CodesBuffer<T>, at: Int, h: UnsafePointer<T>, tokens n: Int, m: Int, k: Int, threads: Int) {
+    let idx = SharedPointer(codes.indices.p), pre = SharedPointer(codes.preacts.p), val = SharedPointer(codes.values.p)
+    Parallel.forRanges(n, threads: threads) { _, rows in
+        for r in rows {
+            let b = at + r
+            topKRow(h + r * m, m: m, k: k, outIndices: idx.p + b * k, outValues: pre.p + b * k)
+            for j in 0..<k { let v = pre.p[b * k + j]; val.p[b * k + j] = v > 0 ? v : 0 }
+        }
+    }
+}
+
+/// x̂[b] = b_dec + Σ_j s[b, j] · W_dec[K[b, j]]: O(B·k·d), tokens split across threads.
+/// - out: [B, d]; indices, values: [B, k]; wDec: [m, d]; bDec: [d]
+func sparseDecode<T: JSAEScalar>(out: UnsafeMutablePointer<T>, indices: UnsafePointer<Int>, values: UnsafePointer<T>,
+                                 wDec: UnsafePointer<T>, bDec: UnsafePointer<T>, tokens B: Int, d: Int, k: Int, threads: Int) {
+    let o = SharedPointer(out)
+    Parallel.forRanges(B, threads: threads) { _, range in
+        for b in range {
+            let row = o.p + b * d
+            row.update(from: bDec, count: d)
+            for j in 0..<k {
+                let s = values[b * k + j]
+                if s == 0 { continue }
+                let w = wDec + indices[b * k + j] * d
+                for c in 0..<d { row[c] += s * w[c] }
+            }
+        }
+    }
+}
+
+/// Backward of a reconstruction term through decode, ReLU and TopK,
+/// accumulating (+=) into the four gradient tensors. Only the k selected
+/// latents with positive pre-activation carry gradient: O(B·k·d).
+///
+/// dW_enc is [d, m], where a latent's column is strided by m, so it is
+/// accumulated transposed in `scratch` ([m, d], rows contiguous) and added
+/// back with one blocked transpose. Workers own latent ranges and scan every
+/// (token, slot) in token order, so no two write the same row and the order
+/// per row is fixed whatever the thread count.
+/// - grad: the SAE's gradient; dOut: [B, d] = dL/dx̂; input: [B, d] the SAE's input
+func sparseDecoderBackward<T: JSAEScalar>(grad: inout SAETensors<T>, scratch: UnsafeMutablePointer<T>,
+                                          dOut: UnsafePointer<T>, input: UnsafePointer<T>, codes: CodesBuffer<T>,
+                                          wDec: UnsafePointer<T>, tokens B: Int, threads: Int) {
+    let d = grad.d, m = grad.m, k = codes.k
+    let gEncT = SharedPointer(scratch)
+    gEncT.p.update(repeating: 0, count: m * d)
+    let gwd = SharedPointer(grad.mutablePointer(.wDec)), gbe = SharedPointer(grad.mutablePointer(.bEnc))
+    let gbd = grad.mutablePointer(.bDec)
+    let idx = codes.indices.p, pre = codes.preacts.p, val = codes.values.p
+    // b_dec: the sum of dL/dx̂ over tokens, in token order.
+    for b in 0..<B { let dx = dOut + b * d; for c in 0..<d { gbd[c] += dx[c] } }
+    Parallel.forRanges(m, threads: threads) { _, own in
+        for b in 0..<B {
+            let dx = dOut + b * d, xb = input + b * d
+            for j in 0..<k {
+                let i = idx[b * k + j]
+                guard own.contains(i) else { continue }
+                // ReLU after TopK: no gradient where h <= 0 (torch's relu' at 0 is 0).
+                guard pre[b * k + j] > 0 else { continue }
+                let s = val[b * k + j]
+                let wrow = wDec + i * d, grow = gwd.p + i * d
+                // A Float reduction is not vectorised without fast-math
+                // (reassociation); BLAS dot is, in a fixed order.
+                let ds = T.dot(d, dx, wrow)
+                for c in 0..<d { grow[c] += s * dx[c] }
+                gbe.p[i] += ds
+                let erow = gEncT.p + i * d
+                for c in 0..<d { erow[c] += ds * xb[c] }
+            }
+        }
+    }
+    addTransposed(grad.mutablePointer(.wEnc), scratch, rows: m, cols: d, threads: threads)
+}
+
+/// dst [cols, rows] += srcᵀ where src is [rows, cols], in 64×64 tiles; workers
+/// own disjoint tile rows of src (= columns of dst).
+func addTransposed<T: JSAEScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, rows: Int, cols: Int, threads: Int) {
+    let tile = 64
+    let o = SharedPointer(dst)
+    Parallel.forRanges((rows + tile - 1) / tile, threads: threads) { _, tiles in
+        for i0 in tiles.map({ $0 * tile }) {
+            for j0 in stride(from: 0, to: cols, by: tile) {
+                for i in i0..<min(i0 + tile, rows) {
+                    for j in j0..<min(j0 + tile, cols) { o.p[j * rows + i] += src[i * cols + j] }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+/// Every buffer a training step or an evaluation needs, allocated once per
+/// run and sized from the shapes, so that a step allocates nothing
+/// (tested). It is also the forward pass's activation cache, which the
+/// backward pass reads. Kernels get raw pointers into it; the workspace
+/// outlives every step that uses it.
+///
+/// Shapes (docs/jsae-spec.md): B tokens at most, d, m_in, m_out, d_mlp, k.
+public final class Workspace<T: JSAEScalar> {
+    public let shape: WorkspaceShape
+    /// Threads for the package's own loops (OpenBLAS has its own setting).
+    public let threads: Int
+
+    // MARK: Forward cache (docs/jsae-spec.md, "Forward pass")
+    /// Tokens of the current batch (≤ shape.tokens).
+    public internal(set) var tokens = 0
+    /// [B, d] the input batch, and the output SAE's target when one was given.
+    let x: Buffer<T>, yTarget: Buffer<T>
+    var hasYTarget = false
+    /// Input SAE codes [B, k] and reconstruction [B, d].
+    let codesIn: CodesBuffer<T>
+    let xHat: Buffer<T>
+    /// MLP: hidden activations and φ' [B, d_mlp], output f(·) [B, d].
+    let act: Buffer<T>, phi: Buffer<T>, y: Buffer<T>
+    /// Output SAE codes and reconstruction.
+    let codesOut: CodesBuffer<T>
+    let yHat: Buffer<T>
+    /// wd1 [m_in, d_mlp] and w2eᵀ [m_out, d_mlp] (docs/jsae-spec.md, "The Jacobian").
+    let wd1: Buffer<T>, w2eT: Buffer<T>
+    /// Per-token |J| sums and threshold counts, reduced in token order.
+    let jacobianAbs: Buffer<Double>
+    let jacobianCounts: Buffer<Int32>
+    /// [B, k, k] every token's J (only with `.storeJacobian`).
+    let jacobian: Buffer<T>
+
+    // MARK: Backward (docs/jsae-spec.md, "Gradients")
+    public internal(set) var gradIn: SAETensors<T>
+    public internal(set) var gradOut: SAETensors<T>
+    /// dL/dx̂ (then dL/dŷ) [B, d].
+    let residual: Buffer<T>
+    /// The Jacobian term's gradient at wd1 and w2eᵀ.
+    let dwd1: Buffer<T>, dw2eT: Buffer<T>
+
+    /// Scratch shared by phases that are never live at once: the encoder's
+    /// pre-activation chunk, the Jacobian pass's gathered blocks and their
+    /// gradients, and the transposed encoder gradient.
+    let arena: Buffer<T>
+
+    public init(_ s: WorkspaceShape, purpose: WorkspacePurpose = [], threads: Int = Parallel.onlineCores) {
+        precondition(s.tokens >= 0 && s.d >= 1 && s.mIn >= 1 && s.k >= 1 && s.jacobianChunk >= 1 && threads >= 1)
+        shape = s
+        self.threads = threads
+        let B = s.tokens, d = s.d, k = s.k, h = s.pair ? s.dMlp : 0
+        let mOut = s.pair ? s.mOut : 0
+        let train = purpose.contains(.training)
+        x = Buffer(B * d); yTarget = Buffer(B * d)
+        codesIn = CodesBuffer(tokens: B, k: k); xHat = Buffer(B * d)
+        act = Buffer(B * h); phi = Buffer(B * h); y = Buffer(s.pair ? B * d : 0)
+        codesOut = CodesBuffer(tokens: s.pair ? B : 0, k: k); yHat = Buffer(s.pair ? B * d : 0)
+        wd1 = Buffer(s.mIn * h); w2eT = Buffer(mOut * h)
+        jacobianAbs = Buffer(s.pair ? B : 0); jacobianCounts = Buffer(s.pair ? 4 * B : 0)
+        jacobian = Buffer(purpose.contains(.storeJacobian) && s.pair ? B * k * k : 0)
+        gradIn = SAETensors(d: train ? d : 0, m: train ? s.mIn : 0)
+        gradOut = SAETensors(d: train && s.pair ? d : 0, m: train && s.pair ? mOut : 0)
+        residual = Buffer(train ? B * d : 0)
+        dwd1 = Buffer(train ? s.mIn * h : 0); dw2eT = Buffer(train ? mOut * h : 0)
+        let mMax = max(s.mIn, mOut)
+        let encoderChunk = min(encodeChunkTokens, max(B, 1)) * mMax
+        let jac = s.pair ? JacobianScratch.count(tokens: B, k: k, dMlp: h, chunk: s.jacobianChunk, threads: threads, backward: train) : 0
+        arena = Buffer(max(encoderChunk, jac, train ? mMax * d : 0))
+    }
+
+    /// Copies a batch (and the output SAE's target, if given) into the cache.
+    func load(_ xIn: Matrix<T>, yTarget target: Matrix<T>?) {
+        precondition(xIn.cols == shape.d && xIn.rows <= shape.tokens,
+                     "workspace: batch [\(xIn.rows), \(xIn.cols)] does not fit [\(shape.tokens), \(shape.d)]")
+        tokens = xIn.rows
+        xIn.data.withUnsafeBufferPointer { x.p.update(from: $0.baseAddress!, count: $0.count) }
+        hasYTarget = target != nil
+        if let target {
+            precondition(target.rows == xIn.rows && target.cols == shape.d)
+            target.data.withUnsafeBufferPointer { yTarget.p.update(from: $0.baseAddress!, count: $0.count) }
+        }
+    }
+
+    /// The output SAE's input and target: the given y, else f(x).
+    var outputTarget: UnsafeMutablePointer<T> { hasYTarget ? yTarget.p : y.p }
+}
+
+/// Tokens whose dense pre-activations are held at once while encoding
+/// (1024 × m in T: 64 MiB at m = 16384 in Float).
+let encodeChunkTokens = 1024
+
+/// One raw allocation of `count` elements, zeroed, freed with its owner.
+final class Buffer<E> {
+    let p: UnsafeMutablePointer<E>
+    let count: Int
+    init(_ count: Int) where E: Numeric {
+        self.count = count
+        p = .allocate(capacity: max(count, 1))
+        p.initialize(repeating: 0, count: max(count, 1))
+    }
+    /// A copy of the first `n` elements.
+    func array(_ n: Int) -> [E] { Array(UnsafeBufferPointer(start: p, count: n)) }
+    deinit { p.deallocate() }
+}
+
+/// TopK codes of up to B tokens: [B, k] indices (descending pre-activation),
+/// raw pre-activations, and post-ReLU values.
+final class CodesBuffer<T: JSAEScalar> {
+    let tokens: Int, k: Int
+    let indices: Buffer<Int>, preacts: Buffer<T>, values: Buffer<T>
+    init(tokens: Int, k: Int) {
+        self.tokens = tokens; self.k = k
+        indices = Buffer(tokens * k); preacts = Buffer(tokens * k); values = Buffer(tokens * k)
+    }
+    /// The first `n` tokens' codes as a value.
+    func codes(_ n: Int) -> SparseCodes<T> {
+        var c = SparseCodes<T>(tokens: n, k: k)
+        c.indices = indices.array(n * k); c.preacts = preacts.array(n * k); c.values = values.array(n * k)
+        return c
+    }
+}
+
+/// The shapes a workspace is sized from.
+public struct WorkspaceShape: Sendable, Equatable {
+    public var tokens, d, mIn, mOut, dMlp, k: Int
+    /// Tokens per Jacobian chunk.
+    public var jacobianChunk: Int
+    /// A pair (output SAE and MLP present), not a single SAE.
+    public var pair: Bool { mOut > 0 && dMlp > 0 }
+    public init(tokens: Int, d: Int, mIn: Int, mOut: Int, dMlp: Int, k: Int, jacobianChunk: Int = defaultJacobianChunk) {
+        self.tokens = tokens; self.d = d; self.mIn = mIn; self.mOut = mOut; self.dMlp = dMlp; self.k = k
+        self.jacobianChunk = jacobianChunk
+    }
+}
+
+/// What a workspace's buffers are for: `training` adds gradients and the Jacobian
+/// term's backward; `storeJacobian` keeps every token's J.
+public struct WorkspacePurpose: OptionSet, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    public static let training = WorkspacePurpose(rawValue: 1)
+    public static let storeJacobian = WorkspacePurpose(rawValue: 2)
+}
+
