@@ -29,6 +29,8 @@ let package = Package(
                        providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "CGPerfTools", pkgConfig: "libprofiler",
                        providers: [.apt(["libgoogle-perftools-dev"])]),
+        // Heap allocations counted through tcmalloc's MallocHook (jsae-bench's allocations per step).
+        .target(name: "CAllocationCounter", linkerSettings: tcmalloc),
 
         // MARK: Implementation
         .target(name: "JSAECore", dependencies: ["CBLAS"]),
@@ -47,7 +49,7 @@ let package = Package(
 
         // MARK: Benchmarks
         .executableTarget(name: "jsae-bench", dependencies: [
-            "JSAECore", "JSAEIO", "JSAECLIOptions", "_JSAETestSupport", "CGPerfTools", "CBLAS",
+            "JSAECore", "JSAEIO", "JSAECLIOptions", "_JSAETestSupport", "CGPerfTools", "CBLAS", "CAllocationCounter",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Benchmarks/jsae-bench", linkerSettings: tcmalloc),
 
@@ -55,9 +57,7 @@ let package = Package(
         // Test-only code: golden-file loaders, naive reference maths, seeded fixtures.
         // jsae-bench uses its golden loader for the CI gate's fingerprint.
         .target(name: "_JSAETestSupport", dependencies: ["JSAECore", "JSAEIO"]),
-        // Counts heap allocations through tcmalloc's hook (the no-allocation-in-a-step test).
-        .target(name: "_CAllocationCounter", path: "Tests/_CAllocationCounter", linkerSettings: tcmalloc),
-        .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "_JSAETestSupport", "_CAllocationCounter"]),
+        .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "_JSAETestSupport"]),
         .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAERuns", "_JSAETestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAERuns", "JSAEReport", "_JSAETestSupport"]),
     ]

@@ -4,6 +4,7 @@ import JSAECore
 import JSAEIO
 import JSAECLIOptions
 import _JSAETestSupport
+import CAllocationCounter
 
 enum Preset: String, ExpressibleByArgument, CaseIterable {
     case pythia70m = "pythia-70m", pythia160m = "pythia-160m", pythia410m = "pythia-410m", ci
@@ -53,6 +54,8 @@ struct JSAEBench: ParsableCommand {
     @Flag(help: "Skip the fingerprint (20-step golden training run loss curve).") var noFingerprint = false
     @Option(help: "Test hook for the CI gate: sleep this many ms inside every timed step.") var injectDelayMs: Double = 0
     @Option(help: "Test hook for the CI gate: scale the fingerprint run's lr by (1 + this).") var perturbFingerprint: Double = 0
+    @Option(help: "Test hook for the allocation count: allocate this many arrays inside every timed step.")
+    var injectAllocations: Int = 0
 
     func validate() throws {
         for (name, v) in [("d", d), ("d-mlp", dMlp), ("steps", steps), ("jacobian-chunk", jacobianChunk)] {
@@ -107,7 +110,7 @@ struct JSAEBench: ParsableCommand {
         var sc = config; sc.single = true
         PeakMemory.reset()
         let saeTimer = PhaseTimer()
-        let saeTimes = try timeSteps(shape, mlp, x, sc, saeTimer, threads: threads)
+        let (saeTimes, saeAllocations) = try timeSteps(shape, mlp, x, sc, saeTimer, threads: threads)
         let saePeak = PeakMemory.bytes()   // VmHWM: the peak, read after the state is freed
 
         // The JSAE pair, profiled.
@@ -115,7 +118,7 @@ struct JSAEBench: ParsableCommand {
         PeakMemory.reset()
         let timer = PhaseTimer()
         var profiled = false
-        let jsaeTimes = try timeSteps(shape, mlp, x, config, timer, threads: threads, beforeTimed: {
+        let (jsaeTimes, jsaeAllocations) = try timeSteps(shape, mlp, x, config, timer, threads: threads, beforeTimed: {
             if !noProfile { profiled = CPUProfiler.start(profilePath) }
             if let heapProfile { HeapProfiler.start(heapProfile) }
         })
@@ -137,7 +140,8 @@ struct JSAEBench: ParsableCommand {
                             saeStepSeconds: saeTimes, jsaeStepSeconds: jsaeTimes,
                             phases: Phase.allCases.map { ($0.rawValue, (timer.seconds[$0] ?? 0) / Double(nSteps)) },
                             saePhases: Phase.allCases.map { ($0.rawValue, (saeTimer.seconds[$0] ?? 0) / Double(nSteps)) },
-                            saePeakBytes: saePeak, jsaePeakBytes: jsaePeak, fingerprint: fingerprint,
+                            saePeakBytes: saePeak, jsaePeakBytes: jsaePeak,
+                            saeAllocations: saeAllocations, jsaeAllocations: jsaeAllocations, fingerprint: fingerprint,
                             profile: profiled ? profilePath : nil, environment: Environment.current(threads: threads))
         print(report.table())
         if profiled {
@@ -159,21 +163,31 @@ struct JSAEBench: ParsableCommand {
     /// optimizer steps; returns each timed step's seconds. The state lives only
     /// here, so the next section starts without it.
     func timeSteps(_ shape: Shape, _ mlp: MLP<Float>, _ x: Matrix<Float>, _ c: TrainConfig, _ timer: PhaseTimer?,
-                   threads: Int, beforeTimed: () -> Void = {}) throws -> [Double] {
+                   threads: Int, beforeTimed: () -> Void = {}) throws -> ([Double], Allocations) {
         var state = try TrainState<Float>.initial(d: shape.d, mIn: shape.m, mOut: shape.m, k: shape.k, mlp: mlp,
                                                   single: c.single, seed: 1)
         let ws = state.workspace(config: c, threads: threads)
         for _ in 0..<warmup { _ = try state.step(x, config: c, workspace: ws, report: false) }
         beforeTimed()
+        let n = steps ?? preset.steps
         var times: [Double] = []
-        for i in 0..<(steps ?? preset.steps) {
+        times.reserveCapacity(n)
+        var allocations = Allocations()
+        guard jsae_allocation_counter_install() == 0 else { throw JSAEError("cannot install tcmalloc's allocation hook") }
+        var before = jsae_allocation_counts(), after = jsae_allocation_counts()
+        for i in 0..<n {
+            jsae_allocation_counter_read(&before)
             let t0 = Clock.now()
             _ = try state.step(x, config: c, workspace: ws, report: false, timer: timer)
             if injectDelayMs > 0 { usleep(UInt32(injectDelayMs * 1000)) }
+            for j in 0..<injectAllocations { blackHole([Int](repeating: j, count: 1000 + j)) }
             times.append(Clock.now() - t0)
+            jsae_allocation_counter_read(&after)
+            allocations.perStep = max(allocations.perStep, after.count - before.count)
+            allocations.largest = max(allocations.largest, after.largest)
             log("  step \(i + 1): \(String(format: "%.1f", times.last! * 1000)) ms")
         }
-        return times
+        return (times, allocations)
     }
 
     func synthetic(_ s: Shape) -> (Matrix<Float>, MLP<Float>) {
@@ -202,3 +216,7 @@ extension JSONEncoder {
         return e
     }
 }
+
+/// Keeps a value alive so the optimiser cannot drop the work that made it.
+@inline(never)
+func blackHole<T>(_ x: T) { withExtendedLifetime(x) {} }

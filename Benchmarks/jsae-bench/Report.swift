@@ -15,6 +15,8 @@ struct Report {
     var saePhases: [(String, Double)]
     var saePeakBytes: Int
     var jsaePeakBytes: Int
+    var saeAllocations: Allocations
+    var jsaeAllocations: Allocations
     var fingerprint: [Double]?
     var profile: String?
     var environment: Environment
@@ -49,6 +51,7 @@ struct Report {
         rows.append(["projected time, 100M tokens", minutes(saeTokensPerSecond), minutes(jsaeTokensPerSecond), "33 min / 72 min"])
         rows.append(["JSAE / SAE time ratio", "", f(jsaeSeconds / saeSeconds, 2), "2.2"])
         rows.append(["peak resident memory", gib(saePeakBytes), gib(jsaePeakBytes), ""])
+        rows.append(["heap allocations per step (largest, bytes)", saeAllocations.description, jsaeAllocations.description, ""])
         var out = "jsae-bench \(preset): d \(shape.d), d_mlp \(shape.dMlp), m \(shape.m), k \(shape.k), batch \(shape.batch); "
             + "median of \(steps) steps after \(warmup) warm-up; \(environment.packageThreads) threads\n"
         out += "in-run ceiling: sgemm \(shape.batch)×\(shape.m)×\(shape.d) = \(f(ceilingGFLOPs)) GFLOP/s\n\n"
@@ -102,9 +105,21 @@ struct Report {
                 "jsae_projected_minutes_100m": Paper.tokens / jsaeTokensPerSecond / 60,
                 "paper_sae_utilisation": paperSAEUtilisation, "paper_jsae_utilisation": paperJSAEUtilisation,
                 "sae_peak_bytes": Double(saePeakBytes), "jsae_peak_bytes": Double(jsaePeakBytes),
+                "sae_allocations_per_step": Double(saeAllocations.perStep), "jsae_allocations_per_step": Double(jsaeAllocations.perStep),
+                "sae_largest_allocation_bytes": Double(saeAllocations.largest),
+                "jsae_largest_allocation_bytes": Double(jsaeAllocations.largest),
              ],
              phasesMs: Dictionary(uniqueKeysWithValues: phases.map { ($0.0, $0.1 * 1000) }),
              saePhasesMs: Dictionary(uniqueKeysWithValues: saePhases.map { ($0.0, $0.1 * 1000) }),
              fingerprintLoss: fingerprint, profile: profile, environment: environment)
     }
+}
+
+/// Heap allocations inside timed steps (tcmalloc's hook): the most in any
+/// one step, and the largest single request. A step's buffers live in its
+/// workspace, so an optimised build allocates nothing here.
+struct Allocations {
+    var perStep: UInt64 = 0
+    var largest: UInt64 = 0
+    var description: String { "\(perStep) (\(largest))" }
 }

@@ -141,8 +141,8 @@ private func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
     let dL = SharedPointer(scratch + workers * perWorker), dR = SharedPointer(dL.p + c * k * h)
     let sc = SharedPointer(scratch), st = store.map(SharedPointer.init)
     let abs_ = SharedPointer(tokenAbs), cnt = SharedPointer(tokenCounts)
-    let thresholds = JacobianStats.thresholds.map { T($0) }
-    let t0 = T(thresholds[0]), t1 = T(thresholds[1]), t2 = T(thresholds[2]), t3 = T(thresholds[3])
+    let th = JacobianStats.thresholds
+    let t0 = T(th[0]), t1 = T(th[1]), t2 = T(th[2]), t3 = T(th[3])
     var stats = JacobianStats()
     for start in stride(from: 0, to: B, by: c) {
         let n = min(c, B - start)

@@ -62,8 +62,14 @@ public struct PairGradients<T: JSAEScalar>: Sendable, Equatable {
 
     public init(saeIn: SAETensors<T>, saeOut: SAETensors<T>?) { self.saeIn = saeIn; self.saeOut = saeOut }
 
-    /// Σ of squares of every entry (see `squaredNorm(_:threads:)`).
-    public var squaredNorm: Double { JSAECore.squaredNorm(saeIn) + (saeOut.map { JSAECore.squaredNorm($0) } ?? 0) }
+    /// Σ of squares of every entry, as the clipping computes it.
+    public var squaredNorm: Double {
+        let largest = max(saeIn.count, saeOut?.count ?? 0)
+        return withUnsafeTemporaryAllocation(of: Double.self, capacity: max(squaredSumBlocks(largest), 1)) { p in
+            JSAECore.squaredNorm(saeIn, partials: p.baseAddress!, threads: Parallel.onlineCores)
+                + (saeOut.map { JSAECore.squaredNorm($0, partials: p.baseAddress!, threads: Parallel.onlineCores) } ?? 0)
+        }
+    }
 }
 
 /// What one evaluation of the training objective produced.
@@ -84,6 +90,31 @@ extension JSAEModel {
         if saeOut != nil && mlp != nil { s.sqErrOut = squaredDistance(ws.yHat.p, ws.outputTarget, count: ws.tokens * d) }
         s.jacAbs = stats?.absSum ?? 0
         return s
+    }
+
+    /// The Jacobian term on the cached batch: the factors wd1 and w2eᵀ for the
+    /// current weights, then J fused with the backward of λ·Σ|J|/(B·k²) into
+    /// dwd1/dw2eᵀ when λ > 0, or J alone when only its statistics are asked
+    /// for (`report`). nil when nothing needed J (or there is no pair).
+    func jacobianTerm(_ ws: Workspace<T>, lambda: Double, report: Bool, timer: PhaseTimer?) -> JacobianStats? {
+        guard saeOut != nil && mlp != nil && (lambda > 0 || report) else { return nil }
+        timed(timer, .precompute) { computeJacobianFactors(ws) }
+        guard lambda > 0 else {
+            let stats = jacobianStats(ws)
+            timer?.add(.jacobianForward, stats.forwardSeconds)
+            return stats
+        }
+        timed(timer, .jacobianBackward) {
+            ws.dwd1.p.update(repeating: 0, count: ws.dwd1.count)
+            ws.dw2eT.p.update(repeating: 0, count: ws.dw2eT.count)
+        }
+        let stats = jacobianForwardBackward(dwd1: ws.dwd1.p, dw2eT: ws.dw2eT.p, coef: T(lambda / Double(ws.tokens * k * k)),
+                                            store: ws.jacobian.count > 0 ? ws.jacobian.p : nil, tokenAbs: ws.jacobianAbs.p,
+                                            tokenCounts: ws.jacobianCounts.p, scratch: ws.arena.p, jacobianInputs(ws),
+                                            chunk: ws.shape.jacobianChunk, threads: ws.threads)
+        timer?.add(.jacobianForward, stats.forwardSeconds)
+        timer?.add(.jacobianBackward, stats.backwardSeconds)
+        return stats
     }
 
     /// The backward pass of the loss whose forward (and, for λ > 0, fused
@@ -129,21 +160,23 @@ extension JSAEModel {
     public func lossAndGradients(_ x: Matrix<T>, yTarget: Matrix<T>? = nil, lambda: Double,
                                  chunk: Int = defaultJacobianChunk, threads: Int = Parallel.onlineCores) -> TrainingPass<T> {
         let ws = Workspace<T>(workspaceShape(tokens: x.rows, jacobianChunk: chunk), purpose: [.training, .storeJacobian], threads: threads)
-        computeJacobianFactors(ws)
         return lossAndGradientsImpl(x, yTarget: yTarget, lambda: lambda, ws: ws)
     }
 
-    /// The same in a reused training workspace whose Jacobian factors are
-    /// current for these weights (`updateJacobianFactors`).
+    /// The same in a reused training workspace.
     @_specialize(exported: true, where T == Float)
     @_specialize(exported: true, where T == Double)
     public func lossAndGradients(_ x: Matrix<T>, lambda: Double, workspace ws: Workspace<T>) -> TrainingPass<T> {
         lossAndGradientsImpl(x, yTarget: nil, lambda: lambda, ws: ws)
     }
 
+    /// Forward, J (always, for the returned statistics), loss, backward.
     func lossAndGradientsImpl(_ x: Matrix<T>, yTarget: Matrix<T>?, lambda: Double, ws: Workspace<T>) -> TrainingPass<T> {
         ws.load(x, yTarget: yTarget)
-        let (sums, stats) = forwardAndBackward(ws, lambda: lambda, jacobian: saeOut != nil && mlp != nil, timer: nil)
+        forwardPass(ws, point: .trueInput)
+        let stats = jacobianTerm(ws, lambda: lambda, report: true, timer: nil)
+        let sums = lossSums(ws, jacobian: stats)
+        backwardPass(ws, lambda: lambda, timer: nil)
         return TrainingPass(sums: sums, components: sums.components(lambda: lambda),
                             gradients: PairGradients(saeIn: ws.gradIn, saeOut: saeOut != nil ? ws.gradOut : nil),
                             forward: forwardResult(ws, point: .trueInput), jacobianStats: stats)

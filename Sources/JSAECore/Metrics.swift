@@ -17,15 +17,18 @@ public struct BatchMetrics: Sendable {
 /// - a, aHat: [B, d]
 public func explainedVariance<T: JSAEScalar>(_ a: Matrix<T>, _ aHat: Matrix<T>) -> Double {
     precondition(a.rows == aHat.rows && a.cols == aHat.cols)
+    var mean = [Double](repeating: 0, count: a.cols)
     return a.data.withUnsafeBufferPointer { pa in
-        aHat.data.withUnsafeBufferPointer { ph in explainedVariance(pa.baseAddress!, ph.baseAddress!, tokens: a.rows, d: a.cols) }
+        aHat.data.withUnsafeBufferPointer { ph in
+            explainedVariance(pa.baseAddress!, ph.baseAddress!, tokens: a.rows, d: a.cols, means: &mean)
+        }
     }
 }
 
-/// The same on raw rows; the per-feature mean is accumulated in `d` Doubles
-/// on the stack, so a training step allocates nothing here.
-func explainedVariance<T: JSAEScalar>(_ a: UnsafePointer<T>, _ aHat: UnsafePointer<T>, tokens B: Int, d: Int) -> Double {
-    withUnsafeTemporaryAllocation(of: Double.self, capacity: max(d, 1)) { mean in
+/// The same on raw rows, with the per-feature means in `mean` ([d], scratch).
+func explainedVariance<T: JSAEScalar>(_ a: UnsafePointer<T>, _ aHat: UnsafePointer<T>, tokens B: Int, d: Int,
+                                      means mean: UnsafeMutablePointer<Double>) -> Double {
+    do {
         for c in 0..<d { mean[c] = 0 }
         for b in 0..<B { for c in 0..<d { mean[c] += Double(a[b * d + c]) } }
         for c in 0..<d { mean[c] /= Double(max(B, 1)) }
@@ -87,13 +90,13 @@ extension JSAEModel {
     func batchMetrics(_ ws: Workspace<T>, deadLatents: DeadLatentTracker?, step: Int) -> BatchMetrics {
         let B = ws.tokens, k = self.k
         var m = BatchMetrics()
-        m.explainedVarianceIn = explainedVariance(ws.x.p, ws.xHat.p, tokens: B, d: d)
+        m.explainedVarianceIn = explainedVariance(ws.x.p, ws.xHat.p, tokens: B, d: d, means: ws.featureMeans.p)
         let inIdx = UnsafeBufferPointer(start: ws.codesIn.indices.p, count: B * k)
         let inVal = UnsafeBufferPointer(start: ws.codesIn.values.p, count: B * k)
         m.l0In = meanL0(values: inVal, tokens: B)
         deadLatents?.record(indices: inIdx, values: inVal, output: false, step: step)
         guard saeOut != nil && mlp != nil else { return m }
-        m.explainedVarianceOut = explainedVariance(ws.outputTarget, ws.yHat.p, tokens: B, d: d)
+        m.explainedVarianceOut = explainedVariance(ws.outputTarget, ws.yHat.p, tokens: B, d: d, means: ws.featureMeans.p)
         let outVal = UnsafeBufferPointer(start: ws.codesOut.values.p, count: B * k)
         m.l0Out = meanL0(values: outVal, tokens: B)
         deadLatents?.record(indices: UnsafeBufferPointer(start: ws.codesOut.indices.p, count: B * k), values: outVal, output: true, step: step)

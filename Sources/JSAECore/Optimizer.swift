@@ -86,11 +86,17 @@ func clipFactor(norm: Double, maxNorm: Double) -> Double { min(1, maxNorm / (nor
 /// Σ of squares of every entry of an SAE's tensors, in Double, tensor by
 /// tensor in file order, each summed in fixed blocks whose partial sums are
 /// added in block order: the value does not depend on the thread count.
-func squaredNorm<T: JSAEScalar>(_ g: SAETensors<T>, threads: Int = Parallel.onlineCores) -> Double {
-    SAETensors<T>.Name.allCases.reduce(0.0) { acc, name in
-        acc + blockedSquaredSum(g.pointer(name), count: g.range(name).count, threads: threads)
+/// - partials: scratch for one Double per 64Ki-entry block of the largest tensor
+func squaredNorm<T: JSAEScalar>(_ g: SAETensors<T>, partials: UnsafeMutablePointer<Double>, threads: Int) -> Double {
+    func sum(_ name: SAETensors<T>.Name) -> Double {
+        blockedSquaredSum(g.pointer(name), count: g.range(name).count, partials: partials, threads: threads)
     }
+    // File order, from 0, as PyTorch's clip_grad_norm_ visits them.
+    return (((0 + sum(.wEnc)) + sum(.bEnc)) + sum(.wDec)) + sum(.bDec)
 }
+
+/// Blocks of `blockedSquaredSum` in `count` entries.
+func squaredSumBlocks(_ count: Int) -> Int { (count + (1 << 16) - 1) >> 16 }
 
 /// Multiplies every entry by s.
 func scale<T: JSAEScalar>(_ g: inout SAETensors<T>, by s: T, threads: Int) {
@@ -99,13 +105,12 @@ func scale<T: JSAEScalar>(_ g: inout SAETensors<T>, by s: T, threads: Int) {
 }
 
 /// Σ v² in Double over 64Ki-element blocks, the blocks summed in order.
-func blockedSquaredSum<T: JSAEScalar>(_ p: UnsafePointer<T>, count: Int, threads: Int) -> Double {
+func blockedSquaredSum<T: JSAEScalar>(_ p: UnsafePointer<T>, count: Int, partials partial: UnsafeMutablePointer<Double>,
+                                      threads: Int) -> Double {
     let block = 1 << 16
-    let nBlocks = (count + block - 1) / block
-    // At most a few hundred partials (count / 64Ki); a fixed-size stack-like
-    // buffer would do, but one small array per call is not on a hot path.
-    return withUnsafeTemporaryAllocation(of: Double.self, capacity: max(nBlocks, 1)) { partial in
-        let out = SharedPointer(partial.baseAddress!)
+    let nBlocks = squaredSumBlocks(count)
+    let out = SharedPointer(partial)
+    do {
         Parallel.forRanges(nBlocks, threads: threads) { _, blocks in
             for bl in blocks {
                 // Four independent accumulators break the add-latency chain;
@@ -122,10 +127,10 @@ func blockedSquaredSum<T: JSAEScalar>(_ p: UnsafePointer<T>, count: Int, threads
                 out.p[bl] = (s0 + s1) + (s2 + s3)
             }
         }
-        var total = 0.0
-        for i in 0..<nBlocks { total += partial[i] }
-        return total
     }
+    var total = 0.0
+    for i in 0..<nBlocks { total += partial[i] }
+    return total
 }
 
 extension TopKSAE {

@@ -175,7 +175,8 @@ func addTransposed<T: JSAEScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafeP
     let tile = 64
     let o = SharedPointer(dst)
     Parallel.forRanges((rows + tile - 1) / tile, threads: threads) { _, tiles in
-        for i0 in tiles.map({ $0 * tile }) {
+        for t in tiles {
+            let i0 = t * tile
             for j0 in stride(from: 0, to: cols, by: tile) {
                 for i in i0..<min(i0 + tile, rows) {
                     for j in j0..<min(j0 + tile, cols) { o.p[j * rows + i] += src[i * cols + j] }

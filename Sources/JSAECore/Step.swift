@@ -1,5 +1,6 @@
 /// One optimizer step of the paper's recipe (docs/jsae-spec.md, "Training"),
-/// read top to bottom. Every kernel it names writes into the run's
+/// read top to bottom: renormalise, forward, Jacobian, loss, backward,
+/// metrics, clip, Adam. Every kernel it names writes into the run's
 /// `Workspace`, so a step allocates nothing.
 extension TrainState {
     /// - x: [B, d]; yTarget: [B, d] the MLP output as the model computed it, or nil for f(x)
@@ -24,23 +25,26 @@ extension TrainState {
             model.saeIn.normaliseDecoderRows(threads: threads)
             model.saeOut?.normaliseDecoderRows(threads: threads)
         }
-        // 2. Forward, loss and backward at the true input. With λ_t = 0 (the
-        //    traditional pair, or the first warm-up step) J is needed only to report it.
+        // 2. Forward pass at the true input: both SAEs and the MLP, into the cache.
         ws.load(x, yTarget: yTarget)
-        let needJacobian = model.saeOut != nil && (lambda > 0 || report)
-        if needJacobian { timed(timer, .precompute) { model.computeJacobianFactors(ws) } }
-        let (sums, stats) = model.forwardAndBackward(ws, lambda: lambda, jacobian: needJacobian, timer: timer)
-        let loss = sums.components(lambda: lambda)
+        model.forwardPass(ws, point: .trueInput, timer: timer)
+        // 3. The Jacobian term: wd1/w2eᵀ, then J fused with its backward (λ_t > 0);
+        //    with λ_t = 0 (the traditional pair, the first warm-up step) only if reported.
+        let stats = model.jacobianTerm(ws, lambda: lambda, report: report, timer: timer)
+        let loss = model.lossSums(ws, jacobian: stats).components(lambda: lambda)
         guard loss.loss.isFinite else { throw TrainingError.nonFiniteLoss(step: t, components: loss) }
-        // 3. Metrics of this batch, with the parameters the loss saw.
+        // 4. Backward pass: both reconstruction terms, then the chain through wd1 and w2e.
+        model.backwardPass(ws, lambda: lambda, timer: timer)
+        // 5. Metrics of this batch, with the parameters the loss saw.
         var metrics = timed(timer, .metrics) { model.batchMetrics(ws, deadLatents: deadLatents, step: t) }
         if report && model.saeOut != nil {
             metrics.jacobianShares = config.evaluationPoint == .trueInput ? stats?.shares
                 : timed(timer, .metrics) { model.jacobianShares(ws, point: config.evaluationPoint) }
         }
-        // 4. Global-norm clipping, then Adam.
+        // 6. Global-norm clipping, then Adam.
         let t0 = PhaseTimer.now()
-        let norm = (squaredNorm(ws.gradIn, threads: threads) + (model.saeOut != nil ? squaredNorm(ws.gradOut, threads: threads) : 0)).squareRoot()
+        let norm = (squaredNorm(ws.gradIn, partials: ws.partials.p, threads: threads)
+                    + (model.saeOut != nil ? squaredNorm(ws.gradOut, partials: ws.partials.p, threads: threads) : 0)).squareRoot()
         guard norm.isFinite else { throw TrainingError.nonFiniteGradient(step: t, components: loss) }
         let factor = clipFactor(norm: norm, maxNorm: config.clipNorm)
         if factor < 1 {
@@ -58,31 +62,6 @@ extension TrainState {
 }
 
 extension JSAEModel {
-    /// The forward pass, J (fused with its backward when λ > 0), the loss
-    /// sums and the backward pass, on the batch in `ws`; the Jacobian factors
-    /// must be current when `jacobian` is true.
-    func forwardAndBackward(_ ws: Workspace<T>, lambda: Double, jacobian: Bool, timer: PhaseTimer?) -> (LossSums, JacobianStats?) {
-        forwardPass(ws, point: .trueInput, timer: timer)
-        var stats: JacobianStats? = nil
-        if jacobian && lambda > 0 {
-            timed(timer, .jacobianBackward) {
-                ws.dwd1.p.update(repeating: 0, count: ws.dwd1.count)
-                ws.dw2eT.p.update(repeating: 0, count: ws.dw2eT.count)
-            }
-            stats = jacobianForwardBackward(dwd1: ws.dwd1.p, dw2eT: ws.dw2eT.p, coef: T(lambda / Double(ws.tokens * k * k)),
-                                            store: ws.jacobian.count > 0 ? ws.jacobian.p : nil, tokenAbs: ws.jacobianAbs.p,
-                                            tokenCounts: ws.jacobianCounts.p, scratch: ws.arena.p, jacobianInputs(ws),
-                                            chunk: ws.shape.jacobianChunk, threads: ws.threads)
-        } else if jacobian {
-            stats = jacobianStats(ws)
-        }
-        timer?.add(.jacobianForward, stats?.forwardSeconds ?? 0)
-        timer?.add(.jacobianBackward, stats?.backwardSeconds ?? 0)
-        let sums = lossSums(ws, jacobian: stats)
-        backwardPass(ws, lambda: jacobian ? lambda : 0, timer: timer)
-        return (sums, stats)
-    }
-
     /// Shares of |J| above the thresholds on the batch in `ws` with J at
     /// `point` (factors current). Overwrites the activation cache.
     func jacobianShares(_ ws: Workspace<T>, point: EvaluationPoint) -> SIMD4<Double> {

@@ -63,17 +63,17 @@ public struct SAETensors<T: JSAEScalar>: Sendable {
     public var flat: [T] { Array(UnsafeBufferPointer(start: storage.p, count: storage.count)) }
 
     /// Read-only pointer to tensor `name`, valid while this value is alive and unmodified.
-    public func pointer(_ name: Name) -> UnsafePointer<T> { UnsafePointer(storage.p + range(name).lowerBound) }
+    func pointer(_ name: Name) -> UnsafePointer<T> { UnsafePointer(storage.p + range(name).lowerBound) }
 
     /// Writable pointer to tensor `name` (storage made unique first).
-    public mutating func mutablePointer(_ name: Name) -> UnsafeMutablePointer<T> {
+    mutating func mutablePointer(_ name: Name) -> UnsafeMutablePointer<T> {
         makeUnique()
         return storage.p + range(name).lowerBound
     }
 
     /// Writable pointer to the whole flat buffer, for flat loops.
-    public mutating func mutableBase() -> UnsafeMutablePointer<T> { makeUnique(); return storage.p }
-    public var base: UnsafePointer<T> { UnsafePointer(storage.p) }
+    mutating func mutableBase() -> UnsafeMutablePointer<T> { makeUnique(); return storage.p }
+    var base: UnsafePointer<T> { UnsafePointer(storage.p) }
 
     /// Sets every entry to zero (in place, no allocation when unique).
     public mutating func zero() { mutableBase().update(repeating: 0, count: count) }

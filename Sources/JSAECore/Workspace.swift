@@ -40,6 +40,9 @@ public final class Workspace<T: JSAEScalar> {
     /// The Jacobian term's gradient at wd1 and w2eᵀ.
     let dwd1: Buffer<T>, dw2eT: Buffer<T>
 
+    /// Per-block partial sums of the gradient norm; per-feature means (metrics).
+    let partials: Buffer<Double>, featureMeans: Buffer<Double>
+
     /// Scratch shared by phases that are never live at once: the encoder's
     /// pre-activation chunk, the Jacobian pass's gathered blocks and their
     /// gradients, and the transposed encoder gradient.
@@ -64,6 +67,8 @@ public final class Workspace<T: JSAEScalar> {
         residual = Buffer(train ? B * d : 0)
         dwd1 = Buffer(train ? s.mIn * h : 0); dw2eT = Buffer(train ? mOut * h : 0)
         let mMax = max(s.mIn, mOut)
+        partials = Buffer(train ? squaredSumBlocks(2 * d * mMax + mMax + d) : 0)
+        featureMeans = Buffer(d)
         let encoderChunk = min(encodeChunkTokens, max(B, 1)) * mMax
         let jac = s.pair ? JacobianScratch.count(tokens: B, k: k, dMlp: h, chunk: s.jacobianChunk, threads: threads, backward: train) : 0
         arena = Buffer(max(encoderChunk, jac, train ? mMax * d : 0))

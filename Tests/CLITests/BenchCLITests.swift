@@ -40,6 +40,31 @@ struct BenchCLITests {
         #expect((env["openblasCore"] as? String)?.isEmpty == false && (env["cores"] as? Int ?? 0) >= 1)
     }
 
+    /// A step's buffers live in its run's workspace, so once the workspace
+    /// exists a step allocates nothing: counted through tcmalloc's hook over
+    /// every timed step after one warm-up step (one-time type metadata and
+    /// the first-touch copy of the state), in this (debug) build. One thread: with two, the
+    /// parallel-for's closure conversion still costs a few 32-byte
+    /// allocations per step, and OpenBLAS's threaded gemm allocates its own
+    /// job arrays (see README, "Benchmark").
+    @Test("A training step allocates nothing once its workspace exists", arguments: ["64", "160"])
+    func noAllocation(_ batch: String) throws {
+        let dir = temporaryDirectory()
+        func allocations(_ extra: [String]) throws -> (sae: Double, jsae: Double) {
+            let args = ["--json", dir + "/b.json", "--threads", "1", "--no-fingerprint"] + Self.tiny + ["--batch", batch, "--warmup", "1"] + extra
+            let r = try jsae(args, binary: builtExecutable("jsae-bench"))
+            #expect(r.status == 0, "\(r.stderr)")
+            let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/b.json"))) as! [String: Any]
+            let m = obj["metrics"] as! [String: Double]
+            return (m["sae_allocations_per_step"] ?? -1, m["jsae_allocations_per_step"] ?? -1)
+        }
+        let clean = try allocations([])
+        #expect(clean.sae == 0 && clean.jsae == 0, "allocations per step: SAE \(clean.sae), JSAE \(clean.jsae)")
+        // The counter counts: three arrays allocated inside each timed step are seen.
+        let injected = try allocations(["--inject-allocations", "3"])
+        #expect(injected.sae >= 3 && injected.jsae >= 3, "injected allocations not counted: \(injected)")
+    }
+
     @Test("bad input gives one line and exit 2")
     func badInput() throws {
         let r = try jsae(["--activations", "/nonexistent/a.h5"] + Self.tiny, binary: builtExecutable("jsae-bench"))
