@@ -220,8 +220,8 @@ def parse_args(argv=None):
         fail(f"--check-rows {args.check_rows} must be 0 (all) or positive")
     if args.threads < 0:
         fail(f"--threads {args.threads} must be 0 or positive")
-    if args.seed < 0:
-        fail(f"--seed {args.seed} must be non-negative")
+    if not 0 <= args.seed < 2 ** 63:
+        fail(f"--seed {args.seed} must be in 0..2^63-1")
     if args.legacy_sidecar_max < 0:
         fail(f"--legacy-sidecar-max {args.legacy_sidecar_max} must be non-negative")
     out_dir = os.path.dirname(os.path.abspath(args.out))
@@ -430,7 +430,7 @@ def main(argv=None):
         for name, t in (("W_in", W_in), ("b_in", b_in), ("W_out", W_out), ("b_out", b_out)):
             f.create_dataset(f"mlp/{name}", data=t.numpy().astype(args.dtype))
 
-        packages = "; ".join(f"{p} {v}" for p, v in provenance.values())
+        packages = "; ".join(f"{p} {v}" for pvs in provenance.values() for p, v in pvs)
         a = f.attrs
         a["format_version"] = 1
         a["kind"] = "activations"
@@ -462,7 +462,8 @@ def main(argv=None):
                       "documents, rows [heldout_start_row, tokens) held-out documents, never to be trained on")
         a["text_sources"] = ",".join(args.sources)
         a["text_packages"] = packages
-        a["text_provenance"] = json.dumps([{"source": s, "package": provenance[s][0], "version": provenance[s][1],
+        a["text_provenance"] = json.dumps([{"source": s, "package": provenance[s][0][0], "version": provenance[s][0][1],
+                                            "packages": [{"package": p, "version": v} for p, v in provenance[s]],
                                             **per_source[s]} for s in args.sources])
         a["tokenizer"] = f"{type(tok).__name__} from {os.path.abspath(path)}"
         a["vocab_size"] = len(enc)
@@ -478,10 +479,15 @@ def main(argv=None):
         os.unlink(tmp)
         raise
     f.close()  # raises if HDF5 cannot flush
-    with h5py.File(tmp, "r") as g:  # the checked close: the file reads back whole
-        if g["x"].shape != (T, d) or g["text/ids"].shape != (T,) or int(g.attrs["tokens"]) != T:
-            fail(f"{tmp}: read back with the wrong shape; not renamed")
-        _ = g["x"][T - 1]
+    try:  # the checked close: the file reads back whole
+        with h5py.File(tmp, "r") as g:
+            bad = g["x"].shape != (T, d) or g["text/ids"].shape != (T,) or int(g.attrs["tokens"]) != T
+            _ = g["x"][T - 1]
+    except OSError as e:
+        bad = f"unreadable ({e})"
+    if bad:
+        os.unlink(tmp)
+        fail(f"{tmp}: did not read back whole after closing ({'wrong shape' if bad is True else bad}); removed")
 
     if 0 < T <= args.legacy_sidecar_max:
         with h5py.File(tmp, "r") as g:

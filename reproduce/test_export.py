@@ -188,10 +188,14 @@ def test_split_and_provenance(tmp_path):
         counts = np.bincount(f["text/doc_source"][:], weights=np.diff(starts), minlength=3)
         assert [int(c) for c in counts] == [p["tokens"] for p in prov]
         for p in prov:
-            version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", p["package"]],
-                                     capture_output=True, text=True, check=True).stdout
-            assert p["version"] == version and f"{p['package']} {version}" in a["text_packages"]
-            assert version in a["text_source"]
+            assert p["packages"][0] == {"package": p["package"], "version": p["version"]}
+            for q in p["packages"]:
+                version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", q["package"]],
+                                         capture_output=True, text=True, check=True).stdout
+                assert q["version"] == version and f"{q['package']} {version}" in a["text_packages"]
+                assert f"{q['package']} {version}" in a["text_source"]
+        # fortunes reads fortunes-min's files too (fortunes depends on it): both are named.
+        assert [q["package"] for q in prov[0]["packages"]] == ["fortunes", "fortunes-min"]
 
 
 def test_text_sources_strip_rst():
@@ -282,6 +286,7 @@ def test_minilm_pretrained_and_randomized(tmp_path):
     (["--max-length", "2"], "--max-length 2 must be in 3..4096"),
     (["--max-length", "600"], "--max-length 600 exceeds the model's 512 positions"),
     (["--model-dir", "/nonexistent/pythia"], "--model-dir /nonexistent/pythia is not a folder"),
+    (["--seed", "-1"], "--seed -1 must be in 0..2^63-1"),
     (["--text", "debian-reference-en", "--tokens", "50000000"], "--tokens 50000000: the text (debian-reference-en) gives only"),
     (["--tokens", "40", "--held-out-fraction", "0.5", "--text", "fortunes", "--max-length", "128"],
      "no document boundary"),

@@ -18,7 +18,7 @@ a sorted, deterministic order; export_activations.py shuffles documents with
 its --seed.
 
 `documents(sources)` returns [(source, [paragraph, ...]), ...];
-`provenance(source)` returns (Debian package, installed version).
+`provenance(source)` returns [(Debian package, installed version), ...].
 """
 import glob
 import gzip
@@ -41,11 +41,11 @@ class SourceError(Exception):
 
 def _missing(src, what):
     return SourceError(f"text source {src!r}: {what} not found (run reproduce/setup-export.sh, "
-                       f"or apt-get install {src if src != 'linux-doc' else 'linux-doc'})")
+                       f"or apt-get install {src})")
 
 
 def source_path(src):
-    """A path the source's package owns (for dpkg -S), checked to exist."""
+    """The folder or file the source is read from, checked to exist."""
     if src in FORTUNE_DIRS:
         p = FORTUNE_DIRS[src]
     elif src == "python3.11-doc":
@@ -64,23 +64,36 @@ def source_path(src):
     return p
 
 
+def _fortune_files(folder):
+    return [os.path.join(folder, n) for n in sorted(os.listdir(folder))
+            if os.path.isfile(os.path.join(folder, n)) and "." not in n]
+
+
 def provenance(src):
-    """(package, version) of the Debian package that owns the source's files."""
+    """[(package, version), ...]: every Debian package that owns a file the source
+    reads (fortunes: fortunes and fortunes-min), the source's own package first."""
     path = source_path(src)
-    probe = path
-    if os.path.isdir(path):  # dpkg -S wants a file the package ships
-        files = sorted(f for f in glob.glob(os.path.join(path, "*")) if os.path.isfile(f))
-        probe = files[0] if files else path
+    probes = _fortune_files(path) if src in FORTUNE_DIRS else [path]
     try:
-        owner = subprocess.run(["dpkg-query", "-S", probe], capture_output=True, text=True, check=True).stdout
-        package = owner.split(":", 1)[0].split(",")[0].strip()
-        version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        owners = subprocess.run(["dpkg-query", "-S", *probes], capture_output=True, text=True, check=True).stdout
+        packages = []
+        for line in owners.splitlines():
+            for p in line.split(":", 1)[0].split(","):
+                if p.strip() and p.strip() not in packages:
+                    packages.append(p.strip())
+        packages.sort(key=lambda p: (not p.startswith(src), p))
+        result = []
+        for package in packages:
+            version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                                     capture_output=True, text=True, check=True).stdout.strip()
+            if not version:
+                raise SourceError(f"text source {src!r}: dpkg reports no version for {package}")
+            result.append((package, version))
     except (OSError, subprocess.CalledProcessError) as e:
-        raise SourceError(f"text source {src!r}: cannot find the Debian package that owns {probe} ({e})")
-    if not version:
-        raise SourceError(f"text source {src!r}: dpkg reports no version for {package}")
-    return package, version
+        raise SourceError(f"text source {src!r}: cannot find the Debian packages that own {path} ({e})")
+    if not result:
+        raise SourceError(f"text source {src!r}: no Debian package owns {path}")
+    return result
 
 
 # ---------------------------------------------------------------- fortunes
@@ -88,12 +101,8 @@ def provenance(src):
 def fortune_documents(src):
     """Fortune entries (separated by lines of '%'), whitespace collapsed, longer than 40 characters.
     The same entries in the same order as the v1 exporter."""
-    folder = source_path(src)
     docs = []
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path) or "." in name:
-            continue
+    for path in _fortune_files(source_path(src)):
         with open(path, encoding="utf-8", errors="replace") as f:
             for entry in f.read().split("\n%\n"):
                 entry = " ".join(entry.split())
@@ -339,7 +348,7 @@ if __name__ == "__main__":
     for src in sys.argv[1:] or SOURCES:
         docs = documents([src])
         paras = [p for _, ps in docs for p in ps]
-        print(f"{src} ({' '.join(provenance(src))}): {len(docs)} documents, {len(paras)} paragraphs, "
+        print(f"{src} ({'; '.join(' '.join(pv) for pv in provenance(src))}): {len(docs)} documents, {len(paras)} paragraphs, "
               f"{sum(len(p) for p in paras):,} characters")
         for p in random.Random(0).sample(paras, min(4, len(paras))):
             print("   ", p[:300])
