@@ -34,29 +34,29 @@ public struct JacobianStats: Sendable, Equatable {
 
 /// What the Jacobian kernels read.
 struct JacobianInputs<T: JSAEScalar> {
-    /// wd1 [m_in, h] and w2eᵀ [m_out, h] (h = d_mlp).
+    /// wd1 [m_in, d_mlp] and w2eᵀ [m_out, d_mlp].
     var wd1: UnsafePointer<T>, w2eT: UnsafePointer<T>
-    /// φ' [B, h]; K1, K2 [B, k].
+    /// φ' [B, d_mlp]; K1, K2 [B, k].
     var phi: UnsafePointer<T>, k1: UnsafePointer<Int>, k2: UnsafePointer<Int>
     var tokens: Int, k: Int, dMlp: Int, mIn: Int, mOut: Int
 }
 
 /// wd1 = W_dec_x @ W_in and w2eᵀ = W_enc_yᵀ @ W_outᵀ: two gemms, the second
 /// with both operands transposed in place (no transposed copies).
-/// - wd1: [m_in, h]; w2eT: [m_out, h]; wDecIn: [m_in, d]; wIn: [d, h]; wEncOut: [d, m_out]; wOut: [h, d]
+/// - wd1: [m_in, d_mlp]; w2eT: [m_out, d_mlp]; wDecIn: [m_in, d]; wIn: [d, d_mlp]; wEncOut: [d, m_out]; wOut: [d_mlp, d]
 func jacobianFactors<T: JSAEScalar>(wd1: UnsafeMutablePointer<T>, w2eT: UnsafeMutablePointer<T>,
                                     wDecIn: UnsafePointer<T>, wIn: UnsafePointer<T>, wEncOut: UnsafePointer<T>, wOut: UnsafePointer<T>,
-                                    mIn: Int, mOut: Int, d: Int, dMlp h: Int) {
-    T.gemm(transA: false, transB: false, m: mIn, n: h, k: d, alpha: 1, a: wDecIn, lda: d, b: wIn, ldb: h, beta: 0, c: wd1, ldc: h)
-    T.gemm(transA: true, transB: true, m: mOut, n: h, k: d, alpha: 1, a: wEncOut, lda: mOut, b: wOut, ldb: d, beta: 0, c: w2eT, ldc: h)
+                                    mIn: Int, mOut: Int, d: Int, dMlp: Int) {
+    T.gemm(transA: false, transB: false, m: mIn, n: dMlp, k: d, alpha: 1, a: wDecIn, lda: d, b: wIn, ldb: dMlp, beta: 0, c: wd1, ldc: dMlp)
+    T.gemm(transA: true, transB: true, m: mOut, n: dMlp, k: d, alpha: 1, a: wEncOut, lda: mOut, b: wOut, ldb: d, beta: 0, c: w2eT, ldc: dMlp)
 }
 
 /// Scratch the Jacobian kernels need (elements of T), for `Workspace`.
 enum JacobianScratch {
     static func workers(tokens: Int, chunk: Int, threads: Int) -> Int { max(1, min(threads, min(chunk, max(tokens, 1)))) }
-    static func count(tokens: Int, k: Int, dMlp h: Int, chunk: Int, threads: Int, backward: Bool) -> Int {
+    static func count(tokens: Int, k: Int, dMlp: Int, chunk: Int, threads: Int, backward: Bool) -> Int {
         let c = min(chunk, max(tokens, 1))
-        return workers(tokens: tokens, chunk: chunk, threads: threads) * (2 * k * h + 2 * k * k) + (backward ? 2 * c * k * h : 0)
+        return workers(tokens: tokens, chunk: chunk, threads: threads) * (2 * k * dMlp + 2 * k * k) + (backward ? 2 * c * k * dMlp : 0)
     }
 }
 
@@ -73,8 +73,8 @@ func jacobianForward<T: JSAEScalar>(store: UnsafeMutablePointer<T>?, tokenAbs: U
 ///
 ///     G = coef · sign(J);  dw2eᵀ[K2] += G·R;  dwd1[K1] += (Gᵀ·L) ⊙ φ'
 ///
-/// with L = w2eᵀ[K2] and R = wd1[K1] ⊙ φ' ([k, h] each). Accumulates (+=)
-/// into dwd1 [m_in, h] and dw2eT [m_out, h]. `jacobianForwardBackwardReference`
+/// with L = w2eᵀ[K2] and R = wd1[K1] ⊙ φ' ([k, d_mlp] each). Accumulates (+=)
+/// into dwd1 [m_in, d_mlp] and dw2eT [m_out, d_mlp]. `jacobianForwardBackwardReference`
 /// is its plain-loop definition.
 func jacobianForwardBackward<T: JSAEScalar>(dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>, coef: T,
                                             store: UnsafeMutablePointer<T>?, tokenAbs: UnsafeMutablePointer<Double>,
@@ -88,16 +88,16 @@ func jacobianForwardBackward<T: JSAEScalar>(dwd1: UnsafeMutablePointer<T>, dw2eT
 /// accumulation, no BLAS, no chunks): J [B, k, k] and the gradients at wd1
 /// and w2eᵀ of coef·Σ|J|, starting from zero.
 func jacobianForwardBackwardReference<T: JSAEScalar>(_ in_: JacobianInputs<T>, coef: Double) -> (J: [Double], dwd1: [Double], dw2eT: [Double]) {
-    let B = in_.tokens, k = in_.k, h = in_.dMlp
+    let B = in_.tokens, k = in_.k, dMlp = in_.dMlp
     var J = [Double](repeating: 0, count: B * k * k)
-    var dwd1 = [Double](repeating: 0, count: in_.mIn * h), dw2eT = [Double](repeating: 0, count: in_.mOut * h)
+    var dwd1 = [Double](repeating: 0, count: in_.mIn * dMlp), dw2eT = [Double](repeating: 0, count: in_.mOut * dMlp)
     for b in 0..<B {
-        let phi = in_.phi + b * h
+        let phi = in_.phi + b * dMlp
         for q in 0..<k {
             for p in 0..<k {
-                let l = in_.w2eT + in_.k2[b * k + q] * h, r = in_.wd1 + in_.k1[b * k + p] * h
+                let l = in_.w2eT + in_.k2[b * k + q] * dMlp, r = in_.wd1 + in_.k1[b * k + p] * dMlp
                 var s = 0.0
-                for i in 0..<h { s += Double(l[i]) * Double(r[i]) * Double(phi[i]) }
+                for i in 0..<dMlp { s += Double(l[i]) * Double(r[i]) * Double(phi[i]) }
                 J[(b * k + q) * k + p] = s
             }
         }
@@ -106,9 +106,9 @@ func jacobianForwardBackwardReference<T: JSAEScalar>(_ in_: JacobianInputs<T>, c
                 let j = J[(b * k + q) * k + p]
                 let g = j > 0 ? coef : (j < 0 ? -coef : 0)
                 let i1 = in_.k1[b * k + p], i2 = in_.k2[b * k + q]
-                for i in 0..<h {
-                    dw2eT[i2 * h + i] += g * Double(in_.wd1[i1 * h + i]) * Double(phi[i])
-                    dwd1[i1 * h + i] += g * Double(in_.w2eT[i2 * h + i]) * Double(phi[i])
+                for i in 0..<dMlp {
+                    dw2eT[i2 * dMlp + i] += g * Double(in_.wd1[i1 * dMlp + i]) * Double(phi[i])
+                    dwd1[i1 * dMlp + i] += g * Double(in_.w2eT[i2 * dMlp + i]) * Double(phi[i])
                 }
             }
         }
@@ -130,15 +130,15 @@ private func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
                                          tokenAbs: UnsafeMutablePointer<Double>, tokenCounts: UnsafeMutablePointer<Int32>,
                                          scratch: UnsafeMutablePointer<T>, _ in_: JacobianInputs<T>,
                                          chunk: Int, threads: Int) -> JacobianStats {
-    let B = in_.tokens, k = in_.k, h = in_.dMlp, kk = k * k, mIn = in_.mIn, mOut = in_.mOut
+    let B = in_.tokens, k = in_.k, dMlp = in_.dMlp, kk = k * k, mIn = in_.mIn, mOut = in_.mOut
     precondition(chunk >= 1)
     let c = min(chunk, max(B, 1))
     let workers = JacobianScratch.workers(tokens: B, chunk: chunk, threads: threads)
-    // Scratch: per worker L, R [k, h] and J, G [k, k]; then the chunk's
+    // Scratch: per worker L, R [k, d_mlp] and J, G [k, k]; then the chunk's
     // backward outputs dL = G·R and dR = Gᵀ·L (⊙ φ' is applied in the
     // scatter), every slot of which a gemm with beta = 0 writes first.
-    let perWorker = 2 * k * h + 2 * kk
-    let dL = SharedPointer(scratch + workers * perWorker), dR = SharedPointer(dL.p + c * k * h)
+    let perWorker = 2 * k * dMlp + 2 * kk
+    let dL = SharedPointer(scratch + workers * perWorker), dR = SharedPointer(dL.p + c * k * dMlp)
     let sc = SharedPointer(scratch), st = store.map(SharedPointer.init)
     let abs_ = SharedPointer(tokenAbs), cnt = SharedPointer(tokenCounts)
     let th = JacobianStats.thresholds
@@ -152,19 +152,19 @@ private func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
         var w0Forward = 0.0, w0Backward = 0.0
         Parallel.withSerialBLAS(threads: threads) {
             Parallel.forRanges(n, threads: workers) { w, slots in
-                let L = sc.p + w * perWorker, R = L + k * h, Jw = R + k * h, G = Jw + kk
+                let L = sc.p + w * perWorker, R = L + k * dMlp, Jw = R + k * dMlp, G = Jw + kk
                 for slot in slots {
                     let b = start + slot
                     let f0 = w == 0 ? PhaseTimer.now() : 0
-                    let phi = in_.phi + b * h
+                    let phi = in_.phi + b * dMlp
                     for j in 0..<k {
-                        (L + j * h).update(from: in_.w2eT + in_.k2[b * k + j] * h, count: h)
-                        let src = in_.wd1 + in_.k1[b * k + j] * h, dst = R + j * h
-                        for r in 0..<h { dst[r] = src[r] * phi[r] }
+                        (L + j * dMlp).update(from: in_.w2eT + in_.k2[b * k + j] * dMlp, count: dMlp)
+                        let src = in_.wd1 + in_.k1[b * k + j] * dMlp, dst = R + j * dMlp
+                        for r in 0..<dMlp { dst[r] = src[r] * phi[r] }
                     }
                     let J = st.map { $0.p + b * kk } ?? Jw
-                    // J_b = L · Rᵀ : [k, h] × [h, k]
-                    T.gemm(transA: false, transB: true, m: k, n: k, k: h, alpha: 1, a: L, lda: h, b: R, ldb: h, beta: 0, c: J, ldc: k)
+                    // J_b = L · Rᵀ : [k, d_mlp] × [d_mlp, k]
+                    T.gemm(transA: false, transB: true, m: k, n: k, k: dMlp, alpha: 1, a: L, lda: dMlp, b: R, ldb: dMlp, beta: 0, c: J, ldc: k)
                     var a = 0.0
                     var c0: Int32 = 0, c1: Int32 = 0, c2: Int32 = 0, c3: Int32 = 0
                     for e in 0..<kk {
@@ -182,9 +182,9 @@ private func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
                     guard let bw = backward else { continue }
                     // d|J|/dJ = sign(J), with sign(0) = 0 as torch.sign.
                     for e in 0..<kk { G[e] = J[e] > 0 ? bw.coef : (J[e] < 0 ? -bw.coef : 0) }
-                    let outL = dL.p + slot * k * h, outR = dR.p + slot * k * h
-                    T.gemm(transA: false, transB: false, m: k, n: h, k: k, alpha: 1, a: G, lda: k, b: R, ldb: h, beta: 0, c: outL, ldc: h)
-                    T.gemm(transA: true, transB: false, m: k, n: h, k: k, alpha: 1, a: G, lda: k, b: L, ldb: h, beta: 0, c: outR, ldc: h)
+                    let outL = dL.p + slot * k * dMlp, outR = dR.p + slot * k * dMlp
+                    T.gemm(transA: false, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: R, ldb: dMlp, beta: 0, c: outL, ldc: dMlp)
+                    T.gemm(transA: true, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: L, ldb: dMlp, beta: 0, c: outR, ldc: dMlp)
                     if w == 0 { w0Backward += PhaseTimer.now() - f1 }
                 }
             }
@@ -211,7 +211,7 @@ private func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
 private func scatterJacobianGradients<T: JSAEScalar>(dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>,
                                                      dL: UnsafePointer<T>, dR: UnsafePointer<T>, _ in_: JacobianInputs<T>,
                                                      start: Int, count n: Int, threads: Int) {
-    let k = in_.k, h = in_.dMlp, mIn = in_.mIn, mOut = in_.mOut, mMax = max(mIn, mOut)
+    let k = in_.k, dMlp = in_.dMlp, mIn = in_.mIn, mOut = in_.mOut, mMax = max(mIn, mOut)
     let d1 = SharedPointer(dwd1), d2 = SharedPointer(dw2eT)
     Parallel.forRanges(mMax, threads: threads) { _, own in
         let ownIn = (own.lowerBound * mIn / mMax)..<(own.upperBound * mIn / mMax)
@@ -221,13 +221,13 @@ private func scatterJacobianGradients<T: JSAEScalar>(dwd1: UnsafeMutablePointer<
             for j in 0..<k {
                 let i2 = in_.k2[b * k + j]
                 if ownOut.contains(i2) {
-                    let dst = d2.p + i2 * h, src = dL + (slot * k + j) * h
-                    for r in 0..<h { dst[r] += src[r] }
+                    let dst = d2.p + i2 * dMlp, src = dL + (slot * k + j) * dMlp
+                    for r in 0..<dMlp { dst[r] += src[r] }
                 }
                 let i1 = in_.k1[b * k + j]
                 if ownIn.contains(i1) {
-                    let dst = d1.p + i1 * h, src = dR + (slot * k + j) * h, phi = in_.phi + b * h
-                    for r in 0..<h { dst[r] += src[r] * phi[r] }
+                    let dst = d1.p + i1 * dMlp, src = dR + (slot * k + j) * dMlp, phi = in_.phi + b * dMlp
+                    for r in 0..<dMlp { dst[r] += src[r] * phi[r] }
                 }
             }
         }

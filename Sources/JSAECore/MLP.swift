@@ -39,21 +39,38 @@ public enum Activation: String, Sendable, CaseIterable {
 /// The frozen transformer MLP: y = act(x @ W_in + b_in) @ W_out + b_out.
 /// - W_in: [d, d_mlp], b_in: [d_mlp], W_out: [d_mlp, d], b_out: [d]
 public struct MLP<T: JSAEScalar>: Sendable, Equatable {
-    public var wIn: Matrix<T>
-    public var bIn: [T]
-    public var wOut: Matrix<T>
-    public var bOut: [T]
+    public let d: Int
+    public let dMlp: Int
     public var activation: Activation
-
-    public var d: Int { wIn.rows }
-    public var dMlp: Int { wIn.cols }
+    /// W_in | b_in | W_out | b_out in one allocation, read through pointers in the hot path.
+    private var storage: FlatStorage<T>
 
     public init(wIn: Matrix<T>, bIn: [T], wOut: Matrix<T>, bOut: [T], activation: Activation) throws {
-        let d = wIn.rows, h = wIn.cols
-        guard bIn.count == h else { throw JSAEError("b_in has \(bIn.count) entries, expected d_mlp = \(h) (from W_in [\(d), \(h)])") }
-        guard wOut.rows == h && wOut.cols == d else { throw JSAEError("W_out has shape [\(wOut.rows), \(wOut.cols)], expected [\(h), \(d)] (from W_in [\(d), \(h)])") }
+        let d = wIn.rows, dMlp = wIn.cols
+        guard bIn.count == dMlp else { throw JSAEError("b_in has \(bIn.count) entries, expected d_mlp = \(dMlp) (from W_in [\(d), \(dMlp)])") }
+        guard wOut.rows == dMlp && wOut.cols == d else { throw JSAEError("W_out has shape [\(wOut.rows), \(wOut.cols)], expected [\(dMlp), \(d)] (from W_in [\(d), \(dMlp)])") }
         guard bOut.count == d else { throw JSAEError("b_out has \(bOut.count) entries, expected d = \(d)") }
-        self.wIn = wIn; self.bIn = bIn; self.wOut = wOut; self.bOut = bOut; self.activation = activation
+        self.d = d; self.dMlp = dMlp; self.activation = activation
+        storage = FlatStorage(count: 2 * d * dMlp + dMlp + d)
+        for (values, offset) in [(wIn.data, 0), (bIn, d * dMlp), (wOut.data, d * dMlp + dMlp), (bOut, 2 * d * dMlp + dMlp)] {
+            (storage.p + offset).update(from: values, count: values.count)
+        }
+    }
+
+    /// The four weights, valid while this MLP is alive (it is never mutated in place).
+    var pointers: MLPPointers<T> {
+        MLPPointers(wIn: storage.p, bIn: storage.p + d * dMlp, wOut: storage.p + d * dMlp + dMlp, bOut: storage.p + 2 * d * dMlp + dMlp)
+    }
+
+    private func copy(_ p: UnsafePointer<T>, _ n: Int) -> [T] { Array(UnsafeBufferPointer(start: p, count: n)) }
+    public var wIn: Matrix<T> { Matrix(rows: d, cols: dMlp, data: copy(pointers.wIn, d * dMlp)) }
+    public var bIn: [T] { copy(pointers.bIn, dMlp) }
+    public var wOut: Matrix<T> { Matrix(rows: dMlp, cols: d, data: copy(pointers.wOut, d * dMlp)) }
+    public var bOut: [T] { copy(pointers.bOut, d) }
+
+    public static func == (a: MLP, b: MLP) -> Bool {
+        a.d == b.d && a.dMlp == b.dMlp && a.activation == b.activation
+            && (a.storage === b.storage || (0..<a.storage.count).allSatisfy { a.storage.p[$0] == b.storage.p[$0] })
     }
 
     public func converted<U: JSAEScalar>(to: U.Type = U.self) -> MLP<U> {
@@ -65,35 +82,11 @@ public struct MLP<T: JSAEScalar>: Sendable, Equatable {
     /// - x: [B, d]; returns y: [B, d], phiPrime: [B, d_mlp]
     public func forward(_ x: Matrix<T>, threads: Int = Parallel.onlineCores) -> (y: Matrix<T>, phiPrime: Matrix<T>) {
         precondition(x.cols == d, "MLP: x has \(x.cols) columns, MLP has d = \(d)")
-        var y = Matrix<T>(rows: x.rows, cols: d)
-        var phi = Matrix<T>(rows: x.rows, cols: dMlp)
-        var act = Matrix<T>(rows: x.rows, cols: dMlp)
-        x.data.withUnsafeBufferPointer { px in
-            withPointers { w in
-                y.data.withUnsafeMutableBufferPointer { py in
-                    phi.data.withUnsafeMutableBufferPointer { pp in
-                        act.data.withUnsafeMutableBufferPointer { pa in
-                            mlpForward(y: py.baseAddress!, act: pa.baseAddress!, phi: pp.baseAddress!, x: px.baseAddress!,
-                                       w, activation: activation, tokens: x.rows, d: d, dMlp: dMlp, threads: threads)
-                        }
-                    }
-                }
-            }
-        }
-        return (y, phi)
-    }
-
-    /// The four weight pointers, valid inside `body`.
-    func withPointers<R>(_ body: (MLPPointers<T>) throws -> R) rethrows -> R {
-        try wIn.data.withUnsafeBufferPointer { a in
-            try bIn.withUnsafeBufferPointer { b in
-                try wOut.data.withUnsafeBufferPointer { c in
-                    try bOut.withUnsafeBufferPointer { e in
-                        try body(MLPPointers(wIn: a.baseAddress!, bIn: b.baseAddress!, wOut: c.baseAddress!, bOut: e.baseAddress!))
-                    }
-                }
-            }
-        }
+        let B = x.rows
+        let y = Buffer<T>(B * d), phi = Buffer<T>(B * dMlp), act = Buffer<T>(B * dMlp)
+        mlpForward(y: y.p, act: act.p, phi: phi.p, x: x.data, pointers, activation: activation,
+                   tokens: B, d: d, dMlp: dMlp, threads: threads)
+        return (Matrix(rows: B, cols: d, data: y.array(B * d)), Matrix(rows: B, cols: dMlp, data: phi.array(B * dMlp)))
     }
 }
 
@@ -106,17 +99,17 @@ struct MLPPointers<T> {
 /// - y: [B, d]; act, phi: [B, d_mlp]; x: [B, d]
 func mlpForward<T: JSAEScalar>(y: UnsafeMutablePointer<T>, act: UnsafeMutablePointer<T>, phi: UnsafeMutablePointer<T>,
                                x: UnsafePointer<T>, _ w: MLPPointers<T>, activation: Activation,
-                               tokens B: Int, d: Int, dMlp h: Int, threads: Int) {
-    T.gemm(transA: false, transB: false, m: B, n: h, k: d, alpha: 1, a: x, lda: d, b: w.wIn, ldb: h, beta: 0, c: act, ldc: h)
-    addRowBias(act, w.bIn, rows: B, cols: h)
+                               tokens B: Int, d: Int, dMlp: Int, threads: Int) {
+    T.gemm(transA: false, transB: false, m: B, n: dMlp, k: d, alpha: 1, a: x, lda: d, b: w.wIn, ldb: dMlp, beta: 0, c: act, ldc: dMlp)
+    addRowBias(act, w.bIn, rows: B, cols: dMlp)
     let z = SharedPointer(act), pp = SharedPointer(phi)
-    Parallel.forRanges(B * h, threads: threads) { _, range in
+    Parallel.forRanges(B * dMlp, threads: threads) { _, range in
         for i in range {
             let v = z.p[i]
             pp.p[i] = activation.derivative(v)
             z.p[i] = activation.value(v)
         }
     }
-    T.gemm(transA: false, transB: false, m: B, n: d, k: h, alpha: 1, a: act, lda: h, b: w.wOut, ldb: d, beta: 0, c: y, ldc: d)
+    T.gemm(transA: false, transB: false, m: B, n: d, k: dMlp, alpha: 1, a: act, lda: dMlp, b: w.wOut, ldb: d, beta: 0, c: y, ldc: d)
     addRowBias(y, w.bOut, rows: B, cols: d)
 }

@@ -66,15 +66,9 @@ public func matmul<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>,
     precondition(k == kb, "matmul: inner dimensions \(k) and \(kb) differ")
     if k == 0 { return Matrix<T>(rows: m, cols: n) }
     var c = Matrix<T>.uninitialised(rows: m, cols: n)  // beta = 0 writes every entry
-    a.data.withUnsafeBufferPointer { pa in
-        b.data.withUnsafeBufferPointer { pb in
-            c.data.withUnsafeMutableBufferPointer { pc in
-                T.gemm(transA: transA, transB: transB, m: m, n: n, k: k,
-                       alpha: 1, a: pa.baseAddress!, lda: a.cols,
-                       b: pb.baseAddress!, ldb: b.cols,
-                       beta: 0, c: pc.baseAddress!, ldc: n)
-            }
-        }
+    c.data.withUnsafeMutableBufferPointer { pc in
+        T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1, a: a.data, lda: a.cols, b: b.data, ldb: b.cols,
+               beta: 0, c: pc.baseAddress!, ldc: n)
     }
     return c
 }

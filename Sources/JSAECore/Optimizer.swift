@@ -45,11 +45,13 @@ public struct Schedule: Sendable, Equatable {
 }
 
 /// Adam moments for one SAE: the same layout as its parameters.
+/// Named as PyTorch's Adam names them (exp_avg, exp_avg_sq); files store
+/// them as `.../m` and `.../v` (docs/file-format.md).
 public struct AdamMoments<T: JSAEScalar>: Sendable, Equatable {
-    public var m: SAETensors<T>
-    public var v: SAETensors<T>
-    public init(d: Int, dLatent: Int) { m = SAETensors(d: d, m: dLatent); v = m }
-    public init(m: SAETensors<T>, v: SAETensors<T>) { self.m = m; self.v = v }
+    public var expAvg: SAETensors<T>
+    public var expAvgSq: SAETensors<T>
+    public init(d: Int, dLatent: Int) { expAvg = SAETensors(d: d, m: dLatent); expAvgSq = expAvg }
+    public init(expAvg: SAETensors<T>, expAvgSq: SAETensors<T>) { self.expAvg = expAvg; self.expAvgSq = expAvgSq }
 }
 
 public struct AdamConfig: Sendable, Equatable {
@@ -58,24 +60,24 @@ public struct AdamConfig: Sendable, Equatable {
 }
 
 /// One Adam step over every entry of an SAE, in PyTorch's single-tensor form:
-/// m ← m + (1−β1)(g − m); v ← β2·v + (1−β2)·g²;
-/// p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε), with t = step + 1.
+/// a ← a + (1−β1)(g − a); s ← β2·s + (1−β2)·g²   (a = exp_avg, s = exp_avg_sq);
+/// p ← p − (lr / (1−β1ᵗ)) · a / (√s / √(1−β2ᵗ) + ε), with t = step + 1.
 /// One flat loop: parameters, gradient and moments share one layout.
 func adamStep<T: JSAEScalar>(_ params: inout SAETensors<T>, grads: SAETensors<T>, moments: inout AdamMoments<T>,
                              lr: Double, step: Int, config: AdamConfig, threads: Int) {
-    precondition(params.count == grads.count && moments.m.count == params.count)
+    precondition(params.count == grads.count && moments.expAvg.count == params.count)
     let t = Double(step + 1)
     let bc1 = 1 - Glibc.pow(config.beta1, t), bc2 = 1 - Glibc.pow(config.beta2, t)
     let stepSize = T(lr / bc1), bc2Sqrt = T(bc2.squareRoot())
     let b1 = T(config.beta1), b2 = T(config.beta2), eps = T(config.eps)
     let w = SharedPointer(params.mutableBase()), g = grads.base
-    let m = SharedPointer(moments.m.mutableBase()), v = SharedPointer(moments.v.mutableBase())
+    let avg = SharedPointer(moments.expAvg.mutableBase()), avgSq = SharedPointer(moments.expAvgSq.mutableBase())
     Parallel.forRanges(params.count, threads: threads) { _, range in
         for j in range {
             let gj = g[j]
-            m.p[j] += (1 - b1) * (gj - m.p[j])
-            v.p[j] = b2 * v.p[j] + (1 - b2) * gj * gj
-            w.p[j] -= stepSize * m.p[j] / (T.sqrt(v.p[j]) / bc2Sqrt + eps)
+            avg.p[j] += (1 - b1) * (gj - avg.p[j])
+            avgSq.p[j] = b2 * avgSq.p[j] + (1 - b2) * gj * gj
+            w.p[j] -= stepSize * avg.p[j] / (T.sqrt(avgSq.p[j]) / bc2Sqrt + eps)
         }
     }
 }

@@ -90,10 +90,8 @@ extension JSAEModel {
         }
         guard let saeOut, let mlp else { return }
         timed(timer, .mlp) {
-            mlp.withPointers { w in
-                mlpForward(y: ws.y.p, act: ws.act.p, phi: ws.phi.p, x: point == .trueInput ? ws.x.p : ws.xHat.p, w,
-                           activation: mlp.activation, tokens: B, d: d, dMlp: mlp.dMlp, threads: threads)
-            }
+            mlpForward(y: ws.y.p, act: ws.act.p, phi: ws.phi.p, x: point == .trueInput ? ws.x.p : ws.xHat.p, mlp.pointers,
+                       activation: mlp.activation, tokens: B, d: d, dMlp: mlp.dMlp, threads: threads)
         }
         saeOut.encode(into: ws.codesOut, x: ws.outputTarget, tokens: B, scratch: ws.arena.p, threads: threads, timer: timer)
         timed(timer, .sparseDecoder) {
@@ -106,10 +104,8 @@ extension JSAEModel {
     /// weight update: every step in training, once per file in evaluation).
     func computeJacobianFactors(_ ws: Workspace<T>) {
         guard let saeOut, let mlp else { return }
-        mlp.withPointers { w in
-            jacobianFactors(wd1: ws.wd1.p, w2eT: ws.w2eT.p, wDecIn: saeIn.tensors.pointer(.wDec), wIn: w.wIn,
-                            wEncOut: saeOut.tensors.pointer(.wEnc), wOut: w.wOut, mIn: saeIn.m, mOut: saeOut.m, d: d, dMlp: mlp.dMlp)
-        }
+        jacobianFactors(wd1: ws.wd1.p, w2eT: ws.w2eT.p, wDecIn: saeIn.tensors.pointer(.wDec), wIn: mlp.pointers.wIn,
+                        wEncOut: saeOut.tensors.pointer(.wEnc), wOut: mlp.pointers.wOut, mIn: saeIn.m, mOut: saeOut.m, d: d, dMlp: mlp.dMlp)
     }
 
     /// What the Jacobian kernels read from the workspace's cache.

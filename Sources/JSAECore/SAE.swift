@@ -49,21 +49,16 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
         precondition(x.cols == d, "encode: x has \(x.cols) columns, SAE has d = \(d)")
         let codes = CodesBuffer<T>(tokens: x.rows, k: k)
         let scratch = Buffer<T>(min(encodeChunkTokens, max(x.rows, 1)) * m)
-        x.data.withUnsafeBufferPointer { encode(into: codes, x: $0.baseAddress!, tokens: x.rows, scratch: scratch.p, threads: threads) }
+        encode(into: codes, x: x.data, tokens: x.rows, scratch: scratch.p, threads: threads)
         return codes.codes(x.rows)
     }
 
     /// x̂ = s @ W_dec + b_dec from sparse codes, [B, d] (allocates).
     public func decode(_ codes: SparseCodes<T>, threads: Int = Parallel.onlineCores) -> Matrix<T> {
         var out = Matrix<T>(rows: codes.tokens, cols: d)
-        codes.indices.withUnsafeBufferPointer { idx in
-            codes.values.withUnsafeBufferPointer { val in
-                out.data.withUnsafeMutableBufferPointer { o in
-                    sparseDecode(out: o.baseAddress!, indices: idx.baseAddress!, values: val.baseAddress!,
-                                 wDec: tensors.pointer(.wDec), bDec: tensors.pointer(.bDec),
-                                 tokens: codes.tokens, d: d, k: codes.k, threads: threads)
-                }
-            }
+        out.data.withUnsafeMutableBufferPointer { o in
+            sparseDecode(out: o.baseAddress!, indices: codes.indices, values: codes.values,
+                         wDec: tensors.pointer(.wDec), bDec: tensors.pointer(.bDec), tokens: codes.tokens, d: d, k: codes.k, threads: threads)
         }
         return out
     }

@@ -52,25 +52,25 @@ public final class Workspace<T: JSAEScalar> {
         precondition(s.tokens >= 0 && s.d >= 1 && s.mIn >= 1 && s.k >= 1 && s.jacobianChunk >= 1 && threads >= 1)
         shape = s
         self.threads = threads
-        let B = s.tokens, d = s.d, k = s.k, h = s.pair ? s.dMlp : 0
+        let B = s.tokens, d = s.d, k = s.k, dMlp = s.pair ? s.dMlp : 0
         let mOut = s.pair ? s.mOut : 0
         let train = purpose.contains(.training)
         x = Buffer(B * d); yTarget = Buffer(B * d)
         codesIn = CodesBuffer(tokens: B, k: k); xHat = Buffer(B * d)
-        act = Buffer(B * h); phi = Buffer(B * h); y = Buffer(s.pair ? B * d : 0)
+        act = Buffer(B * dMlp); phi = Buffer(B * dMlp); y = Buffer(s.pair ? B * d : 0)
         codesOut = CodesBuffer(tokens: s.pair ? B : 0, k: k); yHat = Buffer(s.pair ? B * d : 0)
-        wd1 = Buffer(s.mIn * h); w2eT = Buffer(mOut * h)
+        wd1 = Buffer(s.mIn * dMlp); w2eT = Buffer(mOut * dMlp)
         jacobianAbs = Buffer(s.pair ? B : 0); jacobianCounts = Buffer(s.pair ? 4 * B : 0)
         jacobian = Buffer(purpose.contains(.storeJacobian) && s.pair ? B * k * k : 0)
         gradIn = SAETensors(d: train ? d : 0, m: train ? s.mIn : 0)
         gradOut = SAETensors(d: train && s.pair ? d : 0, m: train && s.pair ? mOut : 0)
         residual = Buffer(train ? B * d : 0)
-        dwd1 = Buffer(train ? s.mIn * h : 0); dw2eT = Buffer(train ? mOut * h : 0)
+        dwd1 = Buffer(train ? s.mIn * dMlp : 0); dw2eT = Buffer(train ? mOut * dMlp : 0)
         let mMax = max(s.mIn, mOut)
         partials = Buffer(train ? squaredSumBlocks(2 * d * mMax + mMax + d) : 0)
         featureMeans = Buffer(d)
         let encoderChunk = min(encodeChunkTokens, max(B, 1)) * mMax
-        let jac = s.pair ? JacobianScratch.count(tokens: B, k: k, dMlp: h, chunk: s.jacobianChunk, threads: threads, backward: train) : 0
+        let jac = s.pair ? JacobianScratch.count(tokens: B, k: k, dMlp: dMlp, chunk: s.jacobianChunk, threads: threads, backward: train) : 0
         arena = Buffer(max(encoderChunk, jac, train ? mMax * d : 0))
     }
 

@@ -52,13 +52,13 @@ public enum CheckpointFile {
     }
 
     private static func writeMoments<T: JSAEScalar>(_ f: HDF5File, group: String, _ a: AdamMoments<T>) throws {
-        try writeTensors(f, a.m) { "/optimizer/\(group)/\($0)/m" }
-        try writeTensors(f, a.v) { "/optimizer/\(group)/\($0)/v" }
+        try writeTensors(f, a.expAvg) { "/optimizer/\(group)/\($0)/m" }
+        try writeTensors(f, a.expAvgSq) { "/optimizer/\(group)/\($0)/v" }
     }
 
     private static func readMoments<T: JSAEScalar>(_ f: HDF5File, group: String, like sae: TopKSAE<T>) throws -> AdamMoments<T> {
-        AdamMoments(m: try readTensors(f, d: sae.d, m: sae.m) { "/optimizer/\(group)/\($0)/m" },
-                    v: try readTensors(f, d: sae.d, m: sae.m) { "/optimizer/\(group)/\($0)/v" })
+        AdamMoments(expAvg: try readTensors(f, d: sae.d, m: sae.m) { "/optimizer/\(group)/\($0)/m" },
+                    expAvgSq: try readTensors(f, d: sae.d, m: sae.m) { "/optimizer/\(group)/\($0)/v" })
     }
 
     static func writeConfig(_ f: HDF5File, _ c: TrainConfig) throws {

@@ -61,8 +61,8 @@ struct GoldenTrainingTests {
         let pairs: [(String, SAETensors<T>, SAETensors<Double>)] = [
             ("sae_in", state.model.saeIn.tensors, want.model.saeIn.tensors),
             ("sae_out", state.model.saeOut!.tensors, want.model.saeOut!.tensors),
-            ("optimizer/sae_in/m", state.adamIn.m, want.adamIn.m), ("optimizer/sae_in/v", state.adamIn.v, want.adamIn.v),
-            ("optimizer/sae_out/m", state.adamOut!.m, want.adamOut!.m), ("optimizer/sae_out/v", state.adamOut!.v, want.adamOut!.v),
+            ("optimizer/sae_in/m", state.adamIn.expAvg, want.adamIn.expAvg), ("optimizer/sae_in/v", state.adamIn.expAvgSq, want.adamIn.expAvgSq),
+            ("optimizer/sae_out/m", state.adamOut!.expAvg, want.adamOut!.expAvg), ("optimizer/sae_out/v", state.adamOut!.expAvgSq, want.adamOut!.expAvgSq),
         ]
         for (group, a, b) in pairs {
             for name in SAETensors<T>.Name.allCases {
