@@ -72,6 +72,7 @@ public func runForward<T: JSAEScalar>(model: JSAEModel<T>, activations: Activati
             } else {
                 r = model.forward(x, point: options.point, factors: factors, chunk: options.jacobianChunk)
             }
+            try requireFiniteForward(r, rows: range, k: k, d: d, model: modelPath)
             try out.writeRows("/sae_in/indices", range, ints: r.codesIn.indices)
             try out.writeRows("/sae_in/values", range, r.codesIn.values)
             try out.writeRows("/x_hat", range, r.xHat.data)
@@ -89,11 +90,13 @@ public func runForward<T: JSAEScalar>(model: JSAEModel<T>, activations: Activati
             for (group, g) in [("sae_in", grads.saeIn), ("sae_out", grads.saeOut)] {
                 guard let g else { continue }
                 for ((name, p), shape) in zip(SAETensors<T>.paths, g.shapes) {
+                    try requireFiniteGradient(g[keyPath: p], name: "/grad/\(group)/\(name)", model: modelPath)
                     try out.write("/grad/\(group)/\(name)", shape: shape, g[keyPath: p])
                 }
             }
         }
         let c = sums.components(lambda: pair ? options.lambda : 0)
+        try requireFiniteSummary(c, model: modelPath, precision: T.precisionName)
         try out.setAttribute("evaluation_point", .string(options.point.rawValue))
         try out.setAttribute("lambda", .double(options.lambda))
         try out.setAttribute("mse_in", .double(c.mseIn))
@@ -107,7 +110,7 @@ public func runForward<T: JSAEScalar>(model: JSAEModel<T>, activations: Activati
         try out.setAttribute("precision", .string(T.precisionName))
         try out.setAttribute("model_file", .string(modelPath))
         try out.setAttribute("activations_file", .string(activations.path))
-        out.close()
+        try out.finish()
         return c
     }
 }

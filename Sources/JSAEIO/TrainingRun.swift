@@ -85,9 +85,7 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
 }
 
 func prune(_ dir: String, keep: Int) {
-    guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
-    let cps = names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".h5") }.sorted()
-    for name in cps.dropLast(keep) { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
+    CheckpointFile.prune(in: dir, keep: keep)
 }
 
 func progressLine(_ r: StepReport, total: Int, tokensPerSecond: Double, dead: (input: Int, output: Int), pair: Bool) -> String {
