@@ -79,7 +79,7 @@ struct JSAEBench: ParsableCommand {
         if let k { shape.k = k }
         if let batch { shape.batch = batch }
         let nSteps = steps ?? preset.steps
-        guard shape.k <= shape.m else { throw JSAEError("k = \(shape.k) exceeds m = \(shape.m)") }
+        try requireFits(shape)
 
         // Data and MLP: synthetic and seeded, or the first batch of a real file.
         var (x, mlp) = synthetic(shape)
@@ -90,6 +90,7 @@ struct JSAEBench: ParsableCommand {
             x = try r.x(0..<shape.batch)
             guard r.file.exists("/mlp") else { throw JSAEError(file: path, "has no /mlp") }
             mlp = try MLPFile.read(r.file, d: r.d)
+            try adoptFileShape(&shape, fileD: r.d, mlp: mlp, path: path)
         }
         log("jsae-bench: \(preset.rawValue) d \(shape.d) d_mlp \(shape.dMlp) m \(shape.m) k \(shape.k) batch \(shape.batch), "
             + "\(warmup) warm-up + \(nSteps) timed steps, \(Parallel.threads) threads, OpenBLAS \(BLASThreads.coreName)")

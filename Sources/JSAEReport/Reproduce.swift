@@ -65,6 +65,7 @@ public func reproduce(_ o: ReproduceOptions, log: (String) -> Void) throws -> Re
     try fm.createDirectory(atPath: o.outDir + "/data", withIntermediateDirectories: true)
     try fm.createDirectory(atPath: o.outDir + "/forward", withIntermediateDirectories: true)
     let pre = try ActivationsReader(o.pretrained), rnd = try ActivationsReader(o.randomized)
+    _ = try readTokenSidecar(for: pre)   // checked now, used only at the end
     guard pre.d == rnd.d else { throw JSAEError(file: o.randomized, "has d = \(rnd.d) but \(o.pretrained) has d = \(pre.d)") }
     let d = pre.d, m = o.expansion * d
     guard o.k >= 1 && o.k <= m else { throw JSAEError("k = \(o.k) must be between 1 and m = \(m)") }

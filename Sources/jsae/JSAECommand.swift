@@ -18,12 +18,21 @@ func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
     } catch let e as JSAEError {
-        FileHandle.standardError.write(Data("jsae: error: \(e.description)\n".utf8))
-        throw ExitCode(2)
+        exitAtOnce(2, "jsae: error: \(e.description)")
     } catch let e as TrainingDiverged {
-        FileHandle.standardError.write(Data("jsae: error: \(e.description)\n".utf8))
-        throw ExitCode(3)
+        exitAtOnce(3, "jsae: error: \(e.description)")
     }
+}
+
+/// Prints the error line and ends the process without running exit
+/// handlers: after a failed write (a full disk), HDF5's own exit handler
+/// would try to flush the abandoned temporary file again and crash. Every
+/// file the command meant to keep is already closed (or was never renamed
+/// into place), so nothing is lost by skipping it.
+func exitAtOnce(_ status: Int32, _ line: String) -> Never {
+    fflush(nil)   // every C stream, stdout included
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+    _exit(status)
 }
 
 enum Precision: String, ExpressibleByArgument, CaseIterable {
@@ -92,6 +101,7 @@ struct Forward: ParsableCommand, PrecisionCommand {
     func run() throws { try runInPrecision() }
 
     func run<T: JSAEScalar>(_: T.Type) throws {
+        try requireDistinctOutput(out, flag: "--out", from: [("--model", model), ("--activations", activations)])
         let acts = try ActivationsReader(activations)
         let m: JSAEModel<T> = try ModelFile.read(model, mlpFallback: acts.file)
         var opts = ForwardOptions()

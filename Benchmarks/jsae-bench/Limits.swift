@@ -1,0 +1,57 @@
+import ArgumentParser
+import CHDF5
+import Foundation
+import JSAECore
+import JSAEIO
+
+extension JSAEBench {
+    /// Every failure is one line and exit status 2, a malformed command line
+    /// included (help is still printed in full).
+    static func main() {
+        HDF5File.installCrashGuard(program: "jsae-bench")
+        let args = Array(CommandLine.arguments.dropFirst())
+        do {
+            var command = try parseAsRoot(args)
+            try command.run()
+        } catch {
+            if error is ExitCode || exitCode(for: error) == .success { exit(withError: error) }
+            var msg = message(for: error).split(whereSeparator: \.isNewline)
+                .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.joined(separator: "; ")
+            if msg.isEmpty { msg = String(describing: error) }
+            for i in args.indices.dropFirst() where args[i].count > 1 && args[i].hasPrefix("-") && Double(args[i]) != nil
+                && args[i - 1].hasPrefix("--") && !args[i - 1].contains("=") {
+                msg += " (write a negative value with '=': \(args[i - 1])=\(args[i]))"
+                break
+            }
+            FileHandle.standardError.write(Data("jsae-bench: error: \(msg)\n".utf8))
+            Foundation.exit(2)
+        }
+    }
+
+    /// Refuses shapes whose products overflow or whose buffers cannot fit in
+    /// memory, before anything is allocated. Counted in Double: two SAEs'
+    /// parameters, moments and gradients (4 × 2·m·d each), a batch's dense
+    /// pre-activations (2·B·m), x and the MLP (B·d, 2·d·d_mlp, B·d_mlp).
+    func requireFits(_ s: Shape) throws {
+        let (m, o) = s.expansion.multipliedReportingOverflow(by: s.d)
+        guard !o else { throw JSAEError("--expansion \(s.expansion) × d \(s.d) overflows a 64-bit integer") }
+        let D = Double(s.d), M = Double(m), B = Double(s.batch), H = Double(s.dMlp)
+        let bytes = 4 * (2 * 4 * 2 * M * D + 2 * B * M + B * D + 2 * D * H + B * H)
+        let limit = Double(ProcessInfo.processInfo.physicalMemory)
+        guard bytes <= limit else {
+            throw JSAEError(String(format: "d %d, d_mlp %d, m %d, batch %d would need at least %.3g GiB, more than this machine's %.1f GiB: lower --expansion, --batch, --d or --d-mlp",
+                                   s.d, s.dMlp, m, s.batch, bytes / 1073741824, limit / 1073741824))
+        }
+        guard s.k <= m else { throw JSAEError("k = \(s.k) exceeds m = \(m)") }
+    }
+
+    /// With --activations, d and d_mlp are the file's: a different --d or
+    /// --d-mlp is refused rather than reported as the preset's.
+    func adoptFileShape(_ s: inout Shape, fileD: Int, mlp: MLP<Float>, path: String) throws {
+        if let d, d != fileD { throw JSAEError(file: path, "/x has d = \(fileD) but --d \(d) was given") }
+        if let dMlp, dMlp != mlp.dMlp { throw JSAEError(file: path, "/mlp has d_mlp = \(mlp.dMlp) but --d-mlp \(dMlp) was given") }
+        s.d = fileD
+        s.dMlp = mlp.dMlp
+        try requireFits(s)
+    }
+}
