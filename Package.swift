@@ -50,5 +50,9 @@ let package = Package(
         .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "JSAETestSupport"]),
         .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAETestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAEReport", "JSAETestSupport"]),
+        // Hostile input and faults (issue 10): quick and seeded; the long
+        // campaign in the same target runs only with JSAE_FUZZ_CAMPAIGN=N
+        // (ci/fuzz-campaign.sh).
+        .testTarget(name: "FuzzTests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAETestSupport", "CHDF5"]),
     ]
 )
