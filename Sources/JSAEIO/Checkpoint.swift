@@ -170,6 +170,12 @@ public enum CheckpointFile {
         c.adam.beta1 = try f.doubleAttribute("adam_beta1") ?? c.adam.beta1
         c.adam.beta2 = try f.doubleAttribute("adam_beta2") ?? c.adam.beta2
         c.adam.eps = try f.doubleAttribute("adam_eps") ?? c.adam.eps
+        // Adam's constants are not checked by TrainConfig (the CLI never sets
+        // them): a damaged value would only show up steps later as NaN.
+        for (n, v) in [("adam_beta1", c.adam.beta1), ("adam_beta2", c.adam.beta2)] where !(v >= 0 && v < 1) {
+            throw JSAEError(file: f.path, "\(n) is \(v), expected a number in [0, 1)")
+        }
+        guard c.adam.eps > 0 && c.adam.eps.isFinite else { throw JSAEError(file: f.path, "adam_eps is \(c.adam.eps), expected a finite number > 0") }
         do { try c.validate() } catch let e as JSAEError { throw e.inFile(f.path) }
         return c
     }

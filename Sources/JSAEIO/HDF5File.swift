@@ -214,6 +214,7 @@ public final class HDF5File {
     // MARK: Datasets
 
     private func openDataset(_ name: String) throws -> hid_t {
+        path.withCString { jsae_guard_set_file($0) }   // the file a crash inside HDF5 would be reported for
         guard exists(name) else { throw JSAEError(file: path, "missing dataset \(name)") }
         let did = H5Dopen2(id, name, jsae_h5p_default())
         guard did >= 0 else { throw JSAEError(file: path, "\(name) is not a dataset") }
@@ -544,6 +545,7 @@ public final class HDF5File {
 
     /// Reads a scalar attribute (integer, float or string), or nil if absent.
     public func attribute(_ name: String, on object: String = "/") throws -> AttributeValue? {
+        path.withCString { jsae_guard_set_file($0) }
         guard H5Aexists_by_name(id, object, name, jsae_h5p_default()) > 0 else { return nil }
         let aid = H5Aopen_by_name(id, object, name, jsae_h5p_default(), jsae_h5p_default())
         guard aid >= 0 else { throw JSAEError(file: path, "attribute \(name) cannot be opened") }
