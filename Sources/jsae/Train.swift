@@ -92,7 +92,7 @@ struct Train: ParsableCommand, PrecisionCommand {
             let loaded: (state: TrainState<T>, config: TrainConfig, provenance: CheckpointFile.Provenance) = try CheckpointFile.read(latest)
             state = loaded.state; config = loaded.config
             try requireResumeFlagsAgree(state, config, loaded.provenance, checkpoint: latest)
-            reader = try ActivationsReader(activations ?? loaded.provenance.activationsFile)
+            reader = try openActivations(recordedIn: loaded.provenance, checkpoint: latest)
             try loaded.provenance.requireSameActivations(reader, checkpoint: latest)
             guard reader.d == state.model.d else {
                 throw JSAEError(file: reader.path, "/x has d = \(reader.d) but the checkpoint \(latest) has d = \(state.model.d)")

@@ -181,6 +181,19 @@ extension Train {
         }
     }
 
+    /// The activations of a resumed run: --activations, else the file the
+    /// checkpoint records; a missing or unreadable recorded file is reported
+    /// with the checkpoint it came from and how to point elsewhere.
+    func openActivations(recordedIn p: CheckpointFile.Provenance, checkpoint: String) throws -> ActivationsReader {
+        if let activations { return try ActivationsReader(activations) }
+        guard !p.activationsFile.isEmpty else {
+            throw JSAEError(file: checkpoint, "records no activations_file; give --activations")
+        }
+        do { return try ActivationsReader(p.activationsFile) } catch let e as JSAEError {
+            throw JSAEError(file: p.activationsFile, "\(e.message) (the activations file recorded in \(checkpoint); give --activations if it moved)")
+        }
+    }
+
     /// Before any work on a new run: sizes that overflow or cannot fit.
     func requireFreshRunFits(d: Int, m: Int, scalarBytes: Int) throws {
         try RunLimits.requireMemory(d: d, m: m, saes: single ? 1 : 2, batch: max(batch, 1), bufferBatches: max(bufferBatches, 1),
