@@ -28,9 +28,29 @@ func classify(_ o: Outcome, file: String, what: String, inputsChanged: [String],
               verify: () -> String?) {
     if !inputsChanged.isEmpty { tally.add("inputs changed", failure: "\(what): changed \(inputsChanged)"); return }
     if o.signalled { tally.add("signal", failure: "\(what): \(o)"); return }
-    if o.timedOut { tally.add("hang", failure: "\(what): \(o)"); return }
+    if o.timedOut {
+        // A run still reporting progress when killed is not hung: it trains
+        // for as many steps as the (damaged but plausible) total_steps says,
+        // which no check can tell from a real one. Counted apart.
+        let progress = o.lines.filter { $0.hasPrefix("step ") }.count
+        if progress >= 2 { tally.add("ran on as total_steps says (killed at the time limit)") }
+        else { tally.add("hang", failure: "\(what): \(o)") }
+        return
+    }
+    if o.status == 3 {
+        // Divergence, as `jsae train` reports it: one error line naming the
+        // last good checkpoint (a damaged but finite value can blow up).
+        let errors = o.lines.filter { $0.contains(": error: ") }
+        if errors.count == 1, o.lines.last?.contains(": error: ") == true, o.stderr.contains(file) {
+            tally.add("diverged (exit 3, one line naming the checkpoint)")
+        } else { tally.add("unclear error", failure: "\(what): \(o)") }
+        return
+    }
     if o.status == 2 {
-        guard o.lines.count == 1, o.stderr.contains(file) || o.stderr.contains((file as NSString).lastPathComponent) else {
+        // One error line, the last; before it only training's progress lines.
+        let progress = o.lines.dropLast().allSatisfy { $0.hasPrefix("resuming from ") || $0.hasPrefix("step ") || $0.hasPrefix("removed ") }
+        guard progress, o.lines.last?.contains(": error: ") == true,
+              o.stderr.contains(file) || o.stderr.contains((file as NSString).lastPathComponent) else {
             tally.add("unclear error", failure: "\(what): \(o)"); return
         }
         tally.add(o.stderr.contains(" crashed (") ? "refused (HDF5 crashed, guarded)" : "refused")

@@ -398,6 +398,7 @@ struct FuzzTests {
             (["forward", "--model", dir + "/missing.h5", "--activations", f.acts, "--out", dir + "/o.h5"], dir + "/missing.h5", "no such file"),
             (["train", "--activations", f.acts, "--out", f.acts + "/run"] + tinyTrain, f.acts + "/run", "is a file, not a folder"),
             (["train", "--resume", dir + "/nothing"], dir + "/nothing", "no checkpoint"),
+            (["reproduce", "--pretrained", f.acts, "--randomized", f.acts, "--out", f.acts + "/rep", "--quick"], f.acts + "/rep", "is a file, not a folder"),
             (["inspect", dir + "/missing.h5"], dir + "/missing.h5", "no such file"),
         ]
         for (args, path, mentions) in cases {
