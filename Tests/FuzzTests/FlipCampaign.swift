@@ -1,3 +1,4 @@
+import CHDF5
 import Foundation
 import Testing
 import JSAECore
@@ -79,11 +80,7 @@ struct FlipFixture {
         let b = try jsae(["forward", "--model", model, "--activations", acts, "--out", baseline, "--precision", "double"])
         expectSuccess(b, "baseline forward")
         runTemplate = dir + "/run"
-        let t = try jsae(["train", "--activations", acts, "--out", runTemplate, "--steps", "4", "--checkpoint-every", "2"] + tinyTrain)
-        expectSuccess(t, "template run")
-        // Resume from step 2: drop the final checkpoint and model.
-        try FileManager.default.removeItem(atPath: runTemplate + "/checkpoint-000000004.h5")
-        try FileManager.default.removeItem(atPath: runTemplate + "/model.h5")
+        try runStoppedAtStep2(runTemplate, acts: acts)
     }
 
     var checkpoint: String { runTemplate + "/checkpoint-000000002.h5" }
@@ -205,6 +202,13 @@ func runCampaign(seed: UInt64, modelFlips: Int, checkpointFlips: Int, attributes
     return tally
 }
 
+/// The HDF5 library's version, for the campaign's record.
+let hdf5Version: String = {
+    var a: UInt32 = 0, b: UInt32 = 0, c: UInt32 = 0
+    H5get_libversion(&a, &b, &c)
+    return "\(a).\(b).\(c)"
+}()
+
 @Suite("Fuzz campaign (long; run by ci/fuzz-campaign.sh, not by CI)")
 struct FuzzCampaign {
     static let iterations = Int(ProcessInfo.processInfo.environment["JSAE_FUZZ_CAMPAIGN"] ?? "") ?? 0
@@ -219,7 +223,7 @@ struct FuzzCampaign {
         print("fuzz campaign: " + line)
         for f in tally.failures { print("  failure: " + f) }
         if let path = ProcessInfo.processInfo.environment["JSAE_FUZZ_REPORT"] {
-            try (line + "\n" + tally.failures.map { "failure: " + $0 }.joined(separator: "\n") + "\n")
+            try (line + "\ncommand: bash ci/fuzz-campaign.sh \(n) \(seed)   (HDF5 \(hdf5Version))\n" + tally.failures.map { "failure: " + $0 }.joined(separator: "\n") + "\n")
                 .write(toFile: path, atomically: true, encoding: .utf8)
         }
         #expect(tally.failures.isEmpty, "\(tally.failures.joined(separator: "\n"))")

@@ -138,6 +138,16 @@ func pairFixture(_ dir: String, tokens: Int = 64, seed: UInt64 = 7) throws -> (m
 /// The small training configuration every training case uses.
 let tinyTrain = ["--expansion", "2", "--k", "3", "--batch", "16", "--buffer-batches", "1", "--log-every", "0"]
 
+/// A 4-step run into `run` with checkpoints at steps 2 and 4, then the
+/// step-4 checkpoint and model.h5 removed: a run to resume from step 2, as
+/// if it had been killed after its second step.
+func runStoppedAtStep2(_ run: String, acts: String, extra: [String] = []) throws {
+    let t = try jsae(["train", "--activations", acts, "--out", run, "--steps", "4", "--checkpoint-every", "2"] + extra + tinyTrain)
+    expectSuccess(t, "4-step run into \(run)")
+    try FileManager.default.removeItem(atPath: run + "/checkpoint-000000004.h5")
+    try FileManager.default.removeItem(atPath: run + "/model.h5")
+}
+
 /// Rewrites one root attribute of an existing file in place.
 func setAttribute(_ path: String, _ name: String, _ value: AttributeValue) throws {
     let f = try HDF5File.openForUpdate(path)

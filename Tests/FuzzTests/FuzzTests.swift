@@ -230,10 +230,7 @@ struct FuzzTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let f = try pairFixture(dir)
         let run = dir + "/run"
-        expectSuccess(try jsae(["train", "--activations", f.acts, "--out", run, "--steps", "4", "--checkpoint-every", "2",
-                                "--precision", "double"] + tinyTrain), "double run")
-        try FileManager.default.removeItem(atPath: run + "/checkpoint-000000004.h5")
-        try FileManager.default.removeItem(atPath: run + "/model.h5")
+        try runStoppedAtStep2(run, acts: f.acts, extra: ["--precision", "double"])
         let template = dir + "/template"
         try FileManager.default.copyItem(atPath: run, toPath: template)
         func fresh() throws -> String {
@@ -304,9 +301,7 @@ struct FuzzTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let f = try pairFixture(dir)
         let run = dir + "/run"
-        expectSuccess(try jsae(["train", "--activations", f.acts, "--out", run, "--steps", "4", "--checkpoint-every", "2"] + tinyTrain), "run")
-        try FileManager.default.removeItem(atPath: run + "/checkpoint-000000004.h5")
-        try FileManager.default.removeItem(atPath: run + "/model.h5")
+        try runStoppedAtStep2(run, acts: f.acts)
         let strays = ["checkpoint-backup.h5", "checkpoint-99.h5", "checkpoint-9999999999.h5", "checkpoint-00000000x.h5", "checkpoint-000000003.h5.bak"]
         for s in strays { try FileManager.default.copyItem(atPath: run + "/checkpoint-000000002.h5", toPath: run + "/" + s) }
         let before = snapshot(run)
@@ -369,9 +364,7 @@ struct FuzzTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let f = try pairFixture(dir)
         let run = dir + "/run"
-        expectSuccess(try jsae(["train", "--activations", f.acts, "--out", run, "--steps", "4", "--checkpoint-every", "2"] + tinyTrain), "run")
-        try FileManager.default.removeItem(atPath: run + "/checkpoint-000000004.h5")
-        try FileManager.default.removeItem(atPath: run + "/model.h5")
+        try runStoppedAtStep2(run, acts: f.acts)
         // A PID that has certainly exited: a child we waited for.
         let dead = Process()
         dead.executableURL = URL(fileURLWithPath: "/bin/true")
