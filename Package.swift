@@ -38,9 +38,9 @@ let package = Package(
         // Drivers over files: training runs (batch stream, checkpoints, progress) and forward runs.
         .target(name: "JSAERuns", dependencies: ["JSAECore", "JSAEIO"]),
         .target(name: "JSAEReport", dependencies: ["JSAECore", "JSAEIO", "JSAERuns"]),
-        // Options shared by jsae and jsae-bench (threads, shapes, seed).
+        // What jsae and jsae-bench share: options (threads, shapes, seed) and one-line errors.
         .target(name: "JSAECLIOptions", dependencies: [
-            "JSAECore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "JSAECore", "JSAEIO", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "jsae", dependencies: [
             "JSAECore", "JSAEIO", "JSAERuns", "JSAEReport", "JSAECLIOptions",
@@ -60,5 +60,9 @@ let package = Package(
         .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "_JSAETestSupport"]),
         .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAERuns", "_JSAETestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAERuns", "JSAEReport", "_JSAETestSupport"]),
+        // Hostile input and faults (issue 10): quick and seeded; the long
+        // campaign in the same target runs only with JSAE_FUZZ_CAMPAIGN=N
+        // (ci/fuzz-campaign.sh).
+        .testTarget(name: "FuzzTests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "_JSAETestSupport", "CHDF5"]),
     ]
 )

@@ -82,7 +82,7 @@ struct JSAEBench: ParsableCommand {
         if let k = shapeOptions.k { shape.k = k }
         if let batch = shapeOptions.batch { shape.batch = batch }
         let nSteps = steps ?? preset.steps
-        guard shape.k <= shape.m else { throw JSAEError("k = \(shape.k) exceeds m = \(shape.m)") }
+        try requireFits(shape)
 
         // Data and MLP: synthetic and seeded, or the first batch of a real file.
         var (x, mlp) = synthetic(shape)
@@ -93,6 +93,7 @@ struct JSAEBench: ParsableCommand {
             x = try r.x(0..<shape.batch)
             guard r.file.exists("/mlp") else { throw JSAEError(file: path, "has no /mlp") }
             mlp = try MLPFile.read(r.file, d: r.d)
+            try adoptFileShape(&shape, fileD: r.d, mlp: mlp, path: path)
         }
         log("jsae-bench: \(preset.rawValue) d \(shape.d) d_mlp \(shape.dMlp) m \(shape.m) k \(shape.k) batch \(shape.batch), "
             + "\(warmup) warm-up + \(nSteps) timed steps, \(threads) threads, OpenBLAS \(BLASThreads.coreName)")

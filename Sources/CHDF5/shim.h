@@ -14,6 +14,7 @@ static inline hid_t jsae_h5t_ieee_f64le(void)    { return H5T_IEEE_F64LE; }
 static inline hid_t jsae_h5t_c_s1(void)          { return H5T_C_S1; }
 static inline hid_t jsae_h5p_default(void)       { return H5P_DEFAULT; }
 static inline hid_t jsae_h5p_link_create(void)   { return H5P_LINK_CREATE; }
+static inline hid_t jsae_h5p_dataset_create(void) { return H5P_DATASET_CREATE; }
 static inline hid_t jsae_h5s_all(void)           { return H5S_ALL; }
 static inline hid_t jsae_h5e_default(void)       { return H5E_DEFAULT; }
 static inline unsigned jsae_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
@@ -36,5 +37,85 @@ static inline hid_t jsae_h5t_make_f16le(void) {
     H5Tset_size(t, 2);
     H5Tset_ebias(t, 15);
     return t;
+}
+#include <string.h>
+#include <signal.h>
+#include <unistd.h>
+
+// The operating system's reason for the most recent failed HDF5 call, when
+// HDF5's file driver recorded one (its messages carry "error message =
+// '<strerror>'"): copied into buf (empty when there is none).
+static herr_t jsae_h5_walk_reason(unsigned n, const H5E_error2_t *e, void *data) {
+    (void)n;
+    char *buf = (char *)data;
+    if (buf[0] != 0 || e->desc == NULL) return 0;
+    const char *key = "error message = '";
+    const char *p = strstr(e->desc, key);
+    if (p == NULL) return 0;
+    p += strlen(key);
+    const char *q = strchr(p, '\'');
+    size_t len = q ? (size_t)(q - p) : strlen(p);
+    if (len > 255) len = 255;
+    memcpy(buf, p, len);
+    buf[len] = 0;
+    return 0;
+}
+static inline void jsae_h5_os_reason(char *buf, size_t size) {
+    if (size < 256) { if (size) buf[0] = 0; return; }
+    buf[0] = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, jsae_h5_walk_reason, buf);
+}
+
+// HDF5 1.10 can crash (SIGSEGV/SIGBUS/SIGABRT) on a corrupted file before any
+// check of ours can run. The executables install this guard: such a signal
+// becomes one line naming the file last opened and exit status 2, instead of
+// a silent core dump. (Only async-signal-safe calls in the handler.) It also
+// ignores SIGXFSZ, so a write beyond `ulimit -f` fails with EFBIG and is
+// reported like any other failed write.
+#define JSAE_STR(x) #x
+#define JSAE_XSTR(x) JSAE_STR(x)
+// (Function-local statics: a system-library module cannot define globals.
+// Every caller is in JSAEIO, so there is one copy.)
+static inline char *jsae_guard_file_buf(void) { static char buf[4096]; return buf; }
+static inline const char **jsae_guard_prefix_ptr(void) { static const char *p = "jsae"; return &p; }
+#define jsae_guard_file (jsae_guard_file_buf())
+#define jsae_guard_prefix (*jsae_guard_prefix_ptr())
+static inline void jsae_guard_set_file(const char *path) {
+    size_t n = strlen(path);
+    if (n >= 4096) n = 4095;
+    memcpy(jsae_guard_file, path, n);
+    jsae_guard_file[n] = 0;
+}
+static void jsae_guard_handler(int sig) {
+    const char *a = ": error: ";
+    const char *b = ": HDF5 " JSAE_XSTR(H5_VERS_MAJOR) "." JSAE_XSTR(H5_VERS_MINOR) "." JSAE_XSTR(H5_VERS_RELEASE) " crashed (";
+    const char *c = sig == SIGSEGV ? "segmentation fault" : sig == SIGBUS ? "bus error" : "abort";
+    const char *d = ") while reading or writing this file; it is probably corrupt (see README, Failure behaviour)\n";
+    (void)!write(2, jsae_guard_prefix, strlen(jsae_guard_prefix));
+    (void)!write(2, a, strlen(a));
+    (void)!write(2, jsae_guard_file[0] ? jsae_guard_file : "(no file open)", jsae_guard_file[0] ? strlen(jsae_guard_file) : 14);
+    (void)!write(2, b, strlen(b));
+    (void)!write(2, c, strlen(c));
+    (void)!write(2, d, strlen(d));
+    _exit(2);
+}
+static inline void jsae_guard_install(const char *prefix) {
+    jsae_guard_prefix = prefix;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = jsae_guard_handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+    sigaction(SIGABRT, &sa, NULL);
+    signal(SIGXFSZ, SIG_IGN);
+}
+
+// Allocated chunks of a chunked dataset (H5Dget_num_chunks over the whole
+// extent); -1 on failure.
+static inline long long jsae_h5d_num_chunks(hid_t did) {
+    hsize_t n = 0;
+    if (H5Dget_num_chunks(did, H5S_ALL, &n) < 0) return -1;
+    return (long long)n;
 }
 #endif

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import JSAECore
+import JSAEIO
 
 // Options that `jsae train`, `jsae reproduce` and `jsae-bench` share, declared
 // once and included with @OptionGroup. Each command keeps its own defaults
@@ -15,7 +16,7 @@ public struct ThreadOptions: ParsableArguments {
     public init() {}
 
     public func validate() throws {
-        if let threads, threads < 1 { throw badFlag("--threads must be at least 1, got \(threads)") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
     }
 
     /// Sets OpenBLAS's thread count when --threads was given; returns the
@@ -40,7 +41,7 @@ public struct SAEShapeOptions: ParsableArguments {
 
     public func validate() throws {
         for (name, v) in [("expansion", expansion), ("k", k), ("batch", batch)] {
-            if let v, v < 1 { throw badFlag("--\(name) must be at least 1, got \(v)") }
+            if let v, v < 1 { throw ValidationError("--\(name) must be at least 1, got \(v)") }
         }
     }
 }
@@ -52,11 +53,48 @@ public struct SeedOption: ParsableArguments {
     public init() {}
 }
 
-/// A flag's value is out of range: one line on stderr naming the flag, and
-/// exit status 2, like every other bad input (not ArgumentParser's
-/// multi-line usage error).
-public func badFlag(_ message: String) -> ExitCode {
-    let program = (CommandLine.arguments.first ?? "jsae").split(separator: "/").last.map(String.init) ?? "jsae"
-    FileHandle.standardError.write(Data("\(program): error: \(message)\n".utf8))
-    return ExitCode(2)
+// MARK: One line for every error, exit status 2
+
+/// Runs a command like ArgumentParser's `main()`, except that every failure,
+/// a malformed command line included, is one line on stderr and exit status
+/// 2 (help still prints in full; an ExitCode thrown by the command keeps its
+/// status). HDF5 crashes inside a read become one line too (see README,
+/// "Failure behaviour").
+public func runWithOneLineErrors<C: ParsableCommand>(_: C.Type, program: String) -> Never {
+    HDF5File.installCrashGuard(program: program)
+    let args = Array(CommandLine.arguments.dropFirst())
+    do {
+        var command = try C.parseAsRoot(args)
+        try command.run()
+        exit(0)
+    } catch {
+        if error is ExitCode || C.exitCode(for: error) == .success { C.exit(withError: error) }
+        var msg = C.message(for: error).split(whereSeparator: \.isNewline)
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.joined(separator: "; ")
+        if msg.isEmpty { msg = String(describing: error) }
+        if let hint = negativeNumberHint(args) { msg += hint }
+        exitAtOnce(2, "\(program): error: \(msg)")
+    }
+}
+
+/// ArgumentParser reads `--flag -1` as a flag followed by an option named
+/// "-1" ("Missing value"): say how to write a negative value.
+func negativeNumberHint(_ args: [String]) -> String? {
+    for i in args.indices.dropFirst() {
+        let a = args[i], flag = args[i - 1]
+        if a.count > 1, a.hasPrefix("-"), Double(a) != nil, flag.hasPrefix("--"), !flag.contains("=") {
+            return " (write a negative value with '=': \(flag)=\(a))"
+        }
+    }
+    return nil
+}
+
+/// Flushes every C stream, writes `line` (if any) to stderr and exits at
+/// once, without exit handlers: HDF5's own handler crashed after a failed
+/// write, and anything meant to be kept is already closed or was never
+/// renamed into place.
+public func exitAtOnce(_ status: Int32, _ line: String) -> Never {
+    fflush(nil)   // every C stream, stdout included
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+    _exit(status)
 }

@@ -90,7 +90,7 @@ extension JSAEModel {
         }
         guard let saeOut, let mlp else { return }
         timed(timer, .mlp) {
-            mlpForward(y: ws.y.p, act: ws.act.p, phi: ws.phi.p, x: point == .trueInput ? ws.x.p : ws.xHat.p, mlp.pointers,
+            mlpForward(y: ws.y.p, act: ws.arena.p, phi: ws.phi.p, x: point == .trueInput ? ws.x.p : ws.xHat.p, mlp.pointers,
                        activation: mlp.activation, tokens: B, d: d, dMlp: mlp.dMlp, threads: threads)
         }
         saeOut.encode(into: ws.codesOut, x: ws.outputTarget, tokens: B, scratch: ws.arena.p, threads: threads, timer: timer)

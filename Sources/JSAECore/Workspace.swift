@@ -14,13 +14,16 @@ public final class Workspace<T: JSAEScalar> {
     /// Tokens of the current batch (≤ shape.tokens).
     public internal(set) var tokens = 0
     /// [B, d] the input batch, and the output SAE's target when one was given.
-    let x: Buffer<T>, yTarget: Buffer<T>
+    let x: Buffer<T>
+    /// Allocated on first use: most runs have no target (the bench, files without /y).
+    lazy var yTarget = Buffer<T>(shape.tokens * shape.d)
     var hasYTarget = false
     /// Input SAE codes [B, k] and reconstruction [B, d].
     let codesIn: CodesBuffer<T>
     let xHat: Buffer<T>
-    /// MLP: hidden activations and φ' [B, d_mlp], output f(·) [B, d].
-    let act: Buffer<T>, phi: Buffer<T>, y: Buffer<T>
+    /// MLP: φ' [B, d_mlp] and the output f(·) [B, d]. The hidden activations
+    /// are needed only inside the MLP's forward, so they live in `arena`.
+    let phi: Buffer<T>, y: Buffer<T>
     /// Output SAE codes and reconstruction.
     let codesOut: CodesBuffer<T>
     let yHat: Buffer<T>
@@ -44,8 +47,10 @@ public final class Workspace<T: JSAEScalar> {
     let partials: Buffer<Double>, featureMeans: Buffer<Double>
 
     /// Scratch shared by phases that are never live at once: the encoder's
-    /// pre-activation chunk, the Jacobian pass's gathered blocks and their
-    /// gradients, and the transposed encoder gradient.
+    /// pre-activation chunk, the MLP's hidden activations, the Jacobian
+    /// pass's gathered blocks and their gradients, and the transposed encoder
+    /// gradient. Sharing it keeps peak memory at what the old per-call
+    /// allocations reached (each phase's scratch was freed before the next).
     let arena: Buffer<T>
 
     public init(_ s: WorkspaceShape, purpose: WorkspacePurpose = [], threads: Int = Parallel.onlineCores) {
@@ -55,9 +60,9 @@ public final class Workspace<T: JSAEScalar> {
         let B = s.tokens, d = s.d, k = s.k, dMlp = s.pair ? s.dMlp : 0
         let mOut = s.pair ? s.mOut : 0
         let train = purpose.contains(.training)
-        x = Buffer(B * d); yTarget = Buffer(B * d)
+        x = Buffer(B * d)
         codesIn = CodesBuffer(tokens: B, k: k); xHat = Buffer(B * d)
-        act = Buffer(B * dMlp); phi = Buffer(B * dMlp); y = Buffer(s.pair ? B * d : 0)
+        phi = Buffer(B * dMlp); y = Buffer(s.pair ? B * d : 0)
         codesOut = CodesBuffer(tokens: s.pair ? B : 0, k: k); yHat = Buffer(s.pair ? B * d : 0)
         wd1 = Buffer(s.mIn * dMlp); w2eT = Buffer(mOut * dMlp)
         jacobianAbs = Buffer(s.pair ? B : 0); jacobianCounts = Buffer(s.pair ? 4 * B : 0)
@@ -71,7 +76,7 @@ public final class Workspace<T: JSAEScalar> {
         featureMeans = Buffer(d)
         let encoderChunk = min(encodeChunkTokens, max(B, 1)) * mMax
         let jac = s.pair ? JacobianScratch.count(tokens: B, k: k, dMlp: dMlp, chunk: s.jacobianChunk, threads: threads, backward: train) : 0
-        arena = Buffer(max(encoderChunk, jac, train ? mMax * d : 0))
+        arena = Buffer(max(encoderChunk, B * dMlp, jac, train ? mMax * d : 0))
     }
 
     /// Copies a batch (and the output SAE's target, if given) into the cache.
@@ -92,8 +97,9 @@ public final class Workspace<T: JSAEScalar> {
 }
 
 /// Tokens whose dense pre-activations are held at once while encoding
-/// (1024 × m in T: 64 MiB at m = 16384 in Float).
-let encodeChunkTokens = 1024
+/// (512 × m in T: 32 MiB at m = 16384 in Float, the size of the other
+/// phases' scratch in the arena; 512 rows keep the gemm at full speed).
+let encodeChunkTokens = 512
 
 /// One raw allocation of `count` elements, zeroed, freed with its owner.
 final class Buffer<E> {

@@ -9,22 +9,74 @@ public enum CheckpointFile {
         dir + "/checkpoint-" + String(format: "%09d", step) + ".h5"
     }
 
-    /// The checkpoints in `dir`, oldest first (names sort by step): the one
-    /// listing that resuming, pruning and reporting use.
-    public static func list(in dir: String) -> [String] {
+    /// The checkpoints in `dir` as (step, full path), sorted by step: only
+    /// names that are exactly `checkpoint-<9 digits>.h5`, so that a user's
+    /// `checkpoint-backup.h5` is never taken for the newest (nor pruned).
+    /// The one listing that `latest`, pruning and resuming all use.
+    public static func list(in dir: String) -> [(step: Int, path: String)] {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return [] }
-        return names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".h5") }.sorted().map { dir + "/" + $0 }
+        return names.compactMap { name -> (Int, String)? in
+            guard name.count == 23, name.hasPrefix("checkpoint-"), name.hasSuffix(".h5") else { return nil }
+            let digits = name.dropFirst(11).dropLast(3)
+            guard digits.count == 9, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let step = Int(digits) else { return nil }
+            return (step, dir + "/" + name)
+        }.sorted { $0.0 < $1.0 }
     }
 
     /// The checkpoint with the highest step in `dir`, if any.
-    public static func latest(in dir: String) -> String? { list(in: dir).last }
+    public static func latest(in dir: String) -> String? {
+        list(in: dir).last?.path
+    }
+
+    /// The `precision` a checkpoint was trained in ("float" or "double"), read
+    /// before the checkpoint itself so a resume computes in the same one.
+    public static func storedPrecision(_ path: String) throws -> String? {
+        do {
+            let f = try HDF5File.open(path)
+            try FileFormat.checkHeader(f, accepted: [.checkpoint])
+            guard let p = try f.stringAttribute("precision") else { return nil }
+            guard p == "float" || p == "double" else { throw JSAEError(file: path, "unknown precision \"\(p)\" (expected \"float\" or \"double\")") }
+            return p
+        } catch let e as JSAEError {
+            throw JSAEError(file: path, "corrupt or unreadable checkpoint: \(e.message)")
+        }
+    }
+
+    /// Removes all but the newest `keep` checkpoints of `dir`.
+    public static func prune(in dir: String, keep: Int) {
+        for cp in list(in: dir).dropLast(keep) { try? FileManager.default.removeItem(atPath: cp.path) }
+    }
 
     /// Extra provenance stored with the configuration.
     public struct Provenance: Sendable {
         public var activationsFile: String
         public var shuffleBufferTokens: Int
+        /// Rows of the activations file's /x when the run started (nil in
+        /// checkpoints written before this attribute existed).
+        public var activationsTokens: Int? = nil
+        /// `ActivationsReader.fingerprint()` of that file (nil likewise).
+        public var activationsFingerprint: String? = nil
         public init(activationsFile: String, shuffleBufferTokens: Int) {
             self.activationsFile = activationsFile; self.shuffleBufferTokens = shuffleBufferTokens
+        }
+        /// Provenance of a run reading `reader`, with its row count and
+        /// fingerprint so that a resume can tell the file changed.
+        public init(reader: ActivationsReader, shuffleBufferTokens: Int) throws {
+            self.init(activationsFile: reader.path, shuffleBufferTokens: shuffleBufferTokens)
+            activationsTokens = reader.tokens
+            activationsFingerprint = try reader.fingerprint()
+        }
+
+        /// Refuses an activations file that is not the one the checkpoint was
+        /// trained on (by row count and fingerprint, when the checkpoint has
+        /// them). `checkpoint` is named in the message.
+        public func requireSameActivations(_ reader: ActivationsReader, checkpoint: String) throws {
+            if let t = activationsTokens, t != reader.tokens {
+                throw JSAEError(file: reader.path, "/x has \(reader.tokens) rows but the run in \(checkpoint) was trained on \(t): the activations changed since the checkpoint")
+            }
+            if let fp = activationsFingerprint, try reader.fingerprint() != fp {
+                throw JSAEError(file: reader.path, "/x differs from the file the run in \(checkpoint) was trained on (content fingerprint \(try reader.fingerprint()), expected \(fp))")
+            }
         }
     }
 
@@ -47,7 +99,9 @@ public enum CheckpointFile {
             try f.setAttribute("activations_file", .string(provenance.activationsFile))
             try f.setAttribute("shuffle_buffer_tokens", .int(provenance.shuffleBufferTokens))
             try f.setAttribute("precision", .string(T.precisionName))
-            f.close()
+            if let t = provenance.activationsTokens { try f.setAttribute("activations_tokens", .int(t)) }
+            if let fp = provenance.activationsFingerprint { try f.setAttribute("activations_fingerprint", .string(fp)) }
+            try f.finish()
         }
     }
 
@@ -57,8 +111,15 @@ public enum CheckpointFile {
     }
 
     private static func readMoments<T: JSAEScalar>(_ f: HDF5File, group: String, like sae: TopKSAE<T>) throws -> AdamMoments<T> {
-        AdamMoments(expAvg: try readTensors(f, d: sae.d, m: sae.m) { "/optimizer/\(group)/\($0)/m" },
-                    expAvgSq: try readTensors(f, d: sae.d, m: sae.m) { "/optimizer/\(group)/\($0)/v" })
+        let expAvgSq: SAETensors<T> = try readTensors(f, d: sae.d, m: sae.m) { "/optimizer/\(group)/\($0)/v" }
+        // Adam's second moment is a running mean of squares: a negative value
+        // can only be damage, and would turn the update into NaN.
+        for name in SAETensors<T>.Name.allCases {
+            if let i = expAvgSq[name].firstIndex(where: { $0 < 0 }) {
+                throw JSAEError(file: f.path, "/optimizer/\(group)/\(name.rawValue)/v is negative at index \(i) (a second moment cannot be)")
+            }
+        }
+        return AdamMoments(expAvg: try readTensors(f, d: sae.d, m: sae.m) { "/optimizer/\(group)/\($0)/m" }, expAvgSq: expAvgSq)
     }
 
     static func writeConfig(_ f: HDF5File, _ c: TrainConfig) throws {
@@ -82,12 +143,16 @@ public enum CheckpointFile {
             guard let v = try f.doubleAttribute(n) else { throw JSAEError(file: f.path, "missing root attribute \(n)") }
             return v
         }
-        c.totalSteps = Int(try need("total_steps"))
+        func needInt(_ n: String) throws -> Int {
+            guard let v = try f.intAttribute(n) else { throw JSAEError(file: f.path, "missing root attribute \(n)") }
+            return v
+        }
+        c.totalSteps = try needInt("total_steps")
         c.seed = UInt64(bitPattern: Int64(try f.intAttribute("seed") ?? 0))
         c.lr = try need("lr"); c.lambda = try need("lambda")
         c.lrWarmupFraction = try need("lr_warmup_fraction"); c.lrDecayFraction = try need("lr_decay_fraction")
         c.lambdaWarmupFraction = try need("lambda_warmup_fraction")
-        c.batch = Int(try need("batch")); c.clipNorm = try need("clip_norm")
+        c.batch = try needInt("batch"); c.clipNorm = try need("clip_norm")
         if let p = try f.stringAttribute("evaluation_point") {
             guard let e = EvaluationPoint(rawValue: p) else { throw JSAEError(file: f.path, "unknown evaluation_point \"\(p)\"") }
             c.evaluationPoint = e
@@ -97,6 +162,12 @@ public enum CheckpointFile {
         c.adam.beta1 = try f.doubleAttribute("adam_beta1") ?? c.adam.beta1
         c.adam.beta2 = try f.doubleAttribute("adam_beta2") ?? c.adam.beta2
         c.adam.eps = try f.doubleAttribute("adam_eps") ?? c.adam.eps
+        // Adam's constants are not checked by TrainConfig (the CLI never sets
+        // them): a damaged value would only show up steps later as NaN.
+        for (n, v) in [("adam_beta1", c.adam.beta1), ("adam_beta2", c.adam.beta2)] where !(v >= 0 && v < 1) {
+            throw JSAEError(file: f.path, "\(n) is \(v), expected a number in [0, 1)")
+        }
+        guard c.adam.eps > 0 && c.adam.eps.isFinite else { throw JSAEError(file: f.path, "adam_eps is \(c.adam.eps), expected a finite number > 0") }
         do { try c.validate() } catch let e as JSAEError { throw e.inFile(f.path) }
         return c
     }
@@ -112,8 +183,11 @@ public enum CheckpointFile {
             let adamOut = try model.saeOut.map { try readMoments(f, group: "sae_out", like: $0) }
             guard let step = try f.intAttribute("step"), step >= 0 else { throw JSAEError(file: path, "missing root attribute step") }
             let config = try readConfig(f)
-            let prov = Provenance(activationsFile: try f.stringAttribute("activations_file") ?? "",
+            var prov = Provenance(activationsFile: try f.stringAttribute("activations_file") ?? "",
                                   shuffleBufferTokens: try f.intAttribute("shuffle_buffer_tokens") ?? 0)
+            guard prov.shuffleBufferTokens >= 0 else { throw JSAEError(file: path, "shuffle_buffer_tokens is negative") }
+            prov.activationsTokens = try f.intAttribute("activations_tokens")
+            prov.activationsFingerprint = try f.stringAttribute("activations_fingerprint")
             return (TrainState(model: model, adamIn: adamIn, adamOut: adamOut, step: step), config, prov)
         } catch let e as JSAEError {
             throw JSAEError(file: path, "corrupt or unreadable checkpoint: \(e.message)")

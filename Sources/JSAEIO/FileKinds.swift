@@ -92,6 +92,15 @@ func readActivation(_ file: HDF5File) throws -> Activation {
 }
 
 func writeSAE<T: JSAEScalar>(_ file: HDF5File, group: String, _ sae: TopKSAE<T>) throws {
+    // A file every reader would refuse is never written: NaN or Inf here
+    // means the parameters were damaged (e.g. resumed from a corrupt
+    // checkpoint whose values overflowed in the update).
+    for name in SAETensors<T>.Name.allCases {
+        let data = sae.tensors[name]
+        if let i = data.firstIndex(where: { !$0.isFinite }) {
+            throw JSAEError(file: file.path, "refusing to write \(group)/\(name.rawValue): it is \(data[i].isNaN ? "NaN" : "Inf") at index \(i)")
+        }
+    }
     try writeTensors(file, sae.tensors) { "\(group)/\($0)" }
 }
 
@@ -165,7 +174,7 @@ public enum ModelFile {
             try writeSAE(file, group: "/sae_in", model.saeIn)
             if let o = model.saeOut { try writeSAE(file, group: "/sae_out", o) }
             if let mlp = model.mlp { try writeMLP(file, mlp) }
-            file.close()
+            try file.finish()
         }
     }
 }
@@ -189,11 +198,17 @@ public final class ActivationsReader {
         }
         guard shape.count == 2 else { throw JSAEError(file: path, "/x has shape \(HDF5File.describe(shape)), expected [T, d]") }
         guard shape[0] > 0 else { throw JSAEError(file: path, "/x has no tokens (shape \(HDF5File.describe(shape)))") }
+        guard shape[1] > 0 else { throw JSAEError(file: path, "/x has no columns (shape \(HDF5File.describe(shape)))") }
         tokens = shape[0]; d = shape[1]
+        // Streaming reads only what is asked for: make sure the declared rows
+        // are really in the file first, so a tiny file declaring 2^40 rows
+        // is refused at once instead of being "read" as fill values.
+        try file.requireStored("/x")
         hasY = file.exists("/y")
         if hasY {
             let (ys, _) = try file.info("/y")
             guard ys == shape else { throw JSAEError(file: path, "/y has shape \(HDF5File.describe(ys)), expected \(HDF5File.describe(shape)) like /x") }
+            try file.requireStored("/y")
         }
     }
 
@@ -209,8 +224,30 @@ public final class ActivationsReader {
         return m
     }
 
-    /// Chunks of at most `chunk` rows covering all tokens.
-    public func chunks(of chunk: Int) -> [Range<Int>] {
-        stride(from: 0, to: tokens, by: max(chunk, 1)).map { $0..<min($0 + max(chunk, 1), tokens) }
+    /// Chunks of at most `chunk` rows covering all tokens, produced lazily
+    /// (nothing is built up front, whatever the row count).
+    public func chunks(of chunk: Int) -> LazyMapSequence<StrideTo<Int>, Range<Int>> {
+        let c = max(chunk, 1), n = tokens
+        return stride(from: 0, to: n, by: c).lazy.map { $0..<($0 + min(c, n - $0)) }
     }
+
+    /// A cheap content fingerprint of /x: its shape and a 64-bit FNV-1a hash
+    /// of the values (read as float64) of the first and the last 256 rows.
+    /// Enough to notice a file replaced, regenerated or shrunk between an
+    /// interrupt and a resume; not a cryptographic hash.
+    public func fingerprint() throws -> String {
+        if let cached = cachedFingerprint { return cached }
+        var h: UInt64 = 0xcbf29ce484222325
+        func mix(_ v: UInt64) { for i in 0..<8 { h = (h ^ ((v >> (8 * UInt64(i))) & 0xff)) &* 0x100000001b3 } }
+        mix(UInt64(tokens)); mix(UInt64(d))
+        let n = min(256, tokens)
+        for range in Set([0..<n, (tokens - n)..<tokens]).sorted(by: { $0.lowerBound < $1.lowerBound }) {
+            let m: Matrix<Double> = try file.readRows("/x", range)
+            for v in m.data { mix(v.bitPattern) }
+        }
+        let s = "fnv1a64:" + String(h, radix: 16)
+        cachedFingerprint = s
+        return s
+    }
+    private var cachedFingerprint: String?
 }

@@ -44,8 +44,8 @@ func strongestConnections(_ model: JSAEModel<Float>, run: RunSummary, reader: Ac
     // Top-activating tokens over the whole pre-trained file.
     let x: Matrix<Float> = try reader.x(0..<reader.tokens)
     let codesIn = model.saeIn.encode(x), codesOut = model.saeOut!.encode(model.mlp!.forward(x).y)
-    let side = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: reader.path + ".tokens.json")))) as? [String: Any]
-    let tokens = side?["tokens"] as? [String], docs = side?["documents"] as? [Int]
+    let side = try readTokenSidecar(for: reader)
+    let tokens = side?.tokens, docs = side?.documents
     func examples(_ codes: SparseCodes<Float>, _ latent: Int) -> [String] {
         var hits: [(Float, Int)] = []
         for b in 0..<codes.tokens { for j in 0..<codes.k where codes.indices[b * codes.k + j] == latent && codes.values[b * codes.k + j] > 0 {

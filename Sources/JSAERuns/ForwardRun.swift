@@ -77,6 +77,7 @@ public func runForward<T: JSAEScalar>(model: JSAEModel<T>, activations: Activati
             } else {
                 r = model.evaluate(x, point: options.point, workspace: ws)
             }
+            try requireFiniteForward(r, rows: range, k: k, d: d, model: modelPath)
             try out.writeRows("/sae_in/indices", range, ints: r.codesIn.indices)
             try out.writeRows("/sae_in/values", range, r.codesIn.values)
             try out.writeRows("/x_hat", range, r.xHat.data)
@@ -93,10 +94,14 @@ public func runForward<T: JSAEScalar>(model: JSAEModel<T>, activations: Activati
         if let grads {
             for (group, g) in [("sae_in", grads.saeIn), ("sae_out", grads.saeOut)] {
                 guard let g else { continue }
+                for name in SAETensors<T>.Name.allCases {
+                    try requireFiniteGradient(g[name], name: "/grad/\(group)/\(name.rawValue)", model: modelPath)
+                }
                 try writeTensors(out, g) { "/grad/\(group)/\($0)" }
             }
         }
         let c = sums.components(lambda: pair ? options.lambda : 0)
+        try requireFiniteSummary(c, model: modelPath, precision: T.precisionName)
         try out.setAttribute("evaluation_point", .string(options.point.rawValue))
         try out.setAttribute("lambda", .double(options.lambda))
         try out.setAttribute("mse_in", .double(c.mseIn))
@@ -110,7 +115,7 @@ public func runForward<T: JSAEScalar>(model: JSAEModel<T>, activations: Activati
         try out.setAttribute("precision", .string(T.precisionName))
         try out.setAttribute("model_file", .string(modelPath))
         try out.setAttribute("activations_file", .string(activations.path))
-        out.close()
+        try out.finish()
         return c
     }
 }

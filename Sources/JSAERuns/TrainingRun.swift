@@ -88,7 +88,7 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
 }
 
 func prune(_ dir: String, keep: Int) {
-    for path in CheckpointFile.list(in: dir).dropLast(keep) { try? FileManager.default.removeItem(atPath: path) }
+    CheckpointFile.prune(in: dir, keep: keep)
 }
 
 func progressLine(_ r: StepReport, total: Int, tokensPerSecond: Double, dead: (input: Int, output: Int), pair: Bool) -> String {

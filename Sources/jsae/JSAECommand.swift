@@ -3,6 +3,7 @@ import Foundation
 import JSAECore
 import JSAEIO
 import JSAERuns
+import JSAECLIOptions
 
 @main
 struct JSAECommand: ParsableCommand {
@@ -10,6 +11,8 @@ struct JSAECommand: ParsableCommand {
         commandName: "jsae",
         abstract: "Jacobian Sparse Autoencoders: reference forward pass, Jacobian and file tools.",
         subcommands: [Forward.self, Train.self, ReproduceCommand.self, Inspect.self])
+
+    static func main() { runWithOneLineErrors(JSAECommand.self, program: "jsae") }
 }
 
 /// Library errors become one line on stderr and an exit status: 2 for bad
@@ -19,11 +22,9 @@ func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
     } catch let e as JSAEError {
-        FileHandle.standardError.write(Data("jsae: error: \(e.description)\n".utf8))
-        throw ExitCode(2)
+        exitAtOnce(2, "jsae: error: \(e.description)")
     } catch let e as TrainingDiverged {
-        FileHandle.standardError.write(Data("jsae: error: \(e.description)\n".utf8))
-        throw ExitCode(3)
+        exitAtOnce(3, "jsae: error: \(e.description)")
     }
 }
 
@@ -93,6 +94,7 @@ struct Forward: ParsableCommand, PrecisionCommand {
     func run() throws { try runInPrecision() }
 
     func run<T: JSAEScalar>(_: T.Type) throws {
+        try requireDistinctOutput(out, flag: "--out", from: [("--model", model), ("--activations", activations)])
         let acts = try ActivationsReader(activations)
         let m: JSAEModel<T> = try ModelFile.read(model, mlpFallback: acts.file)
         var opts = ForwardOptions()

@@ -34,8 +34,8 @@ struct ReproduceCommand: ParsableCommand {
             if let v, v < 1 { throw ValidationError("--\(name) must be at least 1") }
         }
         if let lambda, !(lambda >= 0 && lambda.isFinite) { throw ValidationError("--lambda must be a finite number >= 0") }
-        if let lambdaSweep, lambdaSweep.split(separator: ",").contains(where: { Double($0) == nil || Double($0)! < 0 }) {
-            throw ValidationError("--lambda-sweep takes comma-separated numbers >= 0")
+        if let lambdaSweep, lambdaSweep.split(separator: ",").contains(where: { !(Double($0).map { $0 >= 0 && $0.isFinite } ?? false) }) {
+            throw ValidationError("--lambda-sweep takes comma-separated finite numbers >= 0, got \(lambdaSweep)")
         }
     }
 
@@ -53,6 +53,7 @@ struct ReproduceCommand: ParsableCommand {
             o.threads = threadOptions.apply()
             if let samples { o.samples = samples }
             o.lambdaSweep = lambdaSweep?.split(separator: ",").compactMap { Double($0) } ?? []
+            try requireFits(expansion: o.expansion, batch: o.batch)
             let start = Date()
             let s = try reproduce(o) { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
             for v in s.verdicts { print(v) }

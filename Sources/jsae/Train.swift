@@ -70,7 +70,14 @@ struct Train: ParsableCommand, PrecisionCommand {
         guard tokens == nil || steps == nil else { throw ValidationError("give --tokens or --steps, not both") }
     }
 
-    func run() throws { try runInPrecision() }
+    func run() throws {
+        try reportingErrors {
+            switch try resumePrecision() ?? precision {   // on resume, the checkpoint's precision wins
+            case .float: try run(Float.self)
+            case .double: try run(Double.self)
+            }
+        }
+    }
 
     func run<T: JSAEScalar>(_: T.Type) throws {
         var state: TrainState<T>
@@ -78,13 +85,17 @@ struct Train: ParsableCommand, PrecisionCommand {
         let reader: ActivationsReader
         let dir: String
         let bufferBatches: Int
+        let lock: RunLock
         if let resumeDir = resume {
             guard let latest = CheckpointFile.latest(in: resumeDir) else {
                 throw JSAEError(file: resumeDir, "no checkpoint-*.h5 to resume from")
             }
+            lock = try lockRunFolder(resumeDir)
             let loaded: (state: TrainState<T>, config: TrainConfig, provenance: CheckpointFile.Provenance) = try CheckpointFile.read(latest)
             state = loaded.state; config = loaded.config
-            reader = try ActivationsReader(activations ?? loaded.provenance.activationsFile)
+            try requireResumeFlagsAgree(state, config, loaded.provenance, checkpoint: latest)
+            reader = try openActivations(recordedIn: loaded.provenance, checkpoint: latest)
+            try loaded.provenance.requireSameActivations(reader, checkpoint: latest)
             guard reader.d == state.model.d else {
                 throw JSAEError(file: reader.path, "/x has d = \(reader.d) but the checkpoint \(latest) has d = \(state.model.d)")
             }
@@ -93,8 +104,9 @@ struct Train: ParsableCommand, PrecisionCommand {
             log("resuming from \(latest) at step \(state.step)/\(config.totalSteps) (configuration from the checkpoint)")
         } else {
             dir = out!
-            (state, config, reader, bufferBatches) = try fresh(T.self)
+            (state, config, reader, bufferBatches, lock) = try fresh(T.self)
         }
+        defer { withExtendedLifetime(lock) {} }
         let stream = BatchStream<T>(reader: reader, batch: config.batch, bufferBatches: bufferBatches, seed: config.seed)
         var options = TrainRunOptions(outDir: dir)
         options.threads = threadOptions.apply()
@@ -112,7 +124,7 @@ struct Train: ParsableCommand, PrecisionCommand {
             sources.append(src)
         }
         let outcome = try runTraining(state: &state, config: config, stream: stream,
-                                      provenance: .init(activationsFile: reader.path, shuffleBufferTokens: stream.bufferTokens),
+                                      provenance: try .init(reader: reader, shuffleBufferTokens: stream.bufferTokens),
                                       options: options, shouldStop: { stop.value != 0 }, log: log)
         sources.forEach { $0.cancel() }
         switch outcome {
@@ -125,15 +137,15 @@ struct Train: ParsableCommand, PrecisionCommand {
     }
 
     /// A new run: configuration from the flags, checked before any work.
-    private func fresh<T: JSAEScalar>(_: T.Type) throws -> (TrainState<T>, TrainConfig, ActivationsReader, Int) {
+    private func fresh<T: JSAEScalar>(_: T.Type) throws -> (TrainState<T>, TrainConfig, ActivationsReader, Int, RunLock) {
         let dir = out!
         if CheckpointFile.latest(in: dir) != nil {
             throw JSAEError(file: dir, "already holds checkpoints: continue with --resume \(dir), or choose another --out")
         }
         let reader = try ActivationsReader(activations!)
         let d = reader.d
-        guard expansion >= 1 else { throw JSAEError("--expansion must be at least 1, got \(expansion)") }
-        let m = expansion * d
+        let m = try RunLimits.latents(expansion: expansion, d: d)
+        try requireFreshRunFits(d: d, m: m, scalarBytes: MemoryLayout<T>.size)
         guard k >= 1 && k <= m else {
             throw JSAEError(file: reader.path, "k = \(k) must be between 1 and m = expansion \(expansion) × d \(d) = \(m)")
         }
@@ -153,16 +165,16 @@ struct Train: ParsableCommand, PrecisionCommand {
         c.lrWarmupFraction = lrWarmup; c.lrDecayFraction = lrDecay; c.lambdaWarmupFraction = lambdaWarmup
         c.batch = batch; c.clipNorm = clipNorm; c.seed = seed; c.evaluationPoint = evaluationPoint
         c.single = single; c.jacobianChunk = jacobianChunk
-        c.totalSteps = steps ?? tokens.map { ($0 + batch - 1) / max(batch, 1) } ?? max(1, reader.tokens / max(batch, 1))
+        c.totalSteps = steps ?? tokens.map { RunLimits.steps(tokens: $0, batch: batch) } ?? max(1, reader.tokens / max(batch, 1))
         try c.validate()
         guard bufferBatches >= 1 else { throw JSAEError("--buffer-batches must be at least 1") }
         let state = try TrainState<T>.initial(d: d, mIn: m, mOut: m, k: k, mlp: mlp, single: single, seed: seed)
         // Only now, with everything checked, is anything written.
-        do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
-        catch { throw JSAEError(file: dir, "cannot create the output folder: \(error.localizedDescription)") }
+        try createOutputFolder(dir)
+        let lock = try lockRunFolder(dir)
         log("training \(single ? "one SAE" : (c.lambda == 0 ? "a traditional SAE pair (λ = 0)" : "a JSAE pair (λ = \(c.lambda))")) "
             + "d \(d) m \(m) k \(k) batch \(batch) steps \(c.totalSteps) on \(reader.path) (\(reader.tokens) tokens) in \(T.precisionName)")
-        return (state, c, reader, bufferBatches)
+        return (state, c, reader, bufferBatches, lock)
     }
 
     private func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
