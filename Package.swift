@@ -32,6 +32,9 @@ let package = Package(
 
         // MARK: Implementation
         .target(name: "JSAECore", dependencies: ["CBLAS"]),
+        // Per-token Jacobian kernels in C, runtime-dispatched (AVX-512F, AVX2+FMA,
+        // portable) through function-level target attributes: no compiler flags.
+        .target(name: "CJSAEKernels"),
         .target(name: "JSAEIO", dependencies: ["JSAECore", "CHDF5"]),
         .target(name: "JSAEReport", dependencies: ["JSAECore", "JSAEIO"]),
         .executableTarget(name: "jsae", dependencies: [
@@ -45,10 +48,15 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Benchmarks/jsae-bench", linkerSettings: tcmalloc),
 
+        .executableTarget(name: "jacobian-kernel-bench", dependencies: ["CJSAEKernels", "CBLAS"],
+                          path: "Benchmarks/jacobian-kernel-bench"),
+
         // MARK: Tests
         .target(name: "JSAETestSupport", dependencies: ["JSAECore", "JSAEIO"], path: "Sources/JSAETestSupport"),
         .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "JSAETestSupport"]),
         .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAETestSupport"]),
+        .target(name: "KernelReference", path: "Tests/KernelReference"),
+        .testTarget(name: "KernelTests", dependencies: ["CJSAEKernels", "KernelReference"]),
         .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAEReport", "JSAETestSupport"]),
     ]
 )

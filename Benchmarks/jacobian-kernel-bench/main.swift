@@ -1,0 +1,170 @@
+// Micro-benchmark of the per-token Jacobian (forward J and backward dL, dR)
+// against today's path and against the machine's own limits, all measured in
+// this one run:
+//   - the single-core sgemm ceiling (OpenBLAS, 1 thread, a large square gemm);
+//   - a STREAM-like copy (bandwidth from DRAM, bytes read + bytes written);
+//   - today's path, as JSAECore.jacobianPass does it per token: gather
+//     L = w2eT[K2] and R = wd1[K1] ⊙ φ', then three single-threaded sgemms;
+//   - the C kernel (CJSAEKernels) on every dispatch path this CPU supports.
+// Shape (Pythia-70m): k latents per token, h = d_mlp, m rows of wd1 and w2eT
+// (so the gathered rows come from two 128 MiB matrices, i.e. from DRAM), n tokens
+// with random K1, K2, outputs dL, dR written into chunk buffers of `chunk`
+// tokens as the training step does.
+//
+//   swift run -c release jacobian-kernel-bench [--reps N] [--tokens N]
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import CBLAS
+import CJSAEKernels
+
+nonisolated(unsafe) let k = 32, h = 2048, m = 16384, chunk = 64
+nonisolated(unsafe) var n = 256, reps = 7
+nonisolated(unsafe) var args = CommandLine.arguments.dropFirst()
+while let a = args.popFirst() {
+    switch a {
+    case "--reps": reps = Int(args.popFirst() ?? "") ?? reps
+    case "--tokens": n = Int(args.popFirst() ?? "") ?? n
+    default: print("usage: jacobian-kernel-bench [--reps N] [--tokens N]"); exit(2)
+    }
+}
+openblas_set_num_threads(1)
+
+func now() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+}
+func median(_ v: [Double]) -> Double {
+    let s = v.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+/// Median seconds of `reps` runs after one warm-up.
+func time(_ body: () -> Void) -> Double {
+    body()
+    return median((0..<reps).map { _ in let t0 = now(); body(); return now() - t0 })
+}
+
+/// 64-byte aligned Float buffer (never freed: the process is short-lived).
+func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
+    var p: UnsafeMutableRawPointer? = nil
+    precondition(posix_memalign(&p, 64, count * 4) == 0)
+    return p!.bindMemory(to: Float.self, capacity: count)
+}
+nonisolated(unsafe) var seed: UInt64 = 0x2545_F491_4F6C_DD1D
+func next() -> UInt64 { seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17; return seed }
+func fill(_ p: UnsafeMutablePointer<Float>, _ count: Int, scale: Float) {
+    for i in 0..<count { p[i] = scale * (Float(next() >> 40) / Float(1 << 24) - 0.5) }
+}
+
+// ---- inputs
+nonisolated(unsafe) let wd1 = buffer(m * h), w2eT = buffer(m * h), phi = buffer(n * h)
+fill(wd1, m * h, scale: 0.1); fill(w2eT, m * h, scale: 0.1); fill(phi, n * h, scale: 2)
+nonisolated(unsafe) let K1 = (0..<(n * k)).map { _ in Int64(next() % UInt64(m)) }
+nonisolated(unsafe) let K2 = (0..<(n * k)).map { _ in Int64(next() % UInt64(m)) }
+nonisolated(unsafe) let J = buffer(n * k * k), dL = buffer(chunk * k * h), dR = buffer(chunk * k * h)
+nonisolated(unsafe) let coef: Float = 0.5
+nonisolated(unsafe) let flopsFwd = 2.0 * Double(k * k * h), flopsAll = 6.0 * Double(k * k * h)
+
+// ---- limits
+nonisolated(unsafe) let gemmN = 1536
+nonisolated(unsafe) let ga = buffer(gemmN * gemmN), gb = buffer(gemmN * gemmN), gc = buffer(gemmN * gemmN)
+fill(ga, gemmN * gemmN, scale: 1); fill(gb, gemmN * gemmN, scale: 1)
+nonisolated(unsafe) let tGemm = time {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(gemmN), Int32(gemmN), Int32(gemmN),
+                1, ga, Int32(gemmN), gb, Int32(gemmN), 0, gc, Int32(gemmN))
+}
+nonisolated(unsafe) let ceiling = 2 * pow(Double(gemmN), 3) / tGemm / 1e9
+
+// STREAM-like copy of 64 MiB (well past L3), one core; bytes = read + written.
+nonisolated(unsafe) let streamN = 16 << 20
+nonisolated(unsafe) let sa = buffer(streamN), sb = buffer(streamN)
+fill(sa, streamN, scale: 1); fill(sb, streamN, scale: 1)
+nonisolated(unsafe) let tCopy = time { memcpy(sb, sa, streamN * 4) }
+nonisolated(unsafe) let copyGBs = 2.0 * Double(streamN * 4) / tCopy / 1e9
+nonisolated(unsafe) let tokenBytes = Double(2 * k * h * 4 + h * 4)       // gathered rows + φ'
+nonisolated(unsafe) let backwardBytes = Double(2 * k * h * 4)            // dL, dR written
+
+// ---- today's path, per token: gather + 3 sgemms (the Swift jacobianPass body)
+struct Scratch { let L, R, Jw, G: UnsafeMutablePointer<Float> }
+func makeScratch() -> Scratch { Scratch(L: buffer(k * h), R: buffer(k * h), Jw: buffer(k * k), G: buffer(k * k)) }
+func todayToken(_ b: Int, _ s: Scratch, backward: Bool) {
+    let ph = phi + b * h
+    for j in 0..<k {
+        (s.L + j * h).update(from: w2eT + Int(K2[b * k + j]) * h, count: h)
+        let src = wd1 + Int(K1[b * k + j]) * h, dst = s.R + j * h
+        for r in 0..<h { dst[r] = src[r] * ph[r] }
+    }
+    let Jb = J + b * k * k
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(k), Int32(k), Int32(h), 1, s.L, Int32(h), s.R, Int32(h), 0, Jb, Int32(k))
+    guard backward else { return }
+    for e in 0..<(k * k) { s.G[e] = Jb[e] > 0 ? coef : (Jb[e] < 0 ? -coef : 0) }
+    let slot = b % chunk
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(k), Int32(h), Int32(k), 1, s.G, Int32(k), s.R, Int32(h), 0, dL + slot * k * h, Int32(h))
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(k), Int32(h), Int32(k), 1, s.G, Int32(k), s.L, Int32(h), 0, dR + slot * k * h, Int32(h))
+}
+nonisolated(unsafe) let scratch = [makeScratch(), makeScratch()]
+
+// ---- the kernel, chunk by chunk into the same chunk buffers
+nonisolated(unsafe) let wsCount = jsae_jacobian_workspace_floats(Int64(k), Int64(h))
+nonisolated(unsafe) let workspaces = [buffer(wsCount), buffer(wsCount)]
+func kernelTokens(_ range: Range<Int>, _ ws: UnsafeMutablePointer<Float>, path: jsae_kernel_path, backward: Bool) {
+    var t = range.lowerBound
+    while t < range.upperBound {
+        let cnt = min(chunk - t % chunk, range.upperBound - t)
+        K1.withUnsafeBufferPointer { k1 in K2.withUnsafeBufferPointer { k2 in
+            jsae_jacobian_tokens_f32(J + t * k * k, backward ? dL + (t % chunk) * k * h : nil, backward ? dR + (t % chunk) * k * h : nil,
+                                     ws, wd1, w2eT, phi + t * h, k1.baseAddress! + t * k, k2.baseAddress! + t * k, coef,
+                                     Int64(cnt), Int64(k), Int64(h), path)
+        } }
+        t += cnt
+    }
+}
+/// Tokens split in two halves across two threads (each its own scratch),
+/// like jacobianPass's workers.
+func twoThreads(_ body: @escaping @Sendable (Range<Int>, Int) -> Void) {
+    DispatchQueue.concurrentPerform(iterations: 2) { w in body(w == 0 ? 0..<(n / 2) : (n / 2)..<n, w) }
+}
+
+// ---- measure
+struct Row { var name: String; var fwd: Double; var all: Double; var threads: Int }
+nonisolated(unsafe) var rows: [Row] = []
+nonisolated(unsafe) let tTodayF = time { for b in 0..<n { todayToken(b, scratch[0], backward: false) } }
+nonisolated(unsafe) let tTodayA = time { for b in 0..<n { todayToken(b, scratch[0], backward: true) } }
+rows.append(Row(name: "today: gather + 3 OpenBLAS sgemm", fwd: tTodayF, all: tTodayA, threads: 1))
+nonisolated(unsafe) let paths = [JSAE_KERNEL_PORTABLE, JSAE_KERNEL_AVX2, JSAE_KERNEL_AVX512]
+for p in paths where jsae_kernel_path_supported(p) != 0 {
+    let tf = time { kernelTokens(0..<n, workspaces[0], path: p, backward: false) }
+    let ta = time { kernelTokens(0..<n, workspaces[0], path: p, backward: true) }
+    rows.append(Row(name: "kernel \(String(cString: jsae_kernel_path_name(p)))", fwd: tf, all: ta, threads: 1))
+}
+
+nonisolated(unsafe) let t2TodayF = time { twoThreads { r, w in for b in r { todayToken(b, scratch[w], backward: false) } } }
+nonisolated(unsafe) let t2TodayA = time { twoThreads { r, w in for b in r { todayToken(b, scratch[w], backward: true) } } }
+rows.append(Row(name: "today, 2 threads", fwd: t2TodayF, all: t2TodayA, threads: 2))
+nonisolated(unsafe) let best = jsae_kernel_path_selected()
+nonisolated(unsafe) let t2F = time { twoThreads { r, w in kernelTokens(r, workspaces[w], path: best, backward: false) } }
+nonisolated(unsafe) let t2A = time { twoThreads { r, w in kernelTokens(r, workspaces[w], path: best, backward: true) } }
+rows.append(Row(name: "kernel \(String(cString: jsae_kernel_path_name(best))), 2 threads", fwd: t2F, all: t2A, threads: 2))
+
+// ---- report
+func f(_ x: Double, _ d: Int = 1) -> String {
+    let s = String(Int((x * pow(10, Double(d))).rounded()))
+    if d == 0 { return s }
+    let pad = String(repeating: "0", count: max(0, d + 1 - s.count)) + s
+    return String(pad.dropLast(d)) + "." + String(pad.suffix(d))
+}
+func pad(_ s: String, _ w: Int) -> String { s.count >= w ? s : s + String(repeating: " ", count: w - s.count) }
+print("jacobian-kernel-bench: k=\(k) h=\(h) m=\(m) tokens=\(n) chunk=\(chunk), median of \(reps) after 1 warm-up; OpenBLAS core \(String(cString: openblas_get_corename()))")
+print("single-core sgemm ceiling (\(gemmN)³, 1 thread): \(f(ceiling)) GFLOP/s;  STREAM-like copy, 1 core: \(f(copyGBs)) GB/s (read + write)")
+print("per token: forward \(f(flopsFwd / 1e6, 2)) MFLOP, forward + backward \(f(flopsAll / 1e6, 2)) MFLOP; gathers \(f(tokenBytes / 1024, 0)) KiB read, backward writes \(f(backwardBytes / 1024, 0)) KiB")
+print("")
+print("| path | thr | fwd µs/token | fwd GFLOP/s | fwd+bwd µs/token | fwd+bwd GFLOP/s | share of 1-core ceiling (×thr) | speed-up vs today (same thr) | fwd+bwd DRAM GB/s (share of copy) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in rows {
+    let base = r.threads == 1 ? rows[0] : rows.first { $0.name == "today, 2 threads" }!
+    let gF = flopsFwd * Double(n) / r.fwd / 1e9, gA = flopsAll * Double(n) / r.all / 1e9
+    let bw = (tokenBytes + backwardBytes) * Double(n) / r.all / 1e9
+    print("| \(pad(r.name, 34)) | \(r.threads) | \(f(r.fwd / Double(n) * 1e6)) | \(f(gF)) | \(f(r.all / Double(n) * 1e6)) | \(f(gA)) | \(f(100 * gA / ceiling / Double(r.threads)))% | \(f(base.all / r.all, 2))× (fwd \(f(base.fwd / r.fwd, 2))×) | \(f(bw)) (\(f(100 * bw / copyGBs, 0))%) |")
+}

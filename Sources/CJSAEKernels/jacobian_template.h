@@ -1,0 +1,198 @@
+// The per-token Jacobian kernel, written once and instantiated per
+// instruction-set path: jacobian_portable.c, jacobian_avx2.c and
+// jacobian_avx512.c each define the vector macros below and include this file.
+// (Not a public header: it lives outside include/.) Dimension letters are those
+// of include/CJSAEKernels.h.
+//
+// Required before inclusion:
+//   KN(name)            the path's name for a function (name ## _avx2, …)
+//   KATTR               attributes of every function (the target("…") of the path)
+//   VEC, VL             vector type and its width in floats (VL divides 16)
+//   VZERO(), VLOAD(p), VSTORE(p, v), VFMA(a, b, c) = a·b + c, VMUL(a, b),
+//   VBCAST(p)           all lanes = *p
+//   VSTORE_N(p, v, n)   store the first n lanes of v, 0 < n < VL
+//   FWD_MV, FWD_NP      forward register tile: FWD_MV vectors of q × FWD_NP columns p
+//   FWD_CASES           `FC(mv, np)` for every 1 ≤ mv ≤ FWD_MV, 1 ≤ np ≤ FWD_NP
+//   BWD_BR, BWD_BV      backward register tile: BWD_BR output rows × BWD_BV vectors of r
+//   BWD_CASES           `BC(br, bv)` for every 1 ≤ br ≤ BWD_BR, 1 ≤ bv ≤ BWD_BV
+//   TRANSPOSE_BLOCK     optional: KN(transpose) is then provided by the path file
+//
+// Why this shape. J = L·Rᵀ contracts over r, the contiguous index of both
+// gathered operands. A register-blocked outer-product kernel needs one
+// operand with the *other* index contiguous, so per block of JSAE_RB values of
+// r the L rows are packed and transposed (LT [JSAE_RB, kq]), while R stays in
+// rows and is read one scalar broadcast at a time. Then each accumulator is a
+// vector of VL consecutive q at one p, the accumulation runs across all r
+// without horizontal sums, and the only per-block overhead is loading and
+// storing the tile of JT (J transposed) once. The packing is where the gather
+// and the ⊙ phi happen, so they cost one pass over the gathered rows, and the
+// packed rows of L and R are kept (block-major, so no two rows of a block sit
+// 4 KiB apart and fight for the same L1 sets) for the backward, whose two
+// products G·R and Gᵀ·L are outer products over the k rows of R and L.
+
+#include "jacobian_internal.h"
+
+// Forward register tile: JT[p0 + j][q0 + VL·i] += Σ_r LT[r][q0 + VL·i …] · R[p0 + j][r].
+// mv, np are compile-time constants at every call (see FWD_CASES), so acc
+// lives in registers.
+static inline __attribute__((always_inline)) KATTR void
+KN(fwd_tile)(float *JT, const float *LT, const float *Rb, int64_t kq, int64_t w, const int mv, const int np) {
+    VEC acc[FWD_MV][FWD_NP];
+    for (int i = 0; i < mv; i++)
+        for (int j = 0; j < np; j++) acc[i][j] = VLOAD(JT + j * kq + i * VL);
+    for (int64_t r = 0; r < w; r++) {
+        VEC a[FWD_MV];
+        for (int i = 0; i < mv; i++) a[i] = VLOAD(LT + r * kq + i * VL);
+        for (int j = 0; j < np; j++) {
+            VEC b = VBCAST(Rb + j * JSAE_RB + r);
+            for (int i = 0; i < mv; i++) acc[i][j] = VFMA(a[i], b, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < mv; i++)
+        for (int j = 0; j < np; j++) VSTORE(JT + j * kq + i * VL, acc[i][j]);
+}
+
+// Backward register tile: out[i][v·VL …] = Σ_j A[i][j] · B[j][v·VL …] for
+// br rows i and bv vectors of r; `valid` of the tile's bv·VL floats are stored
+// (the rest are the zero padding of the last block). B has row stride JSAE_RB.
+static inline __attribute__((always_inline)) KATTR void
+KN(bwd_tile)(float *out, int64_t ldo, const float *A, int64_t lda, const float *B, int64_t kc,
+             int64_t valid, const int br, const int bv) {
+    VEC acc[BWD_BR][BWD_BV];
+    for (int i = 0; i < br; i++)
+        for (int v = 0; v < bv; v++) acc[i][v] = VZERO();
+    for (int64_t j = 0; j < kc; j++) {
+        VEC b[BWD_BV];
+        for (int v = 0; v < bv; v++) b[v] = VLOAD(B + j * JSAE_RB + v * VL);
+        for (int i = 0; i < br; i++) {
+            VEC a = VBCAST(A + i * lda + j);
+            for (int v = 0; v < bv; v++) acc[i][v] = VFMA(a, b[v], acc[i][v]);
+        }
+    }
+    for (int i = 0; i < br; i++)
+        for (int v = 0; v < bv; v++) {
+            int64_t n = valid - (int64_t)v * VL;
+            if (n >= VL) VSTORE(out + i * ldo + v * VL, acc[i][v]);
+            else VSTORE_N(out + i * ldo + v * VL, acc[i][v], (int)n);
+        }
+}
+
+#ifndef TRANSPOSE_BLOCK
+// LT[r][q] = Lb[q][r] for r < w, q < k (scalar; the x86 paths bring an 8×8 one).
+static KATTR void KN(transpose)(float *LT, const float *Lb, int64_t k, int64_t w, int64_t kq) {
+    for (int64_t q = 0; q < k; q++)
+        for (int64_t r = 0; r < w; r++) LT[r * kq + q] = Lb[q * JSAE_RB + r];
+}
+#endif
+
+// Copy w floats (dst = src, or dst = src ⊙ scale) and zero dst[w, round_up(w, 16)).
+static inline __attribute__((always_inline)) KATTR void
+KN(copy_row)(float *dst, const float *src, const float *scale, int64_t w) {
+    int64_t r = 0;
+    if (scale) {
+        for (; r + VL <= w; r += VL) VSTORE(dst + r, VMUL(VLOAD(src + r), VLOAD(scale + r)));
+        for (; r < w; r++) dst[r] = src[r] * scale[r];
+    } else {
+        for (; r + VL <= w; r += VL) VSTORE(dst + r, VLOAD(src + r));
+        for (; r < w; r++) dst[r] = src[r];
+    }
+    for (; r < jsae_round_up(w, 16); r++) dst[r] = 0;
+}
+
+// Gather block [r0, r0 + w) of the token's rows into Lb, Rb (⊙ phi) and LT,
+// and prefetch the same rows' next block, which the next call will gather.
+static KATTR void KN(pack_block)(float *Lb, float *Rb, float *LT, const float *wd1, const float *w2eT,
+                                 const float *phi, const int64_t *K1, const int64_t *K2,
+                                 int64_t k, int64_t h, int64_t r0, int64_t w, int64_t kq) {
+    int64_t next = r0 + JSAE_PREFETCH_BLOCKS * JSAE_RB;
+    for (int64_t q = 0; q < k; q++) {
+        const float *row = w2eT + K2[q] * h;
+        KN(copy_row)(Lb + q * JSAE_RB, row + r0, NULL, w);
+        jsae_prefetch_span(row, next, h);
+    }
+    for (int64_t p = 0; p < k; p++) {
+        const float *row = wd1 + K1[p] * h;
+        KN(copy_row)(Rb + p * JSAE_RB, row + r0, phi + r0, w);
+        jsae_prefetch_span(row, next, h);
+    }
+    KN(transpose)(LT, Lb, k, w, kq);
+    // Columns q in [k, kq) of LT are read by the last q vector: keep them zero
+    // so J's padding stays 0 (kq = k rounded up to the vector width).
+    if (kq > k)
+        for (int64_t r = 0; r < w; r++)
+            for (int64_t q = k; q < kq; q++) LT[r * kq + q] = 0;
+}
+
+KATTR void KN(jacobian_token)(float *J, float *dL, float *dR, float *ws,
+                              const float *wd1, const float *w2eT, const float *phi,
+                              const int64_t *K1, const int64_t *K2, float coef,
+                              const int64_t *nextK1, const int64_t *nextK2, const float *nextPhi,
+                              int64_t k, int64_t h) {
+    jsae_workspace_layout lay = jsae_layout(k, h);
+    const int64_t kq = jsae_round_up(k, VL);   // q padded to whole vectors
+    const int64_t nqv = kq / VL;
+    float *Lp = ws + lay.lp, *Rp = ws + lay.rp, *LT = ws + lay.lt, *JT = ws + lay.jt;
+    float *G = ws + lay.g, *GT = ws + lay.gt;
+
+    // ---- forward: JT[p][q] accumulated block by block over r
+    for (int64_t e = 0; e < k * kq; e++) JT[e] = 0;
+    for (int64_t b = 0; b < lay.nb; b++) {
+        const int64_t r0 = b * JSAE_RB, w = jsae_min(JSAE_RB, h - r0);
+        float *Lb = Lp + b * k * JSAE_RB, *Rb = Rp + b * k * JSAE_RB;
+        KN(pack_block)(Lb, Rb, LT, wd1, w2eT, phi, K1, K2, k, h, r0, w, kq);
+        for (int64_t qv0 = 0; qv0 < nqv; qv0 += FWD_MV) {
+            const int mv = (int)jsae_min(FWD_MV, nqv - qv0);
+            for (int64_t p0 = 0; p0 < k; p0 += FWD_NP) {
+                const int np = (int)jsae_min(FWD_NP, k - p0);
+                float *JTt = JT + p0 * kq + qv0 * VL;
+                const float *LTt = LT + qv0 * VL, *Rbt = Rb + p0 * JSAE_RB;
+#define FC(A, B) case (A) * 16 + (B): KN(fwd_tile)(JTt, LTt, Rbt, kq, w, (A), (B)); break;
+                switch (mv * 16 + np) { FWD_CASES default: break; }
+#undef FC
+            }
+        }
+    }
+    for (int64_t q = 0; q < k; q++)
+        for (int64_t p = 0; p < k; p++) J[q * k + p] = JT[p * kq + q];
+
+    // The next token's rows come from DRAM, and the backward below reads only
+    // the workspace, leaving the memory bus idle: so while the backward works
+    // on block b, the next token's block b is prefetched (into L2, or L3 once
+    // evicted), and its forward finds its rows in cache. Without a backward
+    // only the first blocks are prefetched; the gather's own prefetch, a few
+    // blocks ahead, covers the rest.
+    if (!dL) {
+        if (nextK1) jsae_prefetch_token(wd1, w2eT, nextPhi, nextK1, nextK2, k, h, 0, JSAE_PREFETCH_BLOCKS);
+        return;
+    }
+
+    // ---- backward: G = coef·sign(J), dL = G·R, dR = Gᵀ·L, block by block over r
+    for (int64_t q = 0; q < k; q++)
+        for (int64_t p = 0; p < k; p++) {
+            float v = J[q * k + p];
+            float g = v > 0 ? coef : (v < 0 ? -coef : 0.0f);
+            G[q * k + p] = g;
+            GT[p * k + q] = g;
+        }
+    for (int64_t b = 0; b < lay.nb; b++) {
+        const int64_t r0 = b * JSAE_RB, w = jsae_min(JSAE_RB, h - r0);
+        const int64_t nv = (w + VL - 1) / VL;
+        const float *Lb = Lp + b * k * JSAE_RB, *Rb = Rp + b * k * JSAE_RB;
+        if (nextK1) jsae_prefetch_token(wd1, w2eT, nextPhi, nextK1, nextK2, k, h, b, b + 1);
+        for (int64_t i0 = 0; i0 < k; i0 += BWD_BR) {
+            const int br = (int)jsae_min(BWD_BR, k - i0);
+            for (int64_t v0 = 0; v0 < nv; v0 += BWD_BV) {
+                const int bv = (int)jsae_min(BWD_BV, nv - v0);
+                const int64_t valid = w - v0 * VL;
+                float *oL = dL + i0 * h + r0 + v0 * VL, *oR = dR + i0 * h + r0 + v0 * VL;
+                const float *AL = G + i0 * k, *AR = GT + i0 * k;
+                const float *BL = Rb + v0 * VL, *BR_ = Lb + v0 * VL;
+#define BC(A, B) case (A) * 16 + (B): \
+                    KN(bwd_tile)(oL, h, AL, k, BL, k, valid, (A), (B)); \
+                    KN(bwd_tile)(oR, h, AR, k, BR_, k, valid, (A), (B)); break;
+                switch (br * 16 + bv) { BWD_CASES default: break; }
+#undef BC
+            }
+        }
+    }
+}
