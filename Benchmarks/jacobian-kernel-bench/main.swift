@@ -31,25 +31,35 @@ while let a = args.popFirst() {
 }
 openblas_set_num_threads(1)
 
-func now() -> Double {
+func clock(_ id: clockid_t) -> Double {
     var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
+    clock_gettime(id, &t)
     return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
 }
+func now() -> Double { clock(CLOCK_MONOTONIC) }
 func median(_ v: [Double]) -> Double {
     let s = v.sorted()
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
 }
-/// Median seconds of `reps` runs after one warm-up.
-func time(_ body: () -> Void) -> Double {
+/// Median seconds of `reps` runs after one warm-up. The machine is shared, so
+/// for work on the calling thread alone the figure is the thread's CPU time
+/// (time spent descheduled does not count); for work spread across threads it
+/// is wall time.
+func time(threads: Int = 1, _ body: () -> Void) -> Double {
     body()
-    return median((0..<reps).map { _ in let t0 = now(); body(); return now() - t0 })
+    let id = threads == 1 ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC
+    return median((0..<reps).map { _ in let t0 = clock(id); body(); return clock(id) - t0 })
 }
 
 /// 64-byte aligned Float buffer (never freed: the process is short-lived).
-func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
+/// hugePages: 2 MiB aligned and advised to transparent huge pages before it is
+/// touched (the machine's THP mode is "madvise"), so a gathered 8 KiB row
+/// costs no TLB miss of its own.
+func buffer(_ count: Int, hugePages: Bool = false) -> UnsafeMutablePointer<Float> {
     var p: UnsafeMutableRawPointer? = nil
-    precondition(posix_memalign(&p, 64, count * 4) == 0)
+    let align = hugePages ? 2 << 20 : 64, bytes = (count * 4 + align - 1) / align * align
+    precondition(posix_memalign(&p, align, bytes) == 0)
+    if hugePages { _ = madvise(p, bytes, 14 /* MADV_HUGEPAGE */) }
     return p!.bindMemory(to: Float.self, capacity: count)
 }
 nonisolated(unsafe) var seed: UInt64 = 0x2545_F491_4F6C_DD1D
@@ -61,6 +71,17 @@ func fill(_ p: UnsafeMutablePointer<Float>, _ count: Int, scale: Float) {
 // ---- inputs
 nonisolated(unsafe) let wd1 = buffer(m * h), w2eT = buffer(m * h), phi = buffer(n * h)
 fill(wd1, m * h, scale: 0.1); fill(w2eT, m * h, scale: 0.1); fill(phi, n * h, scale: 2)
+// The same matrices on huge pages.
+let wd1Huge = buffer(m * h, hugePages: true), w2eTHuge = buffer(m * h, hugePages: true)
+wd1Huge.update(from: wd1, count: m * h); w2eTHuge.update(from: w2eT, count: m * h)
+/// Where the rows come from: the two matrices, and whether every token
+/// reuses token 0's indices and output slot (rows and outputs then stay in
+/// cache: the compute-only speed).
+struct Source: Sendable {
+    nonisolated(unsafe) let wd1: UnsafeMutablePointer<Float>
+    nonisolated(unsafe) let w2eT: UnsafeMutablePointer<Float>
+    let hot: Bool
+}
 nonisolated(unsafe) let K1 = (0..<(n * k)).map { _ in Int64(next() % UInt64(m)) }
 nonisolated(unsafe) let K2 = (0..<(n * k)).map { _ in Int64(next() % UInt64(m)) }
 nonisolated(unsafe) let J = buffer(n * k * k), dL = buffer(chunk * k * h), dR = buffer(chunk * k * h)
@@ -89,12 +110,13 @@ nonisolated(unsafe) let backwardBytes = Double(2 * k * h * 4)            // dL, 
 // ---- today's path, per token: gather + 3 sgemms (the Swift jacobianPass body)
 struct Scratch { let L, R, Jw, G: UnsafeMutablePointer<Float> }
 func makeScratch() -> Scratch { Scratch(L: buffer(k * h), R: buffer(k * h), Jw: buffer(k * k), G: buffer(k * k)) }
-func todayToken(_ b: Int, _ s: Scratch, backward: Bool) {
+func todayToken(_ t: Int, _ s: Scratch, backward: Bool, _ src: Source) {
+    let b = src.hot ? 0 : t
     let ph = phi + b * h
     for j in 0..<k {
-        (s.L + j * h).update(from: w2eT + Int(K2[b * k + j]) * h, count: h)
-        let src = wd1 + Int(K1[b * k + j]) * h, dst = s.R + j * h
-        for r in 0..<h { dst[r] = src[r] * ph[r] }
+        (s.L + j * h).update(from: src.w2eT + Int(K2[b * k + j]) * h, count: h)
+        let row = src.wd1 + Int(K1[b * k + j]) * h, dst = s.R + j * h
+        for r in 0..<h { dst[r] = row[r] * ph[r] }
     }
     let Jb = J + b * k * k
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(k), Int32(k), Int32(h), 1, s.L, Int32(h), s.R, Int32(h), 0, Jb, Int32(k))
@@ -109,13 +131,20 @@ nonisolated(unsafe) let scratch = [makeScratch(), makeScratch()]
 // ---- the kernel, chunk by chunk into the same chunk buffers
 nonisolated(unsafe) let wsCount = jsae_jacobian_workspace_floats(Int64(k), Int64(h))
 nonisolated(unsafe) let workspaces = [buffer(wsCount), buffer(wsCount)]
-func kernelTokens(_ range: Range<Int>, _ ws: UnsafeMutablePointer<Float>, path: jsae_kernel_path, backward: Bool) {
+func kernelTokens(_ range: Range<Int>, _ ws: UnsafeMutablePointer<Float>, path: jsae_kernel_path, backward: Bool, _ src: Source) {
+    if src.hot {
+        for _ in range {
+            jsae_jacobian_token_f32(J, backward ? dL : nil, backward ? dR : nil, ws, src.wd1, src.w2eT, phi, K1, K2, coef,
+                                    Int64(k), Int64(h), path)
+        }
+        return
+    }
     var t = range.lowerBound
     while t < range.upperBound {
         let cnt = min(chunk - t % chunk, range.upperBound - t)
         K1.withUnsafeBufferPointer { k1 in K2.withUnsafeBufferPointer { k2 in
             jsae_jacobian_tokens_f32(J + t * k * k, backward ? dL + (t % chunk) * k * h : nil, backward ? dR + (t % chunk) * k * h : nil,
-                                     ws, wd1, w2eT, phi + t * h, k1.baseAddress! + t * k, k2.baseAddress! + t * k, coef,
+                                     ws, src.wd1, src.w2eT, phi + t * h, k1.baseAddress! + t * k, k2.baseAddress! + t * k, coef,
                                      Int64(cnt), Int64(k), Int64(h), path)
         } }
         t += cnt
@@ -128,25 +157,33 @@ func twoThreads(_ body: @escaping @Sendable (Range<Int>, Int) -> Void) {
 }
 
 // ---- measure
-struct Row { var name: String; var fwd: Double; var all: Double; var threads: Int }
-nonisolated(unsafe) var rows: [Row] = []
-nonisolated(unsafe) let tTodayF = time { for b in 0..<n { todayToken(b, scratch[0], backward: false) } }
-nonisolated(unsafe) let tTodayA = time { for b in 0..<n { todayToken(b, scratch[0], backward: true) } }
-rows.append(Row(name: "today: gather + 3 OpenBLAS sgemm", fwd: tTodayF, all: tTodayA, threads: 1))
-nonisolated(unsafe) let paths = [JSAE_KERNEL_PORTABLE, JSAE_KERNEL_AVX2, JSAE_KERNEL_AVX512]
-for p in paths where jsae_kernel_path_supported(p) != 0 {
-    let tf = time { kernelTokens(0..<n, workspaces[0], path: p, backward: false) }
-    let ta = time { kernelTokens(0..<n, workspaces[0], path: p, backward: true) }
-    rows.append(Row(name: "kernel \(String(cString: jsae_kernel_path_name(p)))", fwd: tf, all: ta, threads: 1))
+struct Row { var name: String; var fwd: Double; var all: Double; var threads: Int; var base: String }
+var rows: [Row] = []
+let dram = Source(wd1: wd1, w2eT: w2eT, hot: false), cached = Source(wd1: wd1, w2eT: w2eT, hot: true)
+let huge = Source(wd1: wd1Huge, w2eT: w2eTHuge, hot: false)
+let available = [JSAE_KERNEL_PORTABLE, JSAE_KERNEL_AVX2, JSAE_KERNEL_AVX512].filter { jsae_kernel_path_supported($0) != 0 }
+let best = jsae_kernel_path_selected()
+func pathName(_ p: jsae_kernel_path) -> String { String(cString: jsae_kernel_path_name(p)) }
+for (label, src, paths) in [("rows from DRAM", dram, available), ("rows from cache", cached, available),
+                            ("rows from DRAM, huge pages", huge, [best])] {
+    let today = "today (\(label))"
+    rows.append(Row(name: today,
+                    fwd: time { for b in 0..<n { todayToken(b, scratch[0], backward: false, src) } },
+                    all: time { for b in 0..<n { todayToken(b, scratch[0], backward: true, src) } }, threads: 1, base: today))
+    for p in paths {
+        rows.append(Row(name: "kernel \(pathName(p)) (\(label))",
+                        fwd: time { kernelTokens(0..<n, workspaces[0], path: p, backward: false, src) },
+                        all: time { kernelTokens(0..<n, workspaces[0], path: p, backward: true, src) }, threads: 1, base: today))
+    }
 }
-
-nonisolated(unsafe) let t2TodayF = time { twoThreads { r, w in for b in r { todayToken(b, scratch[w], backward: false) } } }
-nonisolated(unsafe) let t2TodayA = time { twoThreads { r, w in for b in r { todayToken(b, scratch[w], backward: true) } } }
-rows.append(Row(name: "today, 2 threads", fwd: t2TodayF, all: t2TodayA, threads: 2))
-nonisolated(unsafe) let best = jsae_kernel_path_selected()
-nonisolated(unsafe) let t2F = time { twoThreads { r, w in kernelTokens(r, workspaces[w], path: best, backward: false) } }
-nonisolated(unsafe) let t2A = time { twoThreads { r, w in kernelTokens(r, workspaces[w], path: best, backward: true) } }
-rows.append(Row(name: "kernel \(String(cString: jsae_kernel_path_name(best))), 2 threads", fwd: t2F, all: t2A, threads: 2))
+rows.append(Row(name: "today (rows from DRAM), 2 threads",
+                fwd: time(threads: 2) { twoThreads { r, w in for b in r { todayToken(b, scratch[w], backward: false, dram) } } },
+                all: time(threads: 2) { twoThreads { r, w in for b in r { todayToken(b, scratch[w], backward: true, dram) } } },
+                threads: 2, base: "today (rows from DRAM), 2 threads"))
+rows.append(Row(name: "kernel \(pathName(best)) (rows from DRAM), 2 threads",
+                fwd: time(threads: 2) { twoThreads { r, w in kernelTokens(r, workspaces[w], path: best, backward: false, dram) } },
+                all: time(threads: 2) { twoThreads { r, w in kernelTokens(r, workspaces[w], path: best, backward: true, dram) } },
+                threads: 2, base: "today (rows from DRAM), 2 threads"))
 
 // ---- report
 func f(_ x: Double, _ d: Int = 1) -> String {
@@ -157,14 +194,15 @@ func f(_ x: Double, _ d: Int = 1) -> String {
 }
 func pad(_ s: String, _ w: Int) -> String { s.count >= w ? s : s + String(repeating: " ", count: w - s.count) }
 print("jacobian-kernel-bench: k=\(k) h=\(h) m=\(m) tokens=\(n) chunk=\(chunk), median of \(reps) after 1 warm-up; OpenBLAS core \(String(cString: openblas_get_corename()))")
+print("times: thread CPU time for 1-thread rows and the limits, wall time for 2-thread rows")
 print("single-core sgemm ceiling (\(gemmN)³, 1 thread): \(f(ceiling)) GFLOP/s;  STREAM-like copy, 1 core: \(f(copyGBs)) GB/s (read + write)")
 print("per token: forward \(f(flopsFwd / 1e6, 2)) MFLOP, forward + backward \(f(flopsAll / 1e6, 2)) MFLOP; gathers \(f(tokenBytes / 1024, 0)) KiB read, backward writes \(f(backwardBytes / 1024, 0)) KiB")
 print("")
 print("| path | thr | fwd µs/token | fwd GFLOP/s | fwd+bwd µs/token | fwd+bwd GFLOP/s | share of 1-core ceiling (×thr) | speed-up vs today (same thr) | fwd+bwd DRAM GB/s (share of copy) |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in rows {
-    let base = r.threads == 1 ? rows[0] : rows.first { $0.name == "today, 2 threads" }!
+    let base = rows.first { $0.name == r.base }!
     let gF = flopsFwd * Double(n) / r.fwd / 1e9, gA = flopsAll * Double(n) / r.all / 1e9
     let bw = (tokenBytes + backwardBytes) * Double(n) / r.all / 1e9
-    print("| \(pad(r.name, 34)) | \(r.threads) | \(f(r.fwd / Double(n) * 1e6)) | \(f(gF)) | \(f(r.all / Double(n) * 1e6)) | \(f(gA)) | \(f(100 * gA / ceiling / Double(r.threads)))% | \(f(base.all / r.all, 2))× (fwd \(f(base.fwd / r.fwd, 2))×) | \(f(bw)) (\(f(100 * bw / copyGBs, 0))%) |")
+    print("| \(pad(r.name, 48)) | \(r.threads) | \(f(r.fwd / Double(n) * 1e6)) | \(f(gF)) | \(f(r.all / Double(n) * 1e6)) | \(f(gA)) | \(f(100 * gA / ceiling / Double(r.threads)))% | \(f(base.all / r.all, 2))× (fwd \(f(base.fwd / r.fwd, 2))×) | \(f(bw)) (\(f(100 * bw / copyGBs, 0))%) |")
 }
