@@ -18,8 +18,9 @@ static inline int64_t jsae_round_up(int64_t a, int64_t m) { return (a + m - 1) /
 // Offsets (in floats) of the workspace's parts; each starts 64-byte aligned.
 typedef struct {
     int64_t nb;          // blocks of r
-    int64_t lp, rp;      // packed L and R ⊙ phi: [nb][k][JSAE_RB]
-    int64_t lt;          // one block of L transposed: [JSAE_RB][round_up(k, 16)]
+    int64_t rows;        // row pointers of L and R: 2·k pointers
+    int64_t lb, rb;      // the backward's copy of one block of L and of R ⊙ phi: [k][JSAE_RB] each
+    int64_t lt;          // one block of L ⊙ phi transposed: [JSAE_RB][round_up(k, 16)]
     int64_t jt;          // Jᵀ being accumulated: [k][round_up(k, 16)]
     int64_t g, gt;       // coef·sign(J) and its transpose: [k][k] each
     int64_t total;
@@ -29,9 +30,10 @@ static inline jsae_workspace_layout jsae_layout(int64_t k, int64_t h) {
     jsae_workspace_layout l;
     int64_t kq = jsae_round_up(k, 16);
     l.nb = (h + JSAE_RB - 1) / JSAE_RB;
-    l.lp = 0;
-    l.rp = l.lp + jsae_round_up(l.nb * k * JSAE_RB, 16);
-    l.lt = l.rp + jsae_round_up(l.nb * k * JSAE_RB, 16);
+    l.rows = 0;
+    l.lb = l.rows + jsae_round_up(2 * k * (int64_t)(sizeof(float *) / sizeof(float)), 16);
+    l.rb = l.lb + k * JSAE_RB;
+    l.lt = l.rb + k * JSAE_RB;
     l.jt = l.lt + JSAE_RB * kq;
     l.g = l.jt + k * kq;
     l.gt = l.g + jsae_round_up(k * k, 16);

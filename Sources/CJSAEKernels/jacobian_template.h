@@ -20,31 +20,40 @@
 // Why this shape. J = L·Rᵀ contracts over r, the contiguous index of both
 // gathered operands. A register-blocked outer-product kernel needs one
 // operand with the *other* index contiguous, so per block of JSAE_RB values of
-// r the L rows are packed and transposed (LT [JSAE_RB, kq]), while R stays in
-// rows and is read one scalar broadcast at a time. Then each accumulator is a
-// vector of VL consecutive q at one p, the accumulation runs across all r
-// without horizontal sums, and the only per-block overhead is loading and
-// storing the tile of JT (J transposed) once. The packing is where the gather
-// and the ⊙ phi happen, so they cost one pass over the gathered rows, and the
-// packed rows of L and R are kept (block-major, so no two rows of a block sit
-// 4 KiB apart and fight for the same L1 sets) for the backward, whose two
-// products G·R and Gᵀ·L are outer products over the k rows of R and L.
+// r the L rows are transposed into LT [JSAE_RB, kq], scaled by phi on the way
+// (LT[r][q] = L[q][r]·phi[r]: one multiply per element of L instead of one per
+// product), while the rows of wd1 are read where they are, one scalar
+// broadcast at a time. Each accumulator is then a vector of VL consecutive q
+// at one p, the accumulation runs across all r without horizontal sums, and
+// the only per-block overhead is the transpose and loading and storing the
+// tile of JT (J transposed) once.
+// So the forward copies nothing but LT: the gather is k + k row pointers.
+// The backward's products dL = G·(wd1[K1] ⊙ phi) and dR = Gᵀ·L are outer
+// products over the k rows; per block it copies the k + k rows' block
+// (⊙ phi for R) into a 2·k·JSAE_RB buffer that stays in L1 (in place, the
+// rows alias in L1, see below). The workspace is thus a few tens of KiB,
+// not a packed copy of L and R, and no gathered byte is written to memory.
+// (A first version packed all of L and R in the forward and kept them for
+// the backward: 512 KiB written and read back per token, measured slower.)
 
 #include "jacobian_internal.h"
 
-// Forward register tile: JT[p0 + j][q0 + VL·i] += Σ_r LT[r][q0 + VL·i …] · R[p0 + j][r].
+// Forward register tile: JT[p0 + j][q0 + VL·i] += Σ_r LT[r][q0 + VL·i …] · wd1[K1[p0 + j]][r0 + r].
 // mv, np are compile-time constants at every call (see FWD_CASES), so acc
 // lives in registers.
 static inline __attribute__((always_inline)) KATTR void
-KN(fwd_tile)(float *JT, const float *LT, const float *Rb, int64_t kq, int64_t w, const int mv, const int np) {
+KN(fwd_tile)(float *JT, const float *LT, const float *const *Rrows, int64_t r0, int64_t kq, int64_t w,
+             const int mv, const int np) {
     VEC acc[FWD_MV][FWD_NP];
+    const float *rp[FWD_NP];
+    for (int j = 0; j < np; j++) rp[j] = Rrows[j] + r0;
     for (int i = 0; i < mv; i++)
         for (int j = 0; j < np; j++) acc[i][j] = VLOAD(JT + j * kq + i * VL);
     for (int64_t r = 0; r < w; r++) {
         VEC a[FWD_MV];
         for (int i = 0; i < mv; i++) a[i] = VLOAD(LT + r * kq + i * VL);
         for (int j = 0; j < np; j++) {
-            VEC b = VBCAST(Rb + j * JSAE_RB + r);
+            VEC b = VBCAST(rp[j] + r);
             for (int i = 0; i < mv; i++) acc[i][j] = VFMA(a[i], b, acc[i][j]);
         }
     }
@@ -78,10 +87,12 @@ KN(bwd_tile)(float *out, int64_t ldo, const float *A, int64_t lda, const float *
 }
 
 #ifndef TRANSPOSE_BLOCK
-// LT[r][q] = Lb[q][r] for r < w, q < k (scalar; the x86 paths bring an 8×8 one).
-static KATTR void KN(transpose)(float *LT, const float *Lb, int64_t k, int64_t w, int64_t kq) {
+// LT[r][q] = Lrows[q][r0 + r] · phi[r0 + r] for r < w, q < k (scalar; the x86
+// paths bring an 8×8 one).
+static KATTR void KN(transpose)(float *LT, const float *const *Lrows, const float *phi, int64_t r0,
+                                int64_t k, int64_t w, int64_t kq) {
     for (int64_t q = 0; q < k; q++)
-        for (int64_t r = 0; r < w; r++) LT[r * kq + q] = Lb[q * JSAE_RB + r];
+        for (int64_t r = 0; r < w; r++) LT[r * kq + q] = Lrows[q][r0 + r] * phi[r0 + r];
 }
 #endif
 
@@ -99,23 +110,18 @@ KN(copy_row)(float *dst, const float *src, const float *scale, int64_t w) {
     for (; r < jsae_round_up(w, 16); r++) dst[r] = 0;
 }
 
-// Gather block [r0, r0 + w) of the token's rows into Lb, Rb (⊙ phi) and LT,
-// and prefetch the same rows' next block, which the next call will gather.
-static KATTR void KN(pack_block)(float *Lb, float *Rb, float *LT, const float *wd1, const float *w2eT,
-                                 const float *phi, const int64_t *K1, const int64_t *K2,
-                                 int64_t k, int64_t h, int64_t r0, int64_t w, int64_t kq) {
-    int64_t next = r0 + JSAE_PREFETCH_BLOCKS * JSAE_RB;
-    for (int64_t q = 0; q < k; q++) {
-        const float *row = w2eT + K2[q] * h;
-        KN(copy_row)(Lb + q * JSAE_RB, row + r0, NULL, w);
-        jsae_prefetch_span(row, next, h);
+// One block [r0, r0 + w) of the forward: prefetch the rows' block
+// JSAE_PREFETCH_BLOCKS ahead (into L2: L1 cannot hold it, as every row starts
+// at the same offset in its 4 KiB page, so all k + k rows fall in the same
+// few L1 sets), and build LT.
+static KATTR void KN(prepare_block)(float *LT, const float *const *Lrows, const float *const *Rrows,
+                                    const float *phi, int64_t k, int64_t h, int64_t r0, int64_t w, int64_t kq) {
+    const int64_t next = r0 + JSAE_PREFETCH_BLOCKS * JSAE_RB;
+    for (int64_t i = 0; i < k; i++) {
+        jsae_prefetch_span(Lrows[i], next, h);
+        jsae_prefetch_span(Rrows[i], next, h);
     }
-    for (int64_t p = 0; p < k; p++) {
-        const float *row = wd1 + K1[p] * h;
-        KN(copy_row)(Rb + p * JSAE_RB, row + r0, phi + r0, w);
-        jsae_prefetch_span(row, next, h);
-    }
-    KN(transpose)(LT, Lb, k, w, kq);
+    KN(transpose)(LT, Lrows, phi, r0, k, w, kq);
     // Columns q in [k, kq) of LT are read by the last q vector: keep them zero
     // so J's padding stays 0 (kq = k rounded up to the vector width).
     if (kq > k)
@@ -131,22 +137,27 @@ KATTR void KN(jacobian_token)(float *J, float *dL, float *dR, float *ws,
     jsae_workspace_layout lay = jsae_layout(k, h);
     const int64_t kq = jsae_round_up(k, VL);   // q padded to whole vectors
     const int64_t nqv = kq / VL;
-    float *Lp = ws + lay.lp, *Rp = ws + lay.rp, *LT = ws + lay.lt, *JT = ws + lay.jt;
+    const float **Lrows = (const float **)(void *)(ws + lay.rows), **Rrows = Lrows + k;
+    float *LT = ws + lay.lt, *JT = ws + lay.jt;
     float *G = ws + lay.g, *GT = ws + lay.gt;
+    for (int64_t i = 0; i < k; i++) {
+        Lrows[i] = w2eT + K2[i] * h;
+        Rrows[i] = wd1 + K1[i] * h;
+    }
 
     // ---- forward: JT[p][q] accumulated block by block over r
     for (int64_t e = 0; e < k * kq; e++) JT[e] = 0;
     for (int64_t b = 0; b < lay.nb; b++) {
         const int64_t r0 = b * JSAE_RB, w = jsae_min(JSAE_RB, h - r0);
-        float *Lb = Lp + b * k * JSAE_RB, *Rb = Rp + b * k * JSAE_RB;
-        KN(pack_block)(Lb, Rb, LT, wd1, w2eT, phi, K1, K2, k, h, r0, w, kq);
+        KN(prepare_block)(LT, Lrows, Rrows, phi, k, h, r0, w, kq);
         for (int64_t qv0 = 0; qv0 < nqv; qv0 += FWD_MV) {
             const int mv = (int)jsae_min(FWD_MV, nqv - qv0);
             for (int64_t p0 = 0; p0 < k; p0 += FWD_NP) {
                 const int np = (int)jsae_min(FWD_NP, k - p0);
                 float *JTt = JT + p0 * kq + qv0 * VL;
-                const float *LTt = LT + qv0 * VL, *Rbt = Rb + p0 * JSAE_RB;
-#define FC(A, B) case (A) * 16 + (B): KN(fwd_tile)(JTt, LTt, Rbt, kq, w, (A), (B)); break;
+                const float *LTt = LT + qv0 * VL;
+                const float *const *Rt = Rrows + p0;
+#define FC(A, B) case (A) * 16 + (B): KN(fwd_tile)(JTt, LTt, Rt, r0, kq, w, (A), (B)); break;
                 switch (mv * 16 + np) { FWD_CASES default: break; }
 #undef FC
             }
@@ -155,18 +166,22 @@ KATTR void KN(jacobian_token)(float *J, float *dL, float *dR, float *ws,
     for (int64_t q = 0; q < k; q++)
         for (int64_t p = 0; p < k; p++) J[q * k + p] = JT[p * kq + q];
 
-    // The next token's rows come from DRAM, and the backward below reads only
-    // the workspace, leaving the memory bus idle: so while the backward works
-    // on block b, the next token's block b is prefetched (into L2, or L3 once
-    // evicted), and its forward finds its rows in cache. Without a backward
-    // only the first blocks are prefetched; the gather's own prefetch, a few
-    // blocks ahead, covers the rest.
+    // The next token's rows come from DRAM, and the backward below re-reads
+    // rows already in cache, leaving the memory bus idle: so while the
+    // backward works on block b, the next token's block b is prefetched (into
+    // L2, or L3 once evicted), and its forward finds its rows in cache.
+    // Without a backward only the first blocks are prefetched; the forward's
+    // own prefetch, a few blocks ahead, covers the rest.
     if (!dL) {
         if (nextK1) jsae_prefetch_token(wd1, w2eT, nextPhi, nextK1, nextK2, k, h, 0, JSAE_PREFETCH_BLOCKS);
         return;
     }
 
-    // ---- backward: G = coef·sign(J), dL = G·R, dR = Gᵀ·L, block by block over r
+    // ---- backward: G = coef·sign(J), dL = G·(wd1[K1] ⊙ phi), dR = Gᵀ·L, block by block over r.
+    // Per block the k + k rows are first copied into Lb, Rb (⊙ phi), row
+    // stride JSAE_RB, zero-padded to whole vectors: the tiles read every row
+    // at the same r, which in place would be k + k lines in the same few L1
+    // sets (4 KiB aliasing), and the padding covers a ragged end of h.
     for (int64_t q = 0; q < k; q++)
         for (int64_t p = 0; p < k; p++) {
             float v = J[q * k + p];
@@ -174,11 +189,17 @@ KATTR void KN(jacobian_token)(float *J, float *dL, float *dR, float *ws,
             G[q * k + p] = g;
             GT[p * k + q] = g;
         }
+    float *Lb = ws + lay.lb, *Rb = ws + lay.rb;
     for (int64_t b = 0; b < lay.nb; b++) {
         const int64_t r0 = b * JSAE_RB, w = jsae_min(JSAE_RB, h - r0);
         const int64_t nv = (w + VL - 1) / VL;
-        const float *Lb = Lp + b * k * JSAE_RB, *Rb = Rp + b * k * JSAE_RB;
         if (nextK1) jsae_prefetch_token(wd1, w2eT, nextPhi, nextK1, nextK2, k, h, b, b + 1);
+        for (int64_t i = 0; i < k; i++) {
+            KN(copy_row)(Lb + i * JSAE_RB, Lrows[i] + r0, NULL, w);
+            KN(copy_row)(Rb + i * JSAE_RB, Rrows[i] + r0, phi + r0, w);
+            jsae_prefetch_span(Lrows[i], r0 + JSAE_RB, h);
+            jsae_prefetch_span(Rrows[i], r0 + JSAE_RB, h);
+        }
         for (int64_t i0 = 0; i0 < k; i0 += BWD_BR) {
             const int br = (int)jsae_min(BWD_BR, k - i0);
             for (int64_t v0 = 0; v0 < nv; v0 += BWD_BV) {

@@ -44,10 +44,10 @@ jsae_kernel_path jsae_kernel_path_selected(void);
 /// "auto", "portable", "avx2", "avx512".
 const char *jsae_kernel_path_name(jsae_kernel_path path);
 
-/// Floats of workspace one jsae_jacobian_token_f32 call needs (per thread).
-/// At k = 32, h = 2048 that is about 2·k·h floats (512 KiB): the packed L and
-/// R are kept between the forward and the backward so the backward does not
-/// gather again. Align the workspace to 64 bytes for best speed.
+/// Floats of workspace one call needs (per thread, reusable across calls and
+/// tokens): row pointers, one transposed block of L, J, G and one block of L
+/// and R for the backward; independent of h, 36.5 KiB at k = 32. The gathered
+/// rows are read in place, never copied whole. Align it to 64 bytes for speed.
 size_t jsae_jacobian_workspace_floats(int64_t k, int64_t h);
 
 /// One token's Jacobian and, optionally, the backward of coef · Σ|J|.
