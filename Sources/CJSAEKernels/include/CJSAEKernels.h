@@ -34,7 +34,8 @@ typedef enum jsae_kernel_path {
     JSAE_KERNEL_AUTO = 0,
     JSAE_KERNEL_PORTABLE = 1,  // C with 4-wide generic vectors, any CPU
     JSAE_KERNEL_AVX2 = 2,      // x86-64 AVX2 + FMA, 8 floats a vector
-    JSAE_KERNEL_AVX512 = 3,    // x86-64 AVX-512F, 16 floats a vector
+    JSAE_KERNEL_AVX512 = 3,    // x86-64 AVX-512F, 16 floats a vector (compiled on every x86-64
+                               // build; the tests exercise it only on a CPU that has AVX-512F)
 } jsae_kernel_path;
 
 /// 1 if this CPU (and OS) can run `path`, else 0. AUTO is always supported.
@@ -65,8 +66,9 @@ void jsae_jacobian_token_f32(float *J, float *dL, float *dR, float *workspace,
 
 /// n tokens in a row, token t reading phi + t·h, K1 + t·k, K2 + t·k and
 /// writing J + t·k·k, dL + t·k·h, dR + t·k·h (dL, dR both NULL: forward only).
-/// Same results as n calls of jsae_jacobian_token_f32; while one token is
-/// computed, the next token's first rows are prefetched.
+/// Same results, bit for bit, as n calls of jsae_jacobian_token_f32; the
+/// difference is that while token t's backward runs (it reads only rows
+/// already in cache), token t+1's rows are prefetched block by block.
 void jsae_jacobian_tokens_f32(float *J, float *dL, float *dR, float *workspace,
                               const float *wd1, const float *w2eT, const float *phi,
                               const int64_t *K1, const int64_t *K2, float coef,
