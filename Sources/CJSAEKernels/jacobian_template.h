@@ -36,6 +36,10 @@
 // (A first version packed all of L and R in the forward and kept them for
 // the backward: 512 KiB written and read back per token; in interleaved
 // runs from cache its forward took ~120 µs/token against ~95 now.)
+// Tried and not kept, as no better than noise on the shared 2-core machine:
+// gathering each row whole before the blocks, non-temporal stores of dL and
+// dR, other prefetch distances and hints (prefetcht0 is worse: L1 aliasing),
+// and software-pipelining token t's backward with token t+1's forward.
 
 #include "jacobian_internal.h"
 
