@@ -19,7 +19,7 @@ import Dispatch
 import CBLAS
 import CJSAEKernels
 
-let k = 32, h = 2048, m = 16384, chunk = 64
+nonisolated(unsafe) let k = 32, h = 2048, m = 16384, chunk = 64
 nonisolated(unsafe) var n = 256, reps = 7
 nonisolated(unsafe) var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
@@ -69,7 +69,7 @@ func fill(_ p: UnsafeMutablePointer<Float>, _ count: Int, scale: Float) {
 }
 
 // ---- inputs
-let wd1 = buffer(m * h), w2eT = buffer(m * h), phi = buffer(n * h)
+nonisolated(unsafe) let wd1 = buffer(m * h), w2eT = buffer(m * h), phi = buffer(n * h)
 fill(wd1, m * h, scale: 0.1); fill(w2eT, m * h, scale: 0.1); fill(phi, n * h, scale: 2)
 // The same matrices on huge pages.
 let wd1Huge = buffer(m * h, hugePages: true), w2eTHuge = buffer(m * h, hugePages: true)
@@ -82,30 +82,30 @@ struct Source: Sendable {
     nonisolated(unsafe) let w2eT: UnsafeMutablePointer<Float>
     let hot: Bool
 }
-let K1 = (0..<(n * k)).map { _ in Int64(next() % UInt64(m)) }
-let K2 = (0..<(n * k)).map { _ in Int64(next() % UInt64(m)) }
-let J = buffer(n * k * k), dL = buffer(chunk * k * h), dR = buffer(chunk * k * h)
-let coef: Float = 0.5
-let flopsFwd = 2.0 * Double(k * k * h), flopsAll = 6.0 * Double(k * k * h)
+nonisolated(unsafe) let K1 = (0..<(n * k)).map { _ in Int64(next() % UInt64(m)) }
+nonisolated(unsafe) let K2 = (0..<(n * k)).map { _ in Int64(next() % UInt64(m)) }
+nonisolated(unsafe) let J = buffer(n * k * k), dL = buffer(chunk * k * h), dR = buffer(chunk * k * h)
+nonisolated(unsafe) let coef: Float = 0.5
+nonisolated(unsafe) let flopsFwd = 2.0 * Double(k * k * h), flopsAll = 6.0 * Double(k * k * h)
 
 // ---- limits
-let gemmN = 1536
-let ga = buffer(gemmN * gemmN), gb = buffer(gemmN * gemmN), gc = buffer(gemmN * gemmN)
+nonisolated(unsafe) let gemmN = 1536
+nonisolated(unsafe) let ga = buffer(gemmN * gemmN), gb = buffer(gemmN * gemmN), gc = buffer(gemmN * gemmN)
 fill(ga, gemmN * gemmN, scale: 1); fill(gb, gemmN * gemmN, scale: 1)
-let tGemm = time {
+nonisolated(unsafe) let tGemm = time {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(gemmN), Int32(gemmN), Int32(gemmN),
                 1, ga, Int32(gemmN), gb, Int32(gemmN), 0, gc, Int32(gemmN))
 }
-let ceiling = 2 * pow(Double(gemmN), 3) / tGemm / 1e9
+nonisolated(unsafe) let ceiling = 2 * pow(Double(gemmN), 3) / tGemm / 1e9
 
 // STREAM-like copy of 64 MiB (well past L3), one core; bytes = read + written.
-let streamN = 16 << 20
-let sa = buffer(streamN), sb = buffer(streamN)
+nonisolated(unsafe) let streamN = 16 << 20
+nonisolated(unsafe) let sa = buffer(streamN), sb = buffer(streamN)
 fill(sa, streamN, scale: 1); fill(sb, streamN, scale: 1)
-let tCopy = time { memcpy(sb, sa, streamN * 4) }
-let copyGBs = 2.0 * Double(streamN * 4) / tCopy / 1e9
-let tokenBytes = Double(2 * k * h * 4 + h * 4)       // gathered rows + φ'
-let backwardBytes = Double(2 * k * h * 4)            // dL, dR written
+nonisolated(unsafe) let tCopy = time { memcpy(sb, sa, streamN * 4) }
+nonisolated(unsafe) let copyGBs = 2.0 * Double(streamN * 4) / tCopy / 1e9
+nonisolated(unsafe) let tokenBytes = Double(2 * k * h * 4 + h * 4)       // gathered rows + φ'
+nonisolated(unsafe) let backwardBytes = Double(2 * k * h * 4)            // dL, dR written
 
 // ---- today's path, per token: gather + 3 sgemms (the Swift jacobianPass body)
 struct Scratch { let L, R, Jw, G: UnsafeMutablePointer<Float> }
@@ -126,11 +126,11 @@ func todayToken(_ t: Int, _ s: Scratch, backward: Bool, _ src: Source) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(k), Int32(h), Int32(k), 1, s.G, Int32(k), s.R, Int32(h), 0, dL + slot * k * h, Int32(h))
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(k), Int32(h), Int32(k), 1, s.G, Int32(k), s.L, Int32(h), 0, dR + slot * k * h, Int32(h))
 }
-let scratch = [makeScratch(), makeScratch()]
+nonisolated(unsafe) let scratch = [makeScratch(), makeScratch()]
 
 // ---- the kernel, chunk by chunk into the same chunk buffers
-let wsCount = jsae_jacobian_workspace_floats(Int64(k), Int64(h))
-let workspaces = [buffer(wsCount), buffer(wsCount)]
+nonisolated(unsafe) let wsCount = jsae_jacobian_workspace_floats(Int64(k), Int64(h))
+nonisolated(unsafe) let workspaces = [buffer(wsCount), buffer(wsCount)]
 func kernelTokens(_ range: Range<Int>, _ ws: UnsafeMutablePointer<Float>, path: jsae_kernel_path, backward: Bool, _ src: Source) {
     if src.hot {
         for _ in range {
