@@ -56,16 +56,12 @@ func requireFinite<T: JSAEScalar>(_ data: [T], _ name: String, _ file: HDF5File,
 }
 
 func readSAE<T: JSAEScalar>(_ file: HDF5File, group: String, k: Int, as: T.Type) throws -> TopKSAE<T> {
-    let wEnc: Matrix<T> = try file.readMatrix("\(group)/W_enc")
-    let d = wEnc.rows, m = wEnc.cols
-    let bEnc: [T] = try file.readVector("\(group)/b_enc", count: m)
-    let wDec: Matrix<T> = try file.readMatrix("\(group)/W_dec", rows: m, cols: d)
-    let bDec: [T] = try file.readVector("\(group)/b_dec", count: d)
-    for (name, data, cols) in [("W_enc", wEnc.data, m), ("b_enc", bEnc, 1), ("W_dec", wDec.data, d), ("b_dec", bDec, 1)] {
-        try requireFinite(data, "\(group)/\(name)", file, cols: cols)
-    }
+    // W_enc's shape sets d and m; the other three tensors must agree with it.
+    let (shape, _) = try file.info("\(group)/W_enc")
+    guard shape.count == 2 else { throw JSAEError(file: file.path, "\(group)/W_enc has shape \(HDF5File.describe(shape)), expected [d, m]") }
+    let tensors: SAETensors<T> = try readTensors(file, d: shape[0], m: shape[1]) { "\(group)/\($0)" }
     do {
-        return try TopKSAE(wEnc: wEnc, bEnc: bEnc, wDec: wDec, bDec: bDec, k: k)
+        return try TopKSAE(tensors: tensors, k: k)
     } catch let e as JSAEError {
         throw JSAEError(file: file.path, "\(group): \(e.message)")
     }
@@ -117,8 +113,9 @@ func readTensors<T: JSAEScalar>(_ file: HDF5File, d: Int, m: Int, path: (String)
     var t = SAETensors<T>(d: d, m: m)
     for name in SAETensors<T>.Name.allCases {
         let dataset = path(name.rawValue)
-        let values: [T] = try file.readFloats(dataset, shape: t.shape(name).map { $0 }).data
-        try requireFinite(values, dataset, file)
+        let shape = t.shape(name)
+        let values: [T] = try file.readFloats(dataset, shape: shape.map { $0 }).data
+        try requireFinite(values, dataset, file, cols: shape.count == 2 ? shape[1] : 1)
         t[name] = values
     }
     return t

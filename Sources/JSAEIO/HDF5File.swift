@@ -341,19 +341,35 @@ public final class HDF5File {
         }
     }
 
+    /// Opens dataset `name` for a whole read after checking, before anything
+    /// is allocated, its element class, its shape against `expected`, that it
+    /// fits in memory and that its data is really stored. The caller closes
+    /// the returned id.
+    private func openForReading(_ name: String, expected: [Int?]?, bytesPerElement: Int, wanted: String,
+                                _ isWanted: (ElementClass) -> Bool) throws -> (hid_t, [Int]) {
+        let did = try openDataset(name)
+        do {
+            let shape = try shape(of: did, name)
+            guard isWanted(elementClass(of: did)) else {
+                throw JSAEError(file: path, "\(name) has dtype \(elementClass(of: did).name), expected \(wanted)")
+            }
+            try check(name, shape: shape, expected: expected)
+            try requireMemory(name, shape: shape, bytesPerElement: bytesPerElement)
+            try requireStored(did, name, shape: shape)
+            return (did, shape)
+        } catch {
+            H5Dclose(did)
+            throw error
+        }
+    }
+
     /// Reads a whole floating dataset (float16/32/64 on disk, converted by
     /// HDF5 to T). Rejects integer or string data and wrong shapes.
     public func readFloats<T: JSAEScalar>(_ name: String, as: T.Type = T.self,
                                           shape expected: [Int?]? = nil) throws -> (shape: [Int], data: [T]) {
-        let did = try openDataset(name)
+        let (did, shape) = try openForReading(name, expected: expected, bytesPerElement: MemoryLayout<T>.size,
+                                              wanted: "a floating type (float16, float32 or float64)") { if case .float = $0 { true } else { false } }
         defer { H5Dclose(did) }
-        let shape = try shape(of: did, name)
-        guard case .float = elementClass(of: did) else {
-            throw JSAEError(file: path, "\(name) has dtype \(elementClass(of: did).name), expected a floating type (float16, float32 or float64)")
-        }
-        try check(name, shape: shape, expected: expected)
-        try requireMemory(name, shape: shape, bytesPerElement: MemoryLayout<T>.size)
-        try requireStored(did, name, shape: shape)
         let count = shape.reduce(1, *)
         var data = [T](repeating: 0, count: count)
         if count > 0 {
@@ -405,15 +421,9 @@ public final class HDF5File {
 
     /// Reads an integer dataset (any integer width on disk) as Int.
     public func readInts(_ name: String, shape expected: [Int?]? = nil) throws -> (shape: [Int], data: [Int]) {
-        let did = try openDataset(name)
+        let (did, shape) = try openForReading(name, expected: expected, bytesPerElement: 8,
+                                              wanted: "an integer type (int64)") { if case .integer = $0 { true } else { false } }
         defer { H5Dclose(did) }
-        let shape = try shape(of: did, name)
-        guard case .integer = elementClass(of: did) else {
-            throw JSAEError(file: path, "\(name) has dtype \(elementClass(of: did).name), expected an integer type (int64)")
-        }
-        try check(name, shape: shape, expected: expected)
-        try requireMemory(name, shape: shape, bytesPerElement: 8)
-        try requireStored(did, name, shape: shape)
         var data = [Int64](repeating: 0, count: shape.reduce(1, *))
         if !data.isEmpty {
             let status = data.withUnsafeMutableBytes { H5Dread(did, jsae_h5t_native_int64(), jsae_h5s_all(), jsae_h5s_all(), jsae_h5p_default(), $0.baseAddress) }
