@@ -74,6 +74,21 @@ public func temporaryDirectory(_ tag: String = "jsae-test") -> String {
     return path
 }
 
+/// A built executable of this package, found beside the test bundle (the
+/// test targets depend on the executables, so `swift test` builds them).
+public func builtExecutable(_ name: String) -> String {
+    let candidates = [Bundle.main.bundleURL.path, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path]
+    for dir in candidates {
+        var url = URL(fileURLWithPath: dir)
+        for _ in 0..<3 {
+            let p = url.appendingPathComponent(name).path
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+            url.deleteLastPathComponent()
+        }
+    }
+    return packageRoot + "/.build/debug/" + name
+}
+
 /// The package root, found from this source file's location.
 public let packageRoot: String = {
     var url = URL(fileURLWithPath: #filePath)

@@ -8,20 +8,6 @@ import _JSAETestSupport
 /// products folder (the test target depends on it, so `swift test` builds it).
 let jsaeBinary: String = builtExecutable("jsae")
 
-/// A built executable of this package, found beside the test bundle.
-func builtExecutable(_ name: String) -> String {
-    let candidates = [Bundle.main.bundleURL.path, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path]
-    for dir in candidates {
-        var url = URL(fileURLWithPath: dir)
-        for _ in 0..<3 {
-            let p = url.appendingPathComponent(name).path
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-            url.deleteLastPathComponent()
-        }
-    }
-    return packageRoot + "/.build/debug/" + name
-}
-
 struct Run { var status: Int32; var stdout: String; var stderr: String }
 
 func jsae(_ args: [String], binary: String = jsaeBinary) throws -> Run {

@@ -7,20 +7,6 @@ import _JSAETestSupport
 
 // MARK: Running the executables
 
-/// A built executable of this package, beside the test bundle.
-func executable(_ name: String) -> String {
-    let candidates = [Bundle.main.bundleURL.path, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path]
-    for dir in candidates {
-        var url = URL(fileURLWithPath: dir)
-        for _ in 0..<3 {
-            let p = url.appendingPathComponent(name).path
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-            url.deleteLastPathComponent()
-        }
-    }
-    return packageRoot + "/.build/debug/" + name
-}
-
 struct Outcome: CustomStringConvertible {
     var status: Int32
     /// Killed by a signal (the status is then the signal number).
@@ -65,8 +51,8 @@ func run(_ binary: String, _ args: [String], timeout: Double = 60, environment: 
                    timedOut: timedOut, stdout: o, stderr: e)
 }
 
-let jsaeBin = executable("jsae")
-let benchBin = executable("jsae-bench")
+let jsaeBin = builtExecutable("jsae")
+let benchBin = builtExecutable("jsae-bench")
 
 func jsae(_ args: [String], timeout: Double = 60) throws -> Outcome { try run(jsaeBin, args, timeout: timeout) }
 
