@@ -61,15 +61,6 @@ public struct PairGradients<T: JSAEScalar>: Sendable, Equatable {
     public var saeOut: SAETensors<T>?
 
     public init(saeIn: SAETensors<T>, saeOut: SAETensors<T>?) { self.saeIn = saeIn; self.saeOut = saeOut }
-
-    /// Σ of squares of every entry, as the clipping computes it.
-    public var squaredNorm: Double {
-        let largest = max(saeIn.count, saeOut?.count ?? 0)
-        return withUnsafeTemporaryAllocation(of: Double.self, capacity: max(squaredSumBlocks(largest), 1)) { p in
-            JSAECore.squaredNorm(saeIn, partials: p.baseAddress!, threads: Parallel.onlineCores)
-                + (saeOut.map { JSAECore.squaredNorm($0, partials: p.baseAddress!, threads: Parallel.onlineCores) } ?? 0)
-        }
-    }
 }
 
 /// What one evaluation of the training objective produced.

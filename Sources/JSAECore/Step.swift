@@ -43,13 +43,14 @@ extension TrainState {
         }
         // 6. Global-norm clipping, then Adam.
         let t0 = PhaseTimer.now()
+        // A single SAE's gradOut is empty: its norm is 0 and scaling it does nothing.
         let norm = (squaredNorm(ws.gradIn, partials: ws.partials.p, threads: threads)
-                    + (model.saeOut != nil ? squaredNorm(ws.gradOut, partials: ws.partials.p, threads: threads) : 0)).squareRoot()
+                    + squaredNorm(ws.gradOut, partials: ws.partials.p, threads: threads)).squareRoot()
         guard norm.isFinite else { throw TrainingError.nonFiniteGradient(step: t, components: loss) }
         let factor = clipFactor(norm: norm, maxNorm: config.clipNorm)
         if factor < 1 {
             scale(&ws.gradIn, by: T(factor), threads: threads)
-            if model.saeOut != nil { scale(&ws.gradOut, by: T(factor), threads: threads) }
+            scale(&ws.gradOut, by: T(factor), threads: threads)
         }
         adamStep(&model.saeIn.tensors, grads: ws.gradIn, moments: &adamIn, lr: lr, step: t, config: config.adam, threads: threads)
         if model.saeOut != nil {

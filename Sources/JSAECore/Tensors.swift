@@ -59,9 +59,6 @@ public struct SAETensors<T: JSAEScalar>: Sendable {
         }
     }
 
-    /// Every entry, in storage order.
-    public var flat: [T] { Array(UnsafeBufferPointer(start: storage.p, count: storage.count)) }
-
     /// Read-only pointer to tensor `name`, valid while this value is alive and unmodified.
     func pointer(_ name: Name) -> UnsafePointer<T> { UnsafePointer(storage.p + range(name).lowerBound) }
 

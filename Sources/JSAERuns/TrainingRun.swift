@@ -50,7 +50,7 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
     func checkpoint() throws -> String {
         let path = CheckpointFile.path(in: dir, step: state.step)
         try CheckpointFile.write(state, config: config, provenance: provenance, to: path)
-        prune(dir, keep: max(options.keepCheckpoints, 2))
+        CheckpointFile.prune(in: dir, keep: max(options.keepCheckpoints, 2))
         return path
     }
 
@@ -85,10 +85,6 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
                         attributes: ["note": .string("trained by jsae train: \(state.step) steps"),
                                      "activations_file": .string(provenance.activationsFile)])
     return .finished(checkpoint: path)
-}
-
-func prune(_ dir: String, keep: Int) {
-    CheckpointFile.prune(in: dir, keep: keep)
 }
 
 func progressLine(_ r: StepReport, total: Int, tokensPerSecond: Double, dead: (input: Int, output: Int), pair: Bool) -> String {
