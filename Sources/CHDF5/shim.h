@@ -112,10 +112,14 @@ static inline void jsae_guard_install(const char *prefix) {
 }
 
 // Allocated chunks of a chunked dataset (H5Dget_num_chunks over the whole
-// extent); -1 on failure.
+// extent); -1 on failure. HDF5 1.10 refuses H5S_ALL here ("invalid dataspace
+// identifier"), so the dataset's own file space is passed.
 static inline long long jsae_h5d_num_chunks(hid_t did) {
     hsize_t n = 0;
-    if (H5Dget_num_chunks(did, H5S_ALL, &n) < 0) return -1;
+    hid_t sid = H5Dget_space(did);
+    if (sid < 0) return -1;
+    herr_t e = H5Dget_num_chunks(did, sid, &n);
+    if (H5Sclose(sid) < 0 || e < 0) return -1;
     return (long long)n;
 }
 #endif

@@ -152,25 +152,39 @@ func deleteAttribute(_ path: String, _ name: String) throws {
 /// which nothing (or only the first chunk) is written: a tiny file that
 /// claims terabytes.
 func hugeDeclaredActivations(_ path: String, shape: [UInt64], chunk: [UInt64], writeFirstChunk: Bool) throws {
+    try chunkedActivations(path, shape: shape, chunk: chunk, written: writeFirstChunk ? [chunk] : [])
+}
+
+/// An activations file whose /x is chunked (as h5py and the exporter write
+/// it) with the given hyperslabs, each starting at the origin-aligned chunk
+/// grid's next free block, written with x[r, c] = r + c/1000.
+func chunkedActivations(_ path: String, shape: [UInt64], chunk: [UInt64], written blocks: [[UInt64]],
+                        maxRows unlimited: Bool = false) throws {
     let fid = H5Fcreate(path, jsae_h5f_acc_trunc(), jsae_h5p_default(), jsae_h5p_default())
     #expect(fid >= 0)
     var dims = shape
-    let sid = H5Screate_simple(Int32(dims.count), &dims, nil)
+    var maxDims = shape
+    if unlimited { maxDims[0] = UInt64.max }   // H5S_UNLIMITED, as h5py's maxshape=(None, d)
+    let sid = H5Screate_simple(Int32(dims.count), &dims, &maxDims)
     let dcpl = H5Pcreate(jsae_h5p_dataset_create())
     var c = chunk
     H5Pset_chunk(dcpl, Int32(c.count), &c)
     let did = H5Dcreate2(fid, "/x", jsae_h5t_ieee_f32le(), sid, jsae_h5p_default(), dcpl, jsae_h5p_default())
     #expect(did >= 0)
-    if writeFirstChunk {
-        let n = Int(chunk.reduce(1, *))
-        let values = [Float](repeating: 0.5, count: n)
+    var row: UInt64 = 0
+    for block in blocks {
+        let cols = Int(block.count > 1 ? block[1] : 1)
+        let values = (0..<Int(block.reduce(1, *))).map { Float(Int(row) + $0 / cols) + Float($0 % cols) / 1000 }
         let fspace = H5Dget_space(did)
-        var start = [UInt64](repeating: 0, count: chunk.count)
-        var count = chunk
-        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nil, &count, nil)
+        var start = [UInt64](repeating: 0, count: block.count)
+        start[0] = row
+        var count = block
+        #expect(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nil, &count, nil) >= 0)
         let mspace = H5Screate_simple(Int32(count.count), &count, nil)
-        _ = values.withUnsafeBytes { H5Dwrite(did, jsae_h5t_native_float(), mspace, fspace, jsae_h5p_default(), $0.baseAddress) }
+        let status = values.withUnsafeBytes { H5Dwrite(did, jsae_h5t_native_float(), mspace, fspace, jsae_h5p_default(), $0.baseAddress) }
+        #expect(status >= 0)
         H5Sclose(mspace); H5Sclose(fspace)
+        row += block[0]
     }
     H5Dclose(did); H5Pclose(dcpl); H5Sclose(sid)
     #expect(H5Fclose(fid) >= 0)

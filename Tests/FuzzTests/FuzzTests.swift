@@ -122,17 +122,20 @@ struct FuzzTests {
         let dir = temporaryDirectory("jsae-fuzz")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let f = try pairFixture(dir)
-        let cases: [(String, [UInt64], [UInt64], Bool)] = [
-            ("wide", [16, 1 << 40], [16, 1024], false),             // [16, 2^40], chunked and unwritten
-            ("tall", [1 << 40, 6], [1024, 6], true),                // 2^40 rows, only the first chunk written
-            ("overflow", [1 << 40, 1 << 40], [1, 1], false),        // element count beyond 2^64
+        let cases: [(String, [UInt64], [UInt64], Bool, String)] = [
+            ("wide", [16, 1 << 40], [16, 1024], false, "only 0 of its"),     // [16, 2^40], chunked and unwritten
+            ("tall", [1 << 40, 6], [1024, 6], true, "only 1 of its"),        // 2^40 rows, only the first chunk written
+            ("overflow", [1 << 40, 1 << 40], [1, 1], false, "overflows"),    // element count beyond 2^64
         ]
-        for (name, shape, chunk, first) in cases {
+        for (name, shape, chunk, first, reason) in cases {
             let a = dir + "/\(name).h5"
             try hugeDeclaredActivations(a, shape: shape, chunk: chunk, writeFirstChunk: first)
             let start = Date()
             let o = try jsae(["forward", "--model", f.model, "--activations", a, "--out", dir + "/o.h5"], timeout: 30)
-            expectRefusal(o, naming: [a], name)
+            // The reason is checked too: a refusal for another cause (an
+            // unreadable chunk index, say) would hide a reader that refuses
+            // every chunked file.
+            expectRefusal(o, naming: [a], mentions: reason, name)
             // Work proportional to the data present: well under a second;
             // 10 s allows for a loaded 2-core machine.
             #expect(Date().timeIntervalSince(start) < 10, "\(name) took \(Date().timeIntervalSince(start)) s")
@@ -141,6 +144,28 @@ struct FuzzTests {
             #expect(!FileManager.default.fileExists(atPath: dir + "/run-\(name)/model.h5"))
             let b = try run(benchBin, ["--preset", "ci", "--activations", a, "--steps", "1", "--warmup", "0", "--no-profile", "--no-fingerprint"], timeout: 30)
             expectRefusal(b, naming: [a], "jsae-bench on \(name)")
+        }
+    }
+
+    @Test("a chunked /x with every chunk written (as h5py writes it, fixed or unlimited rows) is read, row for row")
+    func chunkedActivationsAreRead() throws {
+        let dir = temporaryDirectory("jsae-fuzz")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for unlimited in [false, true] {
+            let a = dir + "/chunked-\(unlimited).h5"
+            // 10 rows in chunks of 4: the last chunk is partial, written in two blocks.
+            try chunkedActivations(a, shape: [10, 6], chunk: [4, 6], written: [[4, 6], [5, 6], [1, 6]], maxRows: unlimited)
+            let f = try HDF5File.open(a)
+            let rows: Matrix<Float> = try f.readRows("/x", 3..<10)
+            for r in 0..<7 { for c in 0..<6 { #expect(rows[r, c] == Float(r + 3) + Float(c) / 1000) } }
+            let whole: Matrix<Float> = try f.readMatrix("/x")
+            #expect(whole.rows == 10 && whole[9, 5] == 9.005)
+            f.close()
+            // 13 rows declared, 12 written: the fourth chunk was never
+            // allocated, and the reader refuses the file before reading.
+            let b = dir + "/short-\(unlimited).h5"
+            try chunkedActivations(b, shape: [13, 6], chunk: [4, 6], written: [[4, 6], [4, 6], [4, 6]], maxRows: unlimited)
+            #expect(throws: JSAEError.self) { _ = try HDF5File.open(b).readMatrix("/x") as Matrix<Float> }
         }
     }
 
