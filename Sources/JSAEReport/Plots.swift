@@ -130,4 +130,47 @@ enum Plots {
         }
         return c.png()
     }
+
+    /// Lines over a log10 x axis (training tokens), one per series, with
+    /// optional reference points (the paper's endpoint) drawn as hollow
+    /// squares with their label.
+    static func lines(_ series: [(String, RGB, [(Double, Double)])], references: [(String, RGB, Double, Double)] = [],
+                      title: String, xLabel: String, yLabel: String, percent: Bool, logX: Bool = true) -> Data {
+        var c = Canvas(width: 860, height: 460)
+        let tx = { (x: Double) in logX ? log10(x) : x }
+        let xs = series.flatMap { $0.2.map(\.0) } + references.map(\.2)
+        let ys = series.flatMap { $0.2.map(\.1) } + references.map(\.3)
+        let lx = xs.filter { !logX || $0 > 0 }.map(tx)
+        let xmin = logX ? floor((lx.min() ?? 5) * 2) / 2 - 0.1 : (lx.min() ?? 0) - 0.5
+        let xmax = logX ? ceil((lx.max() ?? 6) * 2) / 2 + 0.1 : (lx.max() ?? 1) + 0.5
+        let ylo = min(ys.min() ?? 0, 0), yhi = max(ys.max() ?? 1, 1e-3)
+        let ymin = ylo - 0.05 * (yhi - ylo), ymax = yhi + 0.12 * (yhi - ylo)
+        let f = Frame(x0: 100, y0: 60, x1: 830, y1: 380, xmin: xmin, xmax: xmax, ymin: ymin, ymax: ymax)
+        let xt = logX ? stride(from: ceil(xmin * 2) / 2, through: xmax, by: 0.5).map { $0 } : stride(from: ceil(xmin), through: xmax, by: 1).map { $0 }
+        let yt = (0..<5).map { ylo + (yhi - ylo) * Double($0) / 4 }
+        f.axes(&c, xTicks: xt, yTicks: yt, xFormat: { v in
+                   guard logX else { return String(Int(v)) }
+                   let t = pow(10, v)
+                   return t >= 1e6 ? String(format: "%gM", (t / 1e6 * 100).rounded() / 100) : String(format: "%gK", (t / 1e3).rounded())
+               },
+               yFormat: { percent ? String(format: "%.0f%%", 100 * $0) : String(format: "%.2f", $0) },
+               xLabel: xLabel, yLabel: yLabel, title: title)
+        for (_, color, points) in series {
+            var prev: (Int, Int)? = nil
+            for (x, y) in points where !logX || x > 0 {
+                let p = (f.px(tx(x)), f.py(y))
+                if let q = prev { c.line(q.0, q.1, p.0, p.1, color, thick: 2) }
+                c.fill(p.0 - 3, p.1 - 3, p.0 + 3, p.1 + 3, color)
+                prev = p
+            }
+        }
+        for (label, color, x, y) in references where !logX || x > 0 {
+            let p = (f.px(tx(x)), f.py(y))
+            c.line(p.0 - 6, p.1 - 6, p.0 + 6, p.1 - 6, color, thick: 2); c.line(p.0 - 6, p.1 + 6, p.0 + 6, p.1 + 6, color, thick: 2)
+            c.line(p.0 - 6, p.1 - 6, p.0 - 6, p.1 + 6, color, thick: 2); c.line(p.0 + 6, p.1 - 6, p.0 + 6, p.1 + 6, color, thick: 2)
+            c.text(label, p.0 - Canvas.textWidth(label) - 10, p.1 - 7)
+        }
+        legend(&c, series.map { ($0.0, $0.1) }, x: 110, y: 70)
+        return c.png()
+    }
 }

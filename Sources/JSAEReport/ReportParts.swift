@@ -23,61 +23,109 @@ func writePlots(_ runs: [RunSummary], o: ReproduceOptions) throws {
     try atomicWrite(to: o.outDir + "/lambda-sweep.png") { try sc.write(to: URL(fileURLWithPath: $0)) }
 }
 
+/// The scale curve's plots: share of |J| > 0.01, the traditional/JSAE
+/// ratio and the mean explained variance against training tokens, with the
+/// paper's endpoint (100M tokens) beside them.
+func writeScalePlots(_ runs: [RunSummary], o: ReproduceOptions) throws {
+    func curve(_ n: String) -> [Snapshot] { runs.first { $0.name == n }?.snapshots ?? [] }
+    let names = [("JSAE PRE-TRAINED", jsaeColor, "jsae-pretrained"), ("TRADITIONAL PRE-TRAINED", tradColor, "traditional-pretrained"),
+                 ("JSAE RANDOMISED", jsaeLight, "jsae-randomized"), ("TRADITIONAL RANDOMISED", tradLight, "traditional-randomized")]
+    let paperTokens = Double(PaperFigures.tokens)
+    let shares = Plots.lines(names.map { ($0.0, $0.1, curve($0.2).map { (Double($0.tokens), $0.shares[1]) }) },
+                             references: [("PAPER", jsaeColor, paperTokens, PaperFigures.jsaeShare), ("PAPER", tradColor, paperTokens, PaperFigures.tradShare),
+                                          ("PAPER", jsaeLight, paperTokens, PaperFigures.jsaeShareRandom), ("PAPER", tradLight, paperTokens, PaperFigures.tradShareRandom)],
+                             title: "SHARE OF |J| > 0.01 VS TRAINING TOKENS (HELD-OUT)", xLabel: "TRAINING TOKENS", yLabel: "SHARE", percent: true)
+    try atomicWrite(to: o.outDir + "/scale-shares.png") { try shares.write(to: URL(fileURLWithPath: $0)) }
+    func ratio(_ t: String, _ j: String) -> [(Double, Double)] {
+        zip(curve(t), curve(j)).map { (Double($1.tokens), $0.shares[1] / max($1.shares[1], 1e-12)) }
+    }
+    let ratios = Plots.lines([("PRE-TRAINED", jsaeColor, ratio("traditional-pretrained", "jsae-pretrained")),
+                              ("RANDOMISED", jsaeLight, ratio("traditional-randomized", "jsae-randomized"))],
+                             references: [("PAPER", jsaeColor, paperTokens, PaperFigures.tradShare / PaperFigures.jsaeShare),
+                                          ("PAPER", jsaeLight, paperTokens, PaperFigures.tradShareRandom / PaperFigures.jsaeShareRandom)],
+                             title: "TRADITIONAL / JSAE SHARE OF |J| > 0.01", xLabel: "TRAINING TOKENS", yLabel: "RATIO", percent: false)
+    try atomicWrite(to: o.outDir + "/scale-ratio.png") { try ratios.write(to: URL(fileURLWithPath: $0)) }
+    let ev = Plots.lines(names.map { ($0.0, $0.1, curve($0.2).map { (Double($0.tokens), ($0.explainedVarianceIn + $0.explainedVarianceOut) / 2) }) },
+                         title: "MEAN EXPLAINED VARIANCE (IN, OUT) VS TRAINING TOKENS", xLabel: "TRAINING TOKENS", yLabel: "EV", percent: false)
+    try atomicWrite(to: o.outDir + "/scale-ev.png") { try ev.write(to: URL(fileURLWithPath: $0)) }
+}
+
+let jsaeLight: RGB = (140, 190, 230), tradLight: RGB = (250, 190, 130)
+
 /// One strong input→output connection and each latent's top tokens in context.
 struct Connection {
     var input: Int, output: Int, meanAbsJ: Double
     var inputExamples: [String], outputExamples: [String]
 }
 
-func strongestConnections(_ model: JSAEModel<Float>, run: RunSummary, reader: ActivationsReader, o: ReproduceOptions) throws -> [Connection] {
+/// The largest mean |J| over the evaluated held-out tokens, from the run's
+/// forward file, and each latent's top-activating evaluated tokens (their
+/// codes are in the same file, so nothing is recomputed or loaded whole).
+func strongestConnections(_ model: JSAEModel<Float>, run: RunSummary, eval: EvalSet, text: TokenText?, o: ReproduceOptions) throws -> [Connection] {
     let f = try ForwardFile<Float>(run.forwardFiles["trueInput"]!)
-    let k = f.k, T = f.xHat.rows
-    var sums: [Int: Double] = [:]   // key: input * m + output
-    let m = model.saeOut!.m
+    let k = f.k, T = f.xHat.rows, mIn = model.saeIn.m, mOut = model.saeOut!.m
+    let J = f.jacobian!, outIdx = f.outIndices!
+    // A dense mIn × mOut table when it is small enough (16M entries), else a dictionary.
+    var dense = mIn * mOut <= 1 << 24 ? [Double](repeating: 0, count: mIn * mOut) : []
+    var sparse: [Int: Double] = [:]
     for b in 0..<T {
         for q in 0..<k { for p in 0..<k {
-            sums[f.inIndices[b * k + p] * m + f.outIndices![b * k + q], default: 0] += Double(abs(f.jacobian![b * k * k + q * k + p]))
+            let key = f.inIndices[b * k + p] * mOut + outIdx[b * k + q], v = Double(abs(J[b * k * k + q * k + p]))
+            if dense.isEmpty { sparse[key, default: 0] += v } else { dense[key] += v }
         } }
     }
-    let top = sums.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(o.topConnections)
+    let pairs = dense.isEmpty ? Array(sparse) : dense.enumerated().filter { $0.element > 0 }.map { ($0.offset, $0.element) }
+    let top = pairs.sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }.prefix(o.topConnections)
 
-    // Top-activating tokens over the whole pre-trained file.
-    let x: Matrix<Float> = try reader.x(0..<reader.tokens)
-    let codesIn = model.saeIn.encode(x), codesOut = model.saeOut!.encode(model.mlp!.forward(x).y)
-    let side = try readTokenSidecar(for: reader)
-    let tokens = side?.tokens, docs = side?.documents
-    func examples(_ codes: SparseCodes<Float>, _ latent: Int) -> [String] {
+    func examples(_ indices: [Int], _ values: [Float], _ latent: Int) -> [String] {
         var hits: [(Float, Int)] = []
-        for b in 0..<codes.tokens { for j in 0..<codes.k where codes.indices[b * codes.k + j] == latent && codes.values[b * codes.k + j] > 0 {
-            hits.append((codes.values[b * codes.k + j], b)) } }
-        return hits.sorted { $0.0 > $1.0 }.prefix(3).map { v, b in
-            guard let tokens, let docs else { return String(format: "token %d (%.2f)", b, v) }
-            let ctx = (max(0, b - 6)...min(tokens.count - 1, b + 3)).filter { docs[$0] == docs[b] }
-            let text = ctx.map { $0 == b ? "**" + tokens[$0] + "**" : tokens[$0] }.joined(separator: " ").replacingOccurrences(of: " ##", with: "")
-            return String(format: "%.2f: ", v) + text.replacingOccurrences(of: "|", with: "\\|")
+        for b in 0..<T { for j in 0..<k where indices[b * k + j] == latent && values[b * k + j] > 0 { hits.append((values[b * k + j], b)) } }
+        return hits.sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }.prefix(3).map { v, b in
+            let row = eval.rows[b]
+            guard let text else { return String(format: "row %d (%.2f)", row, v) }
+            return String(format: "%.2f: ", v) + text.context(row)
         }
     }
     return top.map { key, sum in
-        Connection(input: key / m, output: key % m, meanAbsJ: sum / Double(T),
-                   inputExamples: examples(codesIn, key / m), outputExamples: examples(codesOut, key % m))
+        Connection(input: key / mOut, output: key % mOut, meanAbsJ: sum / Double(T),
+                   inputExamples: examples(f.inIndices, f.inValues, key / mOut), outputExamples: examples(outIdx, f.outValues!, key % mOut))
     }
 }
 
 func renderReport(_ s: ReproduceSummary, lambda: Double, d: Int, m: Int, o: ReproduceOptions, connections: [Connection]) -> String {
     func pct(_ v: Double) -> String { String(format: "%.1f%%", 100 * v) }
     func f3(_ v: Double) -> String { String(format: "%.3f", v) }
+    func g4(_ v: Double) -> String { String(format: "%.4g", v) }
     let main = s.runs.filter { !$0.name.hasPrefix("sweep") }
     let paper: [String: (Double, String)] = [
         "jsae-pretrained": (PaperFigures.jsaeShare, "11.3%"), "traditional-pretrained": (PaperFigures.tradShare, "68.8%"),
         "jsae-randomized": (PaperFigures.jsaeShareRandom, "33.6%"), "traditional-randomized": (PaperFigures.tradShareRandom, "86.9%"),
     ]
-    var r = "# JSAE reproduction report\n\n"
-    r += "Data: `\(s.options["pretrained"]!)` and its randomised control `\(s.options["randomized"]!)`; "
-    r += "\(s.heldOutTokens) held-out tokens per model (the last \(Int(o.heldOutFraction * 100))% of each file) for every number below.\n"
+    let pre = s.data?["pretrained"]
+    var r = "# JSAE reproduction report (\(o.mode) mode)\n\n"
+    r += "Data: `\(s.options["pretrained"]!)` and its randomised control `\(s.options["randomized"]!)`"
+    if let pre { r += " (\(pre.sourceModel ?? "unknown model"), layer \(pre.layer.map(String.init) ?? "?"))" }
+    r += ". Every number below is measured on \(s.heldOutTokens) held-out tokens per model"
+    if let pre { r += ", the first of the held-out rows (split: \(pre.split), from row \(pre.heldOutStartRow))" }
+    r += ".\n\n"
     r += "SAEs: d \(d), m \(m) (expansion \(o.expansion)), k \(o.k); JSAE λ \(String(format: "%.4g", lambda)) (\(o.lambda == nil ? "the paper's rule 0.5·k²/d" : "given")), traditional λ 0; "
-    r += "\(o.steps) steps of \(o.batch) tokens, lr \(o.lr), seed \(o.seed), the paper's schedules. "
-    r += "Paper figures are Pythia-70m layer 3 (jsae-spec.md); this is a different, smaller model and far less data, so compare directions, not digits.\n\n"
+    r += "\(o.trainingSteps) steps of \(o.batch) tokens (\(o.trainingSteps * o.batch) tokens per run), lr \(o.lr), seed \(o.seed), the paper's schedules"
+    r += o.tokens != nil ? " (one pass: no training token is seen twice).\n" : ".\n"
+    r += "Paper figures are Pythia-70m layer 3 after 100M tokens (docs/jsae-spec.md); this is a different, smaller model and far less data, so compare directions, not digits.\n\n"
+    if let data = s.data {
+        r += "## Data\n\n| data | file | rows | training rows | evaluated rows | special-token rows left out | mean ‖x‖ special / other | mean y²/d |\n|---|---|---|---|---|---|---|---|\n"
+        for name in ["pretrained", "randomized"] {
+            guard let f = data[name] else { continue }
+            let norms = f.meanNormSpecial.map { sp in String(format: "%.2f / %.2f", sp, f.meanNormOther ?? .nan) } ?? "n/a"
+            r += "| \(name) | `\(f.file)` | \(f.rows) | \(f.trainingRows) | \(f.evaluatedRows) | \(f.specialRowsExcluded.map(String.init) ?? "none marked") | \(norms) | \(g4(f.outputMeanSquare)) |\n"
+        }
+        if let pkgs = pre?.textPackages { r += "\nText: \(pkgs).\n" }
+        r += o.excludeSpecial
+            ? "\nSpecial-token positions ([CLS], [SEP]; `/text/special`) are left out of training and evaluation (`--include-special` keeps them): they are sequence markers, not text, and their MLP inputs are outliers in norm (table), as a BOS position is in GPT-style models, which SAE practice drops (SAELens: `exclude_special_tokens`). In an earlier 150k-token run that kept them, every one of the strongest connections was a [CLS]-position latent.\n\n"
+            : "\nSpecial-token positions are kept (`--include-special`).\n\n"
+    }
     r += "## Verdicts\n\n" + s.verdicts.map { "- " + $0 }.joined(separator: "\n") + "\n\n"
+    if let trends = s.trends, !trends.isEmpty { r += "### Trends along the scale curve\n\n" + trends.map { "- " + $0 }.joined(separator: "\n") + "\n\n" }
     r += "## Jacobian sparsity (share of |J| above each threshold, held-out tokens)\n\n"
     r += "| run | point | > 0.005 | > 0.01 | > 0.015 | > 0.02 | paper, > 0.01 |\n|---|---|---|---|---|---|---|\n"
     for run in main {
@@ -90,10 +138,37 @@ func renderReport(_ s: ReproduceSummary, lambda: Double, d: Int, m: Int, o: Repr
     r += "## Reconstruction (held-out, true input)\n\n"
     r += "| run | EV in | EV out | MSE in | MSE out | L0 in | L0 out | dead in | dead out |\n|---|---|---|---|---|---|---|---|---|\n"
     for run in main {
-        r += "| \(run.name) | \(f3(run.explainedVarianceIn)) | \(f3(run.explainedVarianceOut)) | \(String(format: "%.4g", run.mseIn)) | "
-        r += "\(String(format: "%.4g", run.mseOut)) | \(String(format: "%.1f", run.l0In)) | \(String(format: "%.1f", run.l0Out)) | \(run.deadIn) | \(run.deadOut) |\n"
+        r += "| \(run.name) | \(f3(run.explainedVarianceIn)) | \(f3(run.explainedVarianceOut)) | \(g4(run.mseIn)) | "
+        r += "\(g4(run.mseOut)) | \(String(format: "%.1f", run.l0In)) | \(String(format: "%.1f", run.l0Out)) | \(run.deadIn) | \(run.deadOut) |\n"
     }
     r += "\nDead: latents never active on the held-out tokens (of \(m)).\n\n"
+    if main.allSatisfy({ $0.snapshots != nil }) {
+        r += "## Scale curve (held-out, true input)\n\n"
+        r += "| tokens | JSAE > 0.01 | traditional > 0.01 | ratio | EV in / out JSAE | EV in / out traditional | JSAE rnd > 0.01 | trad. rnd > 0.01 | ratio rnd | EV out JSAE rnd / trad. rnd |\n"
+        r += "|---|---|---|---|---|---|---|---|---|---|\n"
+        func curve(_ n: String) -> [Snapshot] { main.first { $0.name == n }?.snapshots ?? [] }
+        let jp = curve("jsae-pretrained"), tp = curve("traditional-pretrained"), jr = curve("jsae-randomized"), tr = curve("traditional-randomized")
+        for i in 0..<min(jp.count, tp.count, jr.count, tr.count) {
+            r += "| \(jp[i].tokens) | \(pct(jp[i].shares[1])) | \(pct(tp[i].shares[1])) | \(String(format: "%.1f×", tp[i].shares[1] / max(jp[i].shares[1], 1e-12))) | "
+            r += "\(f3(jp[i].explainedVarianceIn)) / \(f3(jp[i].explainedVarianceOut)) | \(f3(tp[i].explainedVarianceIn)) / \(f3(tp[i].explainedVarianceOut)) | "
+            r += "\(pct(jr[i].shares[1])) | \(pct(tr[i].shares[1])) | \(String(format: "%.1f×", tr[i].shares[1] / max(jr[i].shares[1], 1e-12))) | "
+            r += "\(f3(jr[i].explainedVarianceOut)) / \(f3(tr[i].explainedVarianceOut)) |\n"
+        }
+        r += "| paper, 100M | 11.3% | 68.8% | 6.1× | | | 33.6% | 86.9% | 2.6× | |\n\n"
+        r += "Snapshots are the same runs part-way through their schedule (learning rate not yet decayed), not separate shorter runs.\n\n"
+        r += "![shares](scale-shares.png)\n\n![ratio](scale-ratio.png)\n\n![EV](scale-ev.png)\n\n"
+    }
+    if let data = s.data, let jp = main.first(where: { $0.name == "jsae-pretrained" }), let jr = main.first(where: { $0.name == "jsae-randomized" }),
+       let jl = jp.jacobianL1, let jrl = jr.jacobianL1 {
+        r += "## The randomised control's scale\n\n"
+        r += "λ multiplies a Jacobian term whose size does not scale with the MLP's output, while the reconstruction terms do. "
+        r += "If the randomised model's outputs are much smaller, the same λ weighs the Jacobian far more heavily there:\n\n"
+        r += "| JSAE run | mean y²/d | MSE out | Jacobian term Σ\\|J\\|/(B·k²) | λ × term | λ × term / MSE out |\n|---|---|---|---|---|---|\n"
+        for (run, l1, key) in [(jp, jl, "pretrained"), (jr, jrl, "randomized")] {
+            r += "| \(run.name) | \(g4(data[key]?.outputMeanSquare ?? .nan)) | \(g4(run.mseOut)) | \(g4(l1)) | \(g4(lambda * l1)) | \(g4(lambda * l1 / max(run.mseOut, 1e-30))) |\n"
+        }
+        r += "\n"
+    }
     r += "## f_s linearity and ablation (\(o.samples) sampled connections per run, at x̂)\n\n"
     r += "| run | linear | JumpReLU | other | ablation agrees | paper |\n|---|---|---|---|---|---|\n"
     for run in main {
@@ -109,12 +184,21 @@ func renderReport(_ s: ReproduceSummary, lambda: Double, d: Int, m: Int, o: Repr
     }
     r += "\n## Plots\n\n![|J| distribution](jacobian-distribution.png)\n\n![sparsity](sparsity-bars.png)\n\n![lambda sweep](lambda-sweep.png)\n\n"
     r += "## Strongest connections (JSAE, pre-trained: largest mean |J| over held-out tokens)\n\n"
-    r += "Each latent's top-activating tokens over the whole sample, in context (**token**).\n\n"
+    r += "Each latent's top-activating evaluated tokens, in context (**token**).\n\n"
     for c in connections {
         r += "- input \(c.input) → output \(c.output): mean |J| \(String(format: "%.4f", c.meanAbsJ))\n"
         r += c.inputExamples.map { "  - in \(c.input): " + $0 }.joined(separator: "\n") + "\n"
         r += c.outputExamples.map { "  - out \(c.output): " + $0 }.joined(separator: "\n") + "\n"
     }
-    r += "\nNumbers come from the forward files in `forward/` (kind `forward`, one per run and evaluation point) and are repeated in `summary.json`.\n"
+    if let prov = s.provenance, !prov.isEmpty {
+        r += "\n## How this report was made\n\n"
+        r += "| | |\n|---|---|\n" + prov.sorted { $0.key < $1.key }.map { "| \($0.key) | \($0.value.replacingOccurrences(of: "|", with: "\\|")) |" }.joined(separator: "\n") + "\n"
+        r += "\n| run | steps | tokens | training rows | epochs | wall time |\n|---|---|---|---|---|---|\n"
+        for run in s.runs {
+            r += "| \(run.name) | \(run.steps.map(String.init) ?? "") | \(run.trainedTokens.map(String.init) ?? "") | \(run.trainingRows.map(String.init) ?? "") | "
+            r += "\(run.epochs.map { String(format: "%.3f", $0) } ?? "") | \(run.wallSeconds.map { duration($0) } ?? "") |\n"
+        }
+    }
+    r += "\nNumbers come from the forward files in `forward/` (kind `forward`, one per run and evaluation point; not committed) and are repeated in `summary.json`.\n"
     return r
 }

@@ -14,24 +14,71 @@ public struct ReproduceOptions: Sendable {
     public var lambda: Double? = nil
     public var batch = 256
     public var steps = 600
+    /// Training tokens per run; when set, the run is one pass over distinct
+    /// tokens (each seen at most once) of ceil(tokens/batch) steps, and
+    /// `steps` is ignored.
+    public var tokens: Int? = nil
+    /// Training tokens at which each run is also evaluated on the held-out
+    /// set (the scale curve); the end of training is always one.
+    public var snapshotTokens: [Int] = []
     public var lr = 1e-3
     public var seed: UInt64 = 0
+    /// Held-out share for files without `heldout_start_row` (exporter v1).
     public var heldOutFraction = 0.2
+    /// Held-out tokens evaluated (the first ones, i.e. whole documents in
+    /// the file's shuffled order); nil: all of them.
+    public var evalTokens: Int? = nil
+    /// Leave special-token rows ([CLS], [SEP], … from /text/special) out of
+    /// training and evaluation.
+    public var excludeSpecial = true
     /// (token, input latent, output latent) triples for linearity and ablation, per run.
     public var samples = 200
     /// Extra λ values trained on the pre-trained data for the sweep plot.
     public var lambdaSweep: [Double] = []
     public var topConnections = 8
+    /// Steps between checkpoints (a resumed run loses at most this many).
+    public var checkpointEvery = 100
+    /// Batches in the shuffling buffer (at most; a one-pass run takes fewer
+    /// when whole buffers would run past the training rows).
+    public var bufferBatches = 4
+    /// "quick", "default" or "full": named in the report.
+    public var mode = "default"
     /// Threads for the package's own loops; results do not depend on it.
     public var threads = Parallel.onlineCores
     public init(pretrained: String, randomized: String, outDir: String) {
         self.pretrained = pretrained; self.randomized = randomized; self.outDir = outDir
     }
     /// --quick: smaller SAEs, fewer steps and samples (CI).
-    public mutating func makeQuick() { expansion = 4; steps = 80; samples = 40; topConnections = 4 }
+    public mutating func makeQuick() { expansion = 4; steps = 80; samples = 40; topConnections = 4; mode = "quick" }
+    /// --full: one pass over 4M distinct tokens per run at the paper's batch,
+    /// learning rate and schedules, evaluated along the way (docs/reproduce.md).
+    public mutating func makeFull() {
+        expansion = 8; k = 32; batch = 4096; lr = 5e-4; tokens = 4_000_000
+        snapshotTokens = [250_000, 500_000, 1_000_000, 2_000_000]
+        evalTokens = 65_536; bufferBatches = 16; checkpointEvery = 50; mode = "full"
+    }
+
+    /// Optimizer steps per run.
+    public var trainingSteps: Int { tokens.map { ($0 + batch - 1) / batch } ?? steps }
+    /// Steps at which a snapshot is evaluated, ascending, ending with the last.
+    public var snapshotSteps: [Int] {
+        let n = trainingSteps
+        return Array(Set(snapshotTokens.map { min(n, max(1, ($0 + batch - 1) / batch)) } + [n])).sorted()
+    }
+
+    /// Everything that decides the numbers (not threads, paths of the
+    /// output or the mode's name), for the resume check.
+    var resultDefining: [String: String] {
+        ["expansion": "\(expansion)", "k": "\(k)", "lambda": lambda.map { "\($0)" } ?? "paper rule", "batch": "\(batch)",
+         "steps": "\(trainingSteps)", "tokens": tokens.map(String.init) ?? "-", "lr": "\(lr)", "seed": "\(seed)",
+         "heldOutFraction": "\(heldOutFraction)", "evalTokens": evalTokens.map(String.init) ?? "all",
+         "excludeSpecial": "\(excludeSpecial)", "samples": "\(samples)", "lambdaSweep": lambdaSweep.map { "\($0)" }.joined(separator: ","),
+         "snapshots": snapshotSteps.map(String.init).joined(separator: ","), "bufferBatches": "\(bufferBatches)",
+         "pretrained": pretrained, "randomized": randomized]
+    }
 }
 
-/// Every number of the report, also written as summary.json.
+/// Every number of one run's final evaluation, also in summary.json.
 public struct RunSummary: Codable, Sendable {
     public var name: String
     public var data: String
@@ -45,6 +92,49 @@ public struct RunSummary: Codable, Sendable {
     public var linearity: [String: Double]             // linear / JumpReLU / other shares
     public var ablationAgreement: Double
     public var samples: Int
+    /// Σ|J|/(B·k²) at the true input on the held-out tokens (the loss's Jacobian term before λ).
+    public var jacobianL1: Double? = nil
+    /// Optimizer steps, training tokens (steps · batch), distinct training
+    /// rows available, and passes over them (tokens / rows).
+    public var steps: Int? = nil, trainedTokens: Int? = nil, trainingRows: Int? = nil
+    public var epochs: Double? = nil
+    /// Batches in the shuffling buffer this run used.
+    public var shuffleBufferBatches: Int? = nil
+    /// Wall time of training plus evaluation, summed over sessions when resumed.
+    public var wallSeconds: Double? = nil
+    /// The scale curve: held-out evaluations at the snapshot steps.
+    public var snapshots: [Snapshot]? = nil
+}
+
+/// One held-out evaluation of a run part-way (or at the end of) training, at the true input.
+public struct Snapshot: Codable, Sendable, Equatable {
+    public var step: Int
+    public var tokens: Int
+    public var shares: [Double]                        // > 0.005/0.01/0.015/0.02
+    public var explainedVarianceIn: Double, explainedVarianceOut: Double
+    public var mseIn: Double, mseOut: Double, jacobianL1: Double
+    public var l0In: Double, l0Out: Double
+    public var deadIn: Int, deadOut: Int
+}
+
+/// Facts about the data a report rests on.
+public struct DataFacts: Codable, Sendable {
+    public var file: String
+    public var rows: Int
+    public var heldOutStartRow: Int
+    /// "file" (heldout_start_row, a document-level split) or "last 20%" style fallback.
+    public var split: String
+    public var trainingRows: Int
+    public var evaluatedRows: Int
+    /// Special-token rows left out of training and evaluation (nil: the file marks none).
+    public var specialRowsExcluded: Int?
+    /// Mean ‖x‖ over held-out special-token rows and over the others (nil without /text/special).
+    public var meanNormSpecial: Double?, meanNormOther: Double?
+    /// Mean ‖y‖²/d of the MLP output over the evaluated rows.
+    public var outputMeanSquare: Double
+    public var textPackages: String?
+    public var sourceModel: String?
+    public var layer: Int?
 }
 
 public struct ReproduceSummary: Codable, Sendable {
@@ -52,6 +142,10 @@ public struct ReproduceSummary: Codable, Sendable {
     public var heldOutTokens: Int
     public var runs: [RunSummary]
     public var verdicts: [String]
+    public var trends: [String]? = nil
+    public var data: [String: DataFacts]? = nil
+    /// Commands, commit, machine, wall time: how to make this report again.
+    public var provenance: [String: String]? = nil
 }
 
 /// The paper's figures (jsae-spec.md), Pythia-70m layer 3 unless noted.
@@ -61,153 +155,75 @@ enum PaperFigures {
     static let tradLinearity = ["linear": 0.719, "JumpReLU": 0.145, "other": 0.136]
     static let ablation = 0.975
     static let sweep: [(Double, Double)] = [(0.01, 0.51), (0.5, 0.21), (1, 0.082), (3, 0.042)]
+    /// The paper trains on 100M tokens.
+    static let tokens = 100_000_000
 }
 
-public func reproduce(_ o: ReproduceOptions, log: (String) -> Void) throws -> ReproduceSummary {
-    let fm = FileManager.default
-    try createOutputFolder(o.outDir + "/data")
-    try createOutputFolder(o.outDir + "/forward")
+/// The run was stopped by a signal between steps; its checkpoint is on disk
+/// and the same command resumes it.
+public struct ReproduceInterrupted: Error, CustomStringConvertible, Sendable {
+    public var run: String, step: Int, checkpoint: String
+    public var description: String { "interrupted in \(run) at step \(step): checkpoint \(checkpoint)" }
+}
+
+public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:], shouldStop: () -> Bool = { false },
+                      log: @escaping (String) -> Void) throws -> ReproduceSummary {
+    let start = Date()
     let pre = try ActivationsReader(o.pretrained), rnd = try ActivationsReader(o.randomized)
-    _ = try readTokenSidecar(for: pre)   // checked now, used only at the end
     guard pre.d == rnd.d else { throw JSAEError(file: o.randomized, "has d = \(rnd.d) but \(o.pretrained) has d = \(pre.d)") }
     let d = pre.d, m = o.expansion * d
     guard o.k >= 1 && o.k <= m else { throw JSAEError("k = \(o.k) must be between 1 and m = \(m)") }
     let lambda = o.lambda ?? TrainConfig.paperLambda(k: o.k, d: d)
+    let text = try TokenText.read(for: pre)   // checked now, used only at the end
+    let splits = ["pretrained": try DataSplit(pre, o: o), "randomized": try DataSplit(rnd, o: o)]
+    for s in splits.values { _ = try s.bufferBatches(o) }   // a one-pass run must fit before any work
 
-    // Split: the last heldOutFraction of the rows are evaluation only.
-    var splits: [String: (train: String, held: String, reader: ActivationsReader, heldRange: Range<Int>)] = [:]
-    for (name, r) in [("pretrained", pre), ("randomized", rnd)] {
-        let nHeld = max(1, Int(Double(r.tokens) * o.heldOutFraction))
-        guard r.tokens - nHeld >= o.batch else {
-            throw JSAEError(file: r.path, "\(r.tokens) tokens leave \(r.tokens - nHeld) for training, fewer than one batch of \(o.batch)")
-        }
-        let train = o.outDir + "/data/train-\(name).h5", held = o.outDir + "/data/heldout-\(name).h5"
-        try writeActivationRows(of: r, 0..<(r.tokens - nHeld), to: train)
-        try writeActivationRows(of: r, (r.tokens - nHeld)..<r.tokens, to: held)
-        splits[name] = (train, held, r, (r.tokens - nHeld)..<r.tokens)
-    }
-    let heldTokens = splits["pretrained"]!.heldRange.count
+    try createOutputFolder(o.outDir)
+    let lock = try RunLock.acquire(o.outDir)
+    defer { withExtendedLifetime(lock) {} }
+    try PlanRecord(o, files: [pre, rnd]).requireSameOrWrite(in: o.outDir, log: log)
+    try createOutputFolder(o.outDir + "/data")
+    try createOutputFolder(o.outDir + "/forward")
 
-    var plan: [(name: String, data: String, lambda: Double)] = [
-        ("jsae-pretrained", "pretrained", lambda), ("traditional-pretrained", "pretrained", 0),
-        ("jsae-randomized", "randomized", lambda), ("traditional-randomized", "randomized", 0),
+    var plan: [RunPlan] = [
+        .init(name: "jsae-pretrained", data: "pretrained", lambda: lambda), .init(name: "traditional-pretrained", data: "pretrained", lambda: 0),
+        .init(name: "jsae-randomized", data: "randomized", lambda: lambda), .init(name: "traditional-randomized", data: "randomized", lambda: 0),
     ]
-    for l in o.lambdaSweep where l != lambda && l != 0 { plan.append(("sweep-lambda-\(l)", "pretrained", l)) }
+    for l in o.lambdaSweep where l != lambda && l != 0 { plan.append(.init(name: "sweep-lambda-\(l)", data: "pretrained", lambda: l)) }
 
+    var evalSets: [String: EvalSet] = [:]
+    for (name, s) in splits { evalSets[name] = try s.evalSet(heldOutFile: o.outDir + "/data/heldout-\(name).h5") }
+    let progress = PlanProgress(plan, steps: o.trainingSteps, log: log)
     var runs: [RunSummary] = []
-    var models: [String: JSAEModel<Float>] = [:]
-    for (i, p) in plan.enumerated() {
-        log("[\(i + 1)/\(plan.count)] training \(p.name): λ \(p.lambda), d \(d), m \(m), k \(o.k), \(o.steps) steps of \(o.batch)")
+    for p in plan {
         let split = splits[p.data]!
-        let reader = try ActivationsReader(split.train)
-        let mlp: MLP<Float> = try MLPFile.read(reader.file, d: d)
-        var config = TrainConfig()
-        config.lr = o.lr; config.lambda = p.lambda; config.batch = o.batch; config.totalSteps = o.steps; config.seed = o.seed
-        var state = try TrainState<Float>.initial(d: d, mIn: m, mOut: m, k: o.k, mlp: mlp, single: false, seed: o.seed)
-        let runDir = o.outDir + "/runs/" + p.name
-        if fm.fileExists(atPath: runDir) { try fm.removeItem(atPath: runDir) }
-        try fm.createDirectory(atPath: runDir, withIntermediateDirectories: true)
-        var opts = TrainRunOptions(outDir: runDir)
-        opts.checkpointEvery = 0; opts.logEvery = max(1, o.steps / 4); opts.threads = o.threads
-        _ = try runTraining(state: &state, config: config,
-                            stream: BatchStream<Float>(reader: reader, batch: o.batch, bufferBatches: 4, seed: o.seed),
-                            provenance: .init(activationsFile: split.train, shuffleBufferTokens: 4 * o.batch),
-                            options: opts, log: { log("    " + $0) })
-        models[p.name] = state.model
-        runs.append(try evaluate(state.model, name: p.name, data: p.data, lambda: p.lambda, heldOut: split.held, o: o))
+        runs.append(try trainAndEvaluate(p, split: split, eval: evalSets[p.data]!, d: d, m: m, o: o, progress: progress,
+                                         shouldStop: shouldStop))
     }
 
     let verdicts = judge(runs)
+    let trends = o.snapshotSteps.count > 1 ? judgeTrends(runs) : []
+    var prov = provenance
+    prov["total wall seconds (this session)"] = String(format: "%.0f", Date().timeIntervalSince(start))
     let summary = ReproduceSummary(
-        options: ["expansion": "\(o.expansion)", "k": "\(o.k)", "lambda": "\(lambda)", "batch": "\(o.batch)", "steps": "\(o.steps)",
-                  "lr": "\(o.lr)", "seed": "\(o.seed)", "samples": "\(o.samples)", "pretrained": o.pretrained, "randomized": o.randomized],
-        heldOutTokens: heldTokens, runs: runs, verdicts: verdicts)
+        options: o.resultDefining.merging(["lambda": "\(lambda)", "mode": o.mode], uniquingKeysWith: { $1 }),
+        heldOutTokens: evalSets["pretrained"]!.rows.count, runs: runs, verdicts: verdicts, trends: trends,
+        data: Dictionary(uniqueKeysWithValues: splits.map { ($0.key, $0.value.facts(evalSets[$0.key]!)) }), provenance: prov)
     let data = try JSONEncoder.sortedPretty.encode(summary)
     try atomicWrite(to: o.outDir + "/summary.json") { try data.write(to: URL(fileURLWithPath: $0)) }
 
     try writePlots(runs, o: o)
-    let connections = try strongestConnections(models["jsae-pretrained"]!, run: runs[0], reader: pre, o: o)
+    if o.snapshotSteps.count > 1 { try writeScalePlots(runs, o: o) }
+    let model: JSAEModel<Float> = try ModelFile.read(o.outDir + "/runs/jsae-pretrained/model.h5")
+    let connections = try strongestConnections(model, run: runs[0], eval: evalSets["pretrained"]!, text: text, o: o)
     let report = renderReport(summary, lambda: lambda, d: d, m: m, o: o, connections: connections)
     try atomicWrite(to: o.outDir + "/report.md") { try report.write(toFile: $0, atomically: false, encoding: .utf8) }
-    log("wrote \(o.outDir)/report.md, summary.json, 3 plots, forward files in \(o.outDir)/forward")
+    log("wrote \(o.outDir)/report.md, summary.json, plots; forward files in \(o.outDir)/forward")
     return summary
 }
 
 extension JSONEncoder {
     static var sortedPretty: JSONEncoder { let e = JSONEncoder(); e.outputFormatting = [.prettyPrinted, .sortedKeys]; return e }
-}
-
-/// Rows of an activations file (with its /mlp and provenance) as a new activations file.
-func writeActivationRows(of r: ActivationsReader, _ rows: Range<Int>, to path: String) throws {
-    let x: Matrix<Float> = try r.x(rows)
-    let mlp: MLP<Float> = try MLPFile.read(r.file, d: r.d)
-    try atomicWrite(to: path) { tmp in
-        let f = try HDF5File.create(tmp)
-        try FileFormat.writeHeader(f, kind: .activations)
-        for key in ["source_model", "layer", "hook_in", "hook_out", "text_source", "activation"] {
-            if let v = try r.file.attribute(key) { try f.setAttribute(key, v) }
-        }
-        try f.setAttribute("tokens", .int(rows.count))
-        try f.setAttribute("rows_of", .string("\(r.path) rows \(rows.lowerBound)..<\(rows.upperBound)"))
-        try f.write("/x", x)
-        try f.write("/mlp/W_in", mlp.wIn); try f.write("/mlp/b_in", shape: [mlp.dMlp], mlp.bIn)
-        try f.write("/mlp/W_out", mlp.wOut); try f.write("/mlp/b_out", shape: [mlp.d], mlp.bOut)
-        f.close()
-    }
-}
-
-
-func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Double, heldOut: String, o: ReproduceOptions) throws -> RunSummary {
-    var files: [String: String] = [:], shares: [String: [Double]] = [:]
-    var forwards: [EvaluationPoint: ForwardFile<Float>] = [:]
-    let reader = try ActivationsReader(heldOut)
-    for point in EvaluationPoint.allCases {
-        let path = o.outDir + "/forward/\(name).\(point.rawValue).h5"
-        var fo = ForwardOptions()
-        fo.point = point; fo.lambda = lambda; fo.threads = o.threads
-        try runForward(model: model, activations: reader, modelPath: o.outDir + "/runs/\(name)/model.h5",
-                       outPath: path, options: fo)
-        let f = try ForwardFile<Float>(path)
-        files[point.rawValue] = path; shares[point.rawValue] = jacobianShares(f.jacobian ?? []); forwards[point] = f
-    }
-    // Reconstruction metrics at the true input (the output SAE's target is f(x)).
-    let t = forwards[.trueInput]!
-    let x: Matrix<Float> = try reader.x(0..<t.xHat.rows)
-    func l0(_ v: [Float]) -> Double { v.withUnsafeBufferPointer { meanL0(values: $0, tokens: t.xHat.rows) } }
-    // Dead over the held-out set: no activation in its one "step".
-    let tracker = DeadLatentTracker(mIn: model.saeIn.m, mOut: model.saeOut!.m, startStep: 0)
-    tracker.record(SparseCodes(indices: t.inIndices, values: t.inValues, k: t.k), output: false, step: 0)
-    tracker.record(SparseCodes(indices: t.outIndices!, values: t.outValues!, k: t.k), output: true, step: 0)
-    let dead = tracker.dead(atStep: 1, window: 1)
-    let (lin, agree, n) = linearityAndAblation(model, x: x, forward: forwards[.reconstruction]!, o: o)
-    return RunSummary(name: name, data: data, lambda: lambda, forwardFiles: files, shares: shares,
-                      explainedVarianceIn: explainedVariance(x, t.xHat), explainedVarianceOut: explainedVariance(t.y!, t.yHat!),
-                      mseIn: t.mseIn, mseOut: t.mseOut ?? 0, l0In: l0(t.inValues), l0Out: l0(t.outValues!),
-                      deadIn: dead.input, deadOut: dead.output,
-                      linearity: lin, ablationAgreement: agree, samples: n)
-}
-
-/// f_s (the paper's point, x̂) along sampled (token, active input latent,
-/// active output latent) triples: shape shares and ablation agreement.
-func linearityAndAblation(_ model: JSAEModel<Float>, x: Matrix<Float>, forward f: ForwardFile<Float>,
-                          o: ReproduceOptions) -> ([String: Double], Double, Int) {
-    var g = SeededGenerator(seed: o.seed &+ 17)
-    let k = f.k
-    var counts = [String: Int](), agree = 0, n = 0, tries = 0
-    while n < o.samples && tries < 20 * o.samples {
-        tries += 1
-        let b = Int.random(in: 0..<x.rows, using: &g)
-        let ps = (0..<k).filter { f.inValues[b * k + $0] > 0 }, qs = (0..<k).filter { f.outValues![b * k + $0] > 0 }
-        guard let p = ps.randomElement(using: &g), let q = qs.randomElement(using: &g) else { continue }
-        let j = f.inIndices[b * k + p], i = f.outIndices![b * k + q]
-        let curve = model.response(token: x.row(b), inputLatent: j, outputLatent: i, point: .reconstruction)
-        counts[classifyResponse(grid: curve.grid, values: curve.values).rawValue, default: 0] += 1
-        let J = Double(f.jacobian![b * k * k + q * k + p])
-        if model.ablation(token: x.row(b), inputLatent: j, outputLatent: i, jacobianEntry: J, point: .reconstruction).agrees { agree += 1 }
-        n += 1
-    }
-    let shares = Dictionary(uniqueKeysWithValues: ResponseShape.allCases.map { ($0.rawValue, Double(counts[$0.rawValue] ?? 0) / Double(max(n, 1))) })
-    return (shares, Double(agree) / Double(max(n, 1)), n)
 }
 
 /// The reproduction's claims, each with a one-line verdict.
@@ -235,4 +251,35 @@ func judge(_ runs: [RunSummary]) -> [String] {
     v.append((jp.ablationAgreement >= 0.9 ? "REPRODUCED" : "NOT REPRODUCED") + ": ablating one unit of an input latent agrees with J "
              + "(|J + Δ| < 0.1) in \(pct(jp.ablationAgreement)) of samples (paper \(pct(PaperFigures.ablation)); reproduced means ≥ 90%).")
     return v
+}
+
+/// One line per claim the scale curve can speak to: does the measured figure
+/// move toward the paper's as training tokens double (last doubling, and
+/// first snapshot to last)?
+func judgeTrends(_ runs: [RunSummary]) -> [String] {
+    func curve(_ n: String) -> [Snapshot] { runs.first { $0.name == n }?.snapshots ?? [] }
+    let jp = curve("jsae-pretrained"), tp = curve("traditional-pretrained"), jr = curve("jsae-randomized"), tr = curve("traditional-randomized")
+    guard jp.count >= 2, jp.count == tp.count, jr.count == jp.count, tr.count == jp.count else { return [] }
+    func direction(_ values: [Double], paper: Double) -> String {
+        let first = values.first!, prev = values[values.count - 2], last = values.last!
+        func word(_ a: Double, _ b: Double) -> String {
+            abs(b - paper) < abs(a - paper) ? "toward" : (abs(b - paper) > abs(a - paper) ? "away from" : "no closer to")
+        }
+        return "last doubling \(word(prev, last)) the paper, whole curve \(word(first, last)) it"
+    }
+    func fmt(_ values: [Double], _ f: (Double) -> String) -> String { values.map(f).joined(separator: " → ") }
+    let x = { (v: Double) in String(format: "%.1f×", v) }, p = { (v: Double) in String(format: "%.3f", v) }
+    let ratio = zip(tp, jp).map { $0.shares[1] / max($1.shares[1], 1e-12) }
+    let ratioR = zip(tr, jr).map { $0.shares[1] / max($1.shares[1], 1e-12) }
+    let paperRatio = PaperFigures.tradShare / PaperFigures.jsaeShare, paperR = PaperFigures.tradShareRandom / PaperFigures.jsaeShareRandom
+    let cost = zip(tp, jp).map { ($0.explainedVarianceIn + $0.explainedVarianceOut - $1.explainedVarianceIn - $1.explainedVarianceOut) / 2 }
+    let gap = zip(ratio, ratioR).map { $0 - $1 }
+    let tokens = jp.map { String(format: "%.2gM", Double($0.tokens) / 1e6) }.joined(separator: ", ")
+    return [
+        "Trend (sparser Jacobian), ratio at \(tokens) tokens: \(fmt(ratio, x)); paper \(x(paperRatio)) at 100M: \(direction(ratio, paper: paperRatio)).",
+        "Trend (reconstruction cost): \(fmt(cost, p)); the paper reports a small cost (taken as 0): \(direction(cost, paper: 0)).",
+        "Trend (weaker on the randomised model), pre-trained minus randomised ratio: \(fmt(gap, x)); paper \(x(paperRatio - paperR)): "
+            + "\(direction(gap, paper: paperRatio - paperR)).",
+        "Trend (f_s linearity, ablation): measured at the end of training only.",
+    ]
 }

@@ -18,15 +18,28 @@ public final class BatchStream<T: JSAEScalar> {
     public let seed: UInt64
     /// Use the file's /y as the output SAE's target when present.
     public let useY: Bool
+    /// The rows trained on, in file order (default: all of /x). Positions
+    /// below count rows of this selection, not of the file.
+    public let rows: RowSelection
 
     private var loadedRefill = -1
     private var bufferX = Matrix<T>(rows: 0, cols: 0)
     private var bufferY: Matrix<T>? = nil
 
-    public init(reader: ActivationsReader, batch: Int, bufferBatches: Int, seed: UInt64, useY: Bool = true) {
+    public init(reader: ActivationsReader, batch: Int, bufferBatches: Int, seed: UInt64, useY: Bool = true,
+                rows: RowSelection? = nil) {
         precondition(batch >= 1 && bufferBatches >= 1)
         self.reader = reader; self.batch = batch; self.bufferBatches = bufferBatches; self.seed = seed
         self.useY = useY && reader.hasY
+        self.rows = rows ?? RowSelection(0..<reader.tokens)
+        precondition(self.rows.count >= 1 && self.rows.bounds.upperBound <= reader.tokens)
+    }
+
+    /// Selection positions the first `steps` steps read (refills are whole,
+    /// so this rounds up to a whole buffer): at most `rows.count` means no
+    /// row is seen twice.
+    public func positionsRead(steps: Int) -> Int {
+        ((steps + bufferBatches - 1) / bufferBatches) * bufferTokens
     }
 
     public var bufferTokens: Int { batch * bufferBatches }
@@ -45,20 +58,17 @@ public final class BatchStream<T: JSAEScalar> {
     }
 
     private func load(_ refill: Int) throws {
-        let R = bufferTokens, Tn = reader.tokens, d = reader.d
+        let R = bufferTokens, Tn = rows.count, d = reader.d
         var x = Matrix<T>(rows: R, cols: d)
         var y: Matrix<T>? = useY ? Matrix<T>(rows: R, cols: d) : nil
         var filled = 0
         var pos = Int((UInt64(refill) &* UInt64(R)) % UInt64(Tn))
         while filled < R {
             let n = min(R - filled, Tn - pos)
-            let part: Matrix<T> = try reader.x(pos..<(pos + n))
+            let part: Matrix<T> = try rows.read(pos..<(pos + n), of: "/x", from: reader)
             x.data.replaceSubrange((filled * d)..<((filled + n) * d), with: part.data)
             if y != nil {
-                let py: Matrix<T> = try reader.file.readRows("/y", pos..<(pos + n))
-                if let (r, c) = py.firstNonFinite {
-                    throw JSAEError(file: reader.path, "/y contains \(py[r, c].isNaN ? "NaN" : "Inf") at row \(pos + r), column \(c)")
-                }
+                let py: Matrix<T> = try rows.read(pos..<(pos + n), of: "/y", from: reader)
                 y!.data.replaceSubrange((filled * d)..<((filled + n) * d), with: py.data)
             }
             filled += n

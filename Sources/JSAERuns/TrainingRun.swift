@@ -14,6 +14,10 @@ public struct TrainRunOptions: Sendable {
     public var keepCheckpoints = 2
     /// Threads for the package's own loops; results do not depend on it.
     public var threads = Parallel.onlineCores
+    /// Stop (with a checkpoint, as on a signal) once this many steps are
+    /// done: a caller evaluates part-way and calls again to continue, with
+    /// the same result as an uninterrupted run.
+    public var pauseAtStep: Int? = nil
     public init(outDir: String) { self.outDir = outDir }
 }
 
@@ -39,6 +43,7 @@ public enum RunOutcome: Equatable, Sendable {
 public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: TrainConfig, stream: BatchStream<T>,
                                        provenance: CheckpointFile.Provenance, options: TrainRunOptions,
                                        shouldStop: () -> Bool = { false },
+                                       status: (_ step: Int) -> String = { _ in "" },
                                        log: (String) -> Void = { _ in }) throws -> RunOutcome {
     try config.validate()
     let dir = options.outDir
@@ -55,7 +60,7 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
     }
 
     while state.step < config.totalSteps {
-        if shouldStop() {
+        if shouldStop() || state.step == options.pauseAtStep {
             let path = try checkpoint()
             return .interrupted(step: state.step, checkpoint: path)
         }
@@ -73,7 +78,8 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
         if logNow {
             let dt = max(Date().timeIntervalSince(windowStart), 1e-9)
             log(progressLine(report, total: config.totalSteps, tokensPerSecond: Double(windowTokens) / dt,
-                             dead: tracker.dead(atStep: state.step, window: options.deadWindow), pair: state.model.saeOut != nil))
+                             dead: tracker.dead(atStep: state.step, window: options.deadWindow), pair: state.model.saeOut != nil)
+                + status(state.step))
             windowStart = Date(); windowTokens = 0
         }
         if options.checkpointEvery > 0 && state.step % options.checkpointEvery == 0 && state.step < config.totalSteps {

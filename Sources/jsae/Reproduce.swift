@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Foundation
 import JSAECore
 import JSAEReport
@@ -15,49 +16,132 @@ struct ReproduceCommand: ParsableCommand {
         --quick is for CI.
         """)
 
-    @Option(help: "Activations of the pre-trained model.") var pretrained = "reproduce/sample/minilm-l3-pretrained.h5"
+    @Option(help: "Activations of the pre-trained model (with --layers: a path containing {layer}).")
+    var pretrained = "reproduce/sample/minilm-l3-pretrained.h5"
     @Option(help: "Activations of the randomised control (same text).") var randomized = "reproduce/sample/minilm-l3-randomized.h5"
-    @Option(help: "Report folder.") var out = "jsae-report"
+    @Option(help: "Report folder. Rerunning the same command on it resumes: finished runs are reused, an interrupted one continues from its checkpoint.")
+    var out = "jsae-report"
     @Flag(help: "Smaller SAEs, fewer steps and samples (under 2 minutes).") var quick = false
+    @Flag(help: "One pass over 4M distinct training tokens per run at batch 4096, lr 5e-4, expansion 8, with the scale curve (0.25M … 4M) and 65,536 held-out tokens (reproduce/README.md).")
+    var full = false
+    @Option(help: "Layers to sweep, e.g. 0-5 or 1,3: a JSAE and a traditional pair per layer, pre-trained only; --pretrained names the files with {layer}.")
+    var layers: String?
     @OptionGroup var shape: SAEShapeOptions
     @OptionGroup var threadOptions: ThreadOptions
     @OptionGroup var seedOption: SeedOption
     @Option(help: "JSAE λ (default: the paper's rule 0.5·k²/d).") var lambda: Double?
-    @Option(help: "Steps per run.") var steps: Int?
+    @Option(help: "Steps per run (ignored with --tokens).") var steps: Int?
+    @Option(help: "Training tokens per run: one pass, no token seen twice.") var tokens: Int?
+    @Option(help: "Comma-separated training-token counts at which each run is also evaluated (the scale curve).") var snapshots: String?
+    @Option(help: "Held-out tokens evaluated (default: all; --full: 65536).") var evalTokens: Int?
+    @Flag(help: "Keep special-token rows ([CLS], [SEP]: /text/special) in training and evaluation.") var includeSpecial = false
     @Option(help: "Peak learning rate.") var lr: Double?
     @Option(help: "Sampled connections per run for f_s linearity and ablation.") var samples: Int?
     @Option(help: "Comma-separated extra λ values trained on the pre-trained data for the sweep, e.g. 0.01,0.5,3.")
     var lambdaSweep: String?
 
     func validate() throws {
-        for (name, v) in [("steps", steps), ("samples", samples)] {
+        for (name, v) in [("steps", steps), ("samples", samples), ("tokens", tokens), ("eval-tokens", evalTokens)] {
             if let v, v < 1 { throw ValidationError("--\(name) must be at least 1") }
         }
+        if quick && full { throw ValidationError("--quick and --full exclude each other") }
         if let lambda, !(lambda >= 0 && lambda.isFinite) { throw ValidationError("--lambda must be a finite number >= 0") }
-        if let lambdaSweep, lambdaSweep.split(separator: ",").contains(where: { !(Double($0).map { $0 >= 0 && $0.isFinite } ?? false) }) {
+        if let lambdaSweep, parseNumbers(lambdaSweep, Double.self).map({ $0.contains { !($0 >= 0 && $0.isFinite) } }) ?? true {
             throw ValidationError("--lambda-sweep takes comma-separated finite numbers >= 0, got \(lambdaSweep)")
         }
+        if let snapshots, parseNumbers(snapshots, Int.self).map({ $0.contains { $0 < 1 } }) ?? true {
+            throw ValidationError("--snapshots takes comma-separated token counts >= 1, got \(snapshots)")
+        }
+        if let layers, parseLayers(layers) == nil { throw ValidationError("--layers takes a range like 0-5 or a list like 1,3, got \(layers)") }
+        if layers != nil && lambdaSweep != nil { throw ValidationError("--lambda-sweep is not available with --layers") }
     }
 
     func run() throws {
         try reportingErrors {
             var o = ReproduceOptions(pretrained: pretrained, randomized: randomized, outDir: out)
             if quick { o.makeQuick() }
+            if full { o.makeFull() }
             if let expansion = shape.expansion { o.expansion = expansion }
             if let k = shape.k { o.k = k }
             o.lambda = lambda
             if let batch = shape.batch { o.batch = batch }
             if let steps { o.steps = steps }
+            if let tokens { o.tokens = tokens }
+            if let snapshots { o.snapshotTokens = parseNumbers(snapshots, Int.self)! }
+            if let evalTokens { o.evalTokens = evalTokens }
+            o.excludeSpecial = !includeSpecial
             if let lr { o.lr = lr }
             o.seed = seedOption.seed
             o.threads = threadOptions.apply()
             if let samples { o.samples = samples }
-            o.lambdaSweep = lambdaSweep?.split(separator: ",").compactMap { Double($0) } ?? []
+            o.lambdaSweep = lambdaSweep.flatMap { parseNumbers($0, Double.self) } ?? []
             try requireFits(expansion: o.expansion, batch: o.batch)
             let start = Date()
-            let s = try reproduce(o) { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
-            for v in s.verdicts { print(v) }
+            let stop = StopFlag()
+            let sources = [SIGINT, SIGTERM].map { sig in
+                signal(sig, SIG_IGN)
+                let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                src.setEventHandler { stop.set(sig) }
+                src.resume()
+                return src
+            }
+            defer { sources.forEach { $0.cancel() } }
+            let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
+            do {
+                if let layers {
+                    let s = try reproduceLayers(o, layers: parseLayers(layers)!, pattern: pretrained, provenance: runProvenance(),
+                                                shouldStop: { stop.value != 0 }, log: log)
+                    for l in s.layers {
+                        let a = l.jsae.shares["trueInput"]![1], b = l.traditional.shares["trueInput"]![1]
+                        print(String(format: "layer %d: |J|>0.01 JSAE %.1f%%, traditional %.1f%%, %.1f×", l.layer, 100 * a, 100 * b, b / max(a, 1e-12)))
+                    }
+                } else {
+                    let s = try reproduce(o, provenance: runProvenance(), shouldStop: { stop.value != 0 }, log: log)
+                    for v in s.verdicts + (s.trends ?? []) { print(v) }
+                }
+            } catch let e as ReproduceInterrupted {
+                log("jsae: \(e.description); run the same command again to resume")
+                throw ExitCode(128 + stop.value)
+            }
             print("report: \(out)/report.md (\(Int(Date().timeIntervalSince(start))) s)")
         }
     }
+}
+
+/// The command line, commit and machine, for the report's provenance.
+func runProvenance() -> [String: String] {
+    var p: [String: String] = [:]
+    p["command"] = CommandLine.arguments.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
+    let git = Process()
+    git.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    git.arguments = ["git", "rev-parse", "HEAD"]
+    let pipe = Pipe()
+    git.standardOutput = pipe; git.standardError = FileHandle.nullDevice
+    if (try? git.run()) != nil {
+        git.waitUntilExit()
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if git.terminationStatus == 0 && !out.isEmpty { p["git commit"] = out }
+    }
+    let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?.split(separator: "\n")
+        .first { $0.hasPrefix("model name") }.map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) }
+    p["machine"] = "\(cpu ?? "unknown CPU"), \(Parallel.onlineCores) cores, OpenBLAS core \(BLASThreads.coreName)"
+    p["date"] = ISO8601DateFormatter().string(from: Date())
+    return p
+}
+
+func parseNumbers<N: LosslessStringConvertible>(_ s: String, _: N.Type) -> [N]? {
+    let parts = s.split(separator: ",", omittingEmptySubsequences: false).map { N(String($0).trimmingCharacters(in: .whitespaces)) }
+    return parts.contains { $0 == nil } || parts.isEmpty ? nil : parts.map { $0! }
+}
+
+/// "0-5" or "1,3,5": distinct layers in [0, 1000), ascending.
+func parseLayers(_ s: String) -> [Int]? {
+    var layers: [Int] = []
+    for part in s.split(separator: ",", omittingEmptySubsequences: false) {
+        let ends = part.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+        guard (1...2).contains(ends.count), let a = ends.first!, let b = ends.last!, a >= 0, b < 1000, a <= b else { return nil }
+        layers += Array(a...b)
+    }
+    let unique = Array(Set(layers)).sorted()
+    return unique.count == layers.count && !unique.isEmpty ? unique : nil
 }

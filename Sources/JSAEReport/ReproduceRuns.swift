@@ -1,0 +1,362 @@
+import Foundation
+import JSAECore
+import JSAEIO
+import JSAERuns
+
+/// One data file's training rows and evaluated held-out rows.
+struct DataSplit {
+    let reader: ActivationsReader
+    let train: RowSelection
+    /// Held-out rows evaluated: the first `evalTokens` of them, in file order.
+    let eval: RowSelection
+    let heldStart: Int, heldFromFile: Bool
+    let special: [Bool]?
+    let o: ReproduceOptions
+
+    init(_ r: ActivationsReader, o: ReproduceOptions) throws {
+        reader = r; self.o = o
+        (heldStart, heldFromFile) = try r.heldOutStart(fallbackFraction: o.heldOutFraction)
+        special = try r.specialRows()
+        if o.excludeSpecial, let special {
+            train = RowSelection(0..<heldStart) { !special[$0] }
+            eval = RowSelection(heldStart..<r.tokens) { !special[$0] }.prefix(o.evalTokens ?? Int.max)
+        } else {
+            train = RowSelection(0..<heldStart)
+            eval = RowSelection(heldStart..<r.tokens).prefix(o.evalTokens ?? Int.max)
+        }
+        guard train.count >= o.batch else {
+            throw JSAEError(file: r.path, "has \(train.count) training rows (before row \(heldStart)), fewer than one batch of \(o.batch)")
+        }
+        guard eval.count >= 1 else { throw JSAEError(file: r.path, "has no held-out rows to evaluate on") }
+    }
+
+    /// The shuffling buffer, in batches. A one-pass run (`tokens` set) must
+    /// not read a row twice, and refills are whole buffers: the largest
+    /// buffer of at most `o.bufferBatches` batches whose refills stay within
+    /// the training rows, or an error naming the file when even one batch
+    /// per refill runs past them.
+    func bufferBatches(_ o: ReproduceOptions) throws -> Int {
+        guard let tokens = o.tokens else { return o.bufferBatches }
+        let steps = o.trainingSteps
+        for b in stride(from: o.bufferBatches, through: 1, by: -1) where ((steps + b - 1) / b) * b * o.batch <= train.count {
+            return b
+        }
+        throw JSAEError(file: reader.path, "has \(train.count) training rows\(o.excludeSpecial && special != nil ? " (special tokens left out)" : ""), "
+                        + "fewer than the \(steps * o.batch) that \(tokens) tokens in steps of \(o.batch) need without repeating a row")
+    }
+
+    /// Reads the evaluated rows (and writes them as an activations file, the
+    /// input of the forward files), with the MLP output y at the true input.
+    func evalSet(heldOutFile: String) throws -> EvalSet {
+        let x: Matrix<Float> = try eval.read(0..<eval.count, of: "/x", from: reader)
+        let mlp: MLP<Float> = try MLPFile.read(reader.file, d: reader.d)
+        try atomicWrite(to: heldOutFile) { tmp in
+            let f = try HDF5File.create(tmp)
+            try FileFormat.writeHeader(f, kind: .activations)
+            for key in ["source_model", "layer", "hook_in", "hook_out", "text_source", "activation"] {
+                if let v = try reader.file.attribute(key) { try f.setAttribute(key, v) }
+            }
+            try f.setAttribute("tokens", .int(eval.count))
+            try f.setAttribute("rows_of", .string("\(reader.path): the first \(eval.count) held-out rows from row \(heldStart)"
+                                                  + (o.excludeSpecial && special != nil ? ", special-token rows left out" : "")))
+            try f.write("/x", x)
+            try f.write("/mlp/W_in", mlp.wIn); try f.write("/mlp/b_in", shape: [mlp.dMlp], mlp.bIn)
+            try f.write("/mlp/W_out", mlp.wOut); try f.write("/mlp/b_out", shape: [mlp.d], mlp.bOut)
+            try f.finish()
+        }
+        return EvalSet(path: heldOutFile, rows: eval, x: x, y: mlp.forward(x).y)
+    }
+
+    func facts(_ e: EvalSet) -> DataFacts {
+        // Norms of held-out special and ordinary rows: why they are left out.
+        var normSpecial: Double? = nil, normOther: Double? = nil
+        if let special, let x: Matrix<Float> = try? reader.x(heldStart..<min(reader.tokens, heldStart + 65_536)) {
+            var s = (0.0, 0), n = (0.0, 0)
+            for r in 0..<x.rows {
+                let norm = Double(x.row(r).reduce(Float(0)) { $0 + $1 * $1 }).squareRoot()
+                if special[heldStart + r] { s = (s.0 + norm, s.1 + 1) } else { n = (n.0 + norm, n.1 + 1) }
+            }
+            if s.1 > 0 { normSpecial = s.0 / Double(s.1) }
+            if n.1 > 0 { normOther = n.0 / Double(n.1) }
+        }
+        let excluded = special.map { flags in o.excludeSpecial ? flags.reduce(0) { $0 + ($1 ? 1 : 0) } : 0 }
+        let attr = { (k: String) in (try? reader.file.stringAttribute(k)) ?? nil }
+        return DataFacts(file: reader.path, rows: reader.tokens, heldOutStartRow: heldStart,
+                         split: heldFromFile ? "document-level (heldout_start_row in the file)" : "last \(Int(o.heldOutFraction * 100))% of the rows (the file records no split)",
+                         trainingRows: train.count, evaluatedRows: e.rows.count, specialRowsExcluded: excluded,
+                         meanNormSpecial: normSpecial, meanNormOther: normOther,
+                         outputMeanSquare: squaredDistance(e.y, Matrix(rows: e.y.rows, cols: e.y.cols)) / Double(max(e.y.count, 1)),
+                         textPackages: attr("text_packages"), sourceModel: attr("source_model"),
+                         layer: (try? reader.file.intAttribute("layer")) ?? nil)
+    }
+}
+
+/// The held-out rows every run of one data file is evaluated on.
+struct EvalSet {
+    let path: String
+    let rows: RowSelection
+    let x: Matrix<Float>
+    /// The MLP output at the true input.
+    let y: Matrix<Float>
+}
+
+struct RunPlan { var name: String, data: String, lambda: Double }
+
+/// `plan.json` in the report folder: the options and input fingerprints the
+/// runs in it were trained with. A second invocation with the same ones
+/// resumes; with others it is refused, so that finished runs are never mixed
+/// with runs of another configuration.
+struct PlanRecord: Codable, Equatable {
+    var options: [String: String]
+    var inputs: [String: String]
+
+    init(_ o: ReproduceOptions, files: [ActivationsReader]) throws {
+        options = o.resultDefining
+        inputs = Dictionary(uniqueKeysWithValues: try files.map { ($0.path, "\($0.tokens) rows, fingerprint \(try $0.fingerprint())") })
+    }
+
+    func requireSameOrWrite(in dir: String, log: (String) -> Void) throws {
+        let path = dir + "/plan.json"
+        if FileManager.default.fileExists(atPath: path) {
+            guard let data = FileManager.default.contents(atPath: path), let old = try? JSONDecoder().decode(PlanRecord.self, from: data) else {
+                throw JSAEError(file: path, "is not a reproduction plan (remove it, or choose another --out)")
+            }
+            if old != self {
+                let key = (Set(old.options.keys).union(options.keys)).sorted().first { old.options[$0] != options[$0] }
+                let what = key.map { "\($0) was \(old.options[$0] ?? "unset"), now \(options[$0] ?? "unset")" } ?? "the input files changed"
+                throw JSAEError(file: path, "holds a reproduction with other settings (\(what)): rerun with the same ones to resume, or choose another --out")
+            }
+            log("resuming the reproduction in \(dir) (same settings and inputs as \(path))")
+            return
+        }
+        let data = try JSONEncoder.sortedPretty.encode(self)
+        try atomicWrite(to: path) { try data.write(to: URL(fileURLWithPath: $0)) }
+    }
+}
+
+/// Progress over the whole plan: each run's steps, seconds per step measured
+/// separately for JSAE and traditional runs (the JSAE's Jacobian makes it
+/// about twice as slow), and from them an ETA for everything left.
+final class PlanProgress {
+    private var remaining: [String: Int]
+    private let isJSAE: [String: Bool]
+    private var secondsPerStep: [Bool: Double] = [:]
+    private let logLine: (String) -> Void
+    private var segmentStart = Date(), segmentStep = 0, current = ""
+
+    init(_ plan: [RunPlan], steps: Int, log: @escaping (String) -> Void) {
+        remaining = Dictionary(uniqueKeysWithValues: plan.map { ($0.name, steps) })
+        isJSAE = Dictionary(uniqueKeysWithValues: plan.map { ($0.name, $0.lambda > 0) })
+        logLine = log
+    }
+
+    func say(_ s: String) { logLine(s) }
+
+    func begin(_ run: String, atStep step: Int, of total: Int) {
+        current = run; segmentStart = Date(); segmentStep = step
+        remaining[run] = total - step
+    }
+
+    func done(_ run: String) { remaining[run] = 0 }
+
+    /// "  ETA run …, all …" for a progress line at `step` of the current run.
+    func status(step: Int, total: Int) -> String {
+        let done = step - segmentStep
+        guard done > 0 else { return "" }
+        let rate = Date().timeIntervalSince(segmentStart) / Double(done)
+        let jsae = isJSAE[current] ?? true
+        secondsPerStep[jsae] = rate
+        remaining[current] = total - step
+        var all = 0.0
+        for (name, left) in remaining where left > 0 {
+            let kind = isJSAE[name] ?? true
+            all += Double(left) * (secondsPerStep[kind] ?? (kind ? rate * 2 : rate / 2))
+        }
+        return "  ETA run \(duration(Double(total - step) * rate)), all runs \(duration(all))"
+    }
+}
+
+func duration(_ s: Double) -> String {
+    let t = Int(s.rounded())
+    return t >= 3600 ? String(format: "%dh%02dm", t / 3600, (t % 3600) / 60) : String(format: "%dm%02ds", t / 60, t % 60)
+}
+
+/// Record of a finished run (`runs/<name>/run.json`), reused on resume.
+struct FinishedRun: Codable { var summary: RunSummary }
+
+/// Trains one run (resuming from its folder when it has a checkpoint, or
+/// reusing it when it finished), evaluating the scale-curve snapshots on the
+/// way and the full final evaluation at the end.
+func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: Int, o: ReproduceOptions,
+                      progress: PlanProgress, shouldStop: () -> Bool) throws -> RunSummary {
+    let dir = o.outDir + "/runs/" + p.name
+    let finishedPath = dir + "/run.json", snapshotsPath = dir + "/snapshots.json"
+    if let data = FileManager.default.contents(atPath: finishedPath), let done = try? JSONDecoder().decode(FinishedRun.self, from: data) {
+        progress.say("[\(p.name)] finished earlier: reusing \(finishedPath)")
+        progress.done(p.name)
+        return done.summary
+    }
+    let started = Date()
+    try createOutputFolder(dir)
+    let reader = split.reader
+    let mlp: MLP<Float> = try MLPFile.read(reader.file, d: d)
+    var config = TrainConfig()
+    config.lr = o.lr; config.lambda = p.lambda; config.batch = o.batch; config.totalSteps = o.trainingSteps; config.seed = o.seed
+    let bufferBatches = try split.bufferBatches(o)
+    var state: TrainState<Float>
+    var snapshots: [Snapshot] = []
+    var wall = 0.0
+    if let latest = CheckpointFile.latest(in: dir) {
+        let loaded: (state: TrainState<Float>, config: TrainConfig, provenance: CheckpointFile.Provenance) = try CheckpointFile.read(latest)
+        try loaded.provenance.requireSameActivations(reader, checkpoint: latest)
+        guard loaded.config.totalSteps == config.totalSteps, loaded.config.lambda == config.lambda, loaded.state.model.d == d else {
+            throw JSAEError(file: latest, "was trained with other settings than this reproduction's (remove \(dir) to start it again)")
+        }
+        state = loaded.state
+        if let data = FileManager.default.contents(atPath: snapshotsPath) {
+            let saved = (try? JSONDecoder().decode(SavedSnapshots.self, from: data)) ?? SavedSnapshots(snapshots: [], wallSeconds: 0)
+            snapshots = saved.snapshots.filter { $0.step <= state.step }
+            wall = saved.wallSeconds
+        }
+        progress.say("[\(p.name)] resuming from \(latest) at step \(state.step)/\(config.totalSteps)")
+    } else {
+        state = try TrainState<Float>.initial(d: d, mIn: m, mOut: m, k: o.k, mlp: mlp, single: false, seed: o.seed)
+        progress.say("[\(p.name)] training: λ \(p.lambda), d \(d), m \(m), k \(o.k), \(config.totalSteps) steps of \(o.batch) "
+                      + "(\(config.totalSteps * o.batch) tokens of \(split.train.count) training rows), lr \(o.lr)")
+    }
+    let stream = BatchStream<Float>(reader: reader, batch: o.batch, bufferBatches: bufferBatches, seed: o.seed, rows: split.train)
+    let provenance = try CheckpointFile.Provenance(reader: reader, shuffleBufferTokens: stream.bufferTokens)
+    func saveSnapshots() throws {
+        let data = try JSONEncoder.sortedPretty.encode(SavedSnapshots(snapshots: snapshots, wallSeconds: wall + Date().timeIntervalSince(started)))
+        try atomicWrite(to: snapshotsPath) { try data.write(to: URL(fileURLWithPath: $0)) }
+    }
+    for pause in o.snapshotSteps where pause > state.step || (pause == state.step && !snapshots.contains { $0.step == pause }) {
+        if pause > state.step {
+            var opts = TrainRunOptions(outDir: dir)
+            opts.checkpointEvery = o.checkpointEvery; opts.logEvery = max(1, min(25, config.totalSteps / 8)); opts.threads = o.threads
+            opts.pauseAtStep = pause
+            progress.begin(p.name, atStep: state.step, of: config.totalSteps)
+            let outcome = try runTraining(state: &state, config: config, stream: stream, provenance: provenance, options: opts,
+                                          shouldStop: shouldStop, status: { progress.status(step: $0, total: config.totalSteps) },
+                                          log: { progress.say("    " + $0) })
+            if case .interrupted(let step, let cp) = outcome, step != pause {
+                try saveSnapshots()
+                throw ReproduceInterrupted(run: p.name, step: step, checkpoint: cp)
+            }
+        }
+        let snap = evaluateSnapshot(state.model, eval: eval, step: state.step, batch: o.batch, threads: o.threads)
+        snapshots.append(snap)
+        try saveSnapshots()
+        progress.say(String(format: "    snapshot at %d tokens: |J|>0.01 %.1f%%, EV in %.3f out %.3f", snap.tokens, 100 * snap.shares[1],
+                             snap.explainedVarianceIn, snap.explainedVarianceOut))
+    }
+    if !FileManager.default.fileExists(atPath: dir + "/model.h5") {
+        try ModelFile.write(state.model, to: dir + "/model.h5",
+                            attributes: ["note": .string("trained by jsae reproduce: \(state.step) steps"),
+                                         "activations_file": .string(reader.path)])
+    }
+    var summary = try evaluate(state.model, name: p.name, data: p.data, lambda: p.lambda, eval: eval, o: o)
+    summary.steps = state.step; summary.trainedTokens = state.step * o.batch; summary.trainingRows = split.train.count
+    summary.epochs = Double(state.step * o.batch) / Double(split.train.count)
+    summary.shuffleBufferBatches = bufferBatches
+    summary.snapshots = o.snapshotSteps.count > 1 ? snapshots : nil
+    summary.wallSeconds = wall + Date().timeIntervalSince(started)
+    let data = try JSONEncoder.sortedPretty.encode(FinishedRun(summary: summary))
+    try atomicWrite(to: finishedPath) { try data.write(to: URL(fileURLWithPath: $0)) }
+    progress.done(p.name)
+    return summary
+}
+
+struct SavedSnapshots: Codable { var snapshots: [Snapshot]; var wallSeconds: Double }
+
+/// A held-out evaluation at the true input, in memory (no forward files):
+/// the scale curve's point. The same measures as the final evaluation, by
+/// the same functions (explainedVariance, meanL0, LossSums).
+func evaluateSnapshot(_ model: JSAEModel<Float>, eval: EvalSet, step: Int, batch: Int, threads: Int) -> Snapshot {
+    let n = eval.x.rows, d = model.d, chunk = 1024
+    let ws = Workspace<Float>(model.workspaceShape(tokens: min(chunk, n)), purpose: .storeJacobian, threads: threads)
+    model.updateJacobianFactors(ws)
+    var xHat = Matrix<Float>(rows: n, cols: d), yHat = Matrix<Float>(rows: n, cols: d), y = Matrix<Float>(rows: n, cols: d)
+    var above = [Int](repeating: 0, count: JacobianStats.thresholds.count), entries = 0
+    var activeIn = [Bool](repeating: false, count: model.saeIn.m), activeOut = [Bool](repeating: false, count: model.saeOut!.m)
+    var l0In = 0, l0Out = 0
+    var sums = LossSums()
+    for start in stride(from: 0, to: n, by: chunk) {
+        let rows = start..<min(n, start + chunk)
+        let r = model.evaluate(eval.x.rows(rows), point: .trueInput, workspace: ws)
+        xHat.data.replaceSubrange((rows.lowerBound * d)..<(rows.upperBound * d), with: r.xHat.data)
+        yHat.data.replaceSubrange((rows.lowerBound * d)..<(rows.upperBound * d), with: r.yHat!.data)
+        y.data.replaceSubrange((rows.lowerBound * d)..<(rows.upperBound * d), with: r.y!.data)
+        for v in r.jacobian! {
+            let a = Double(abs(v))
+            for (i, t) in JacobianStats.thresholds.enumerated() where a > t { above[i] += 1 }
+        }
+        entries += r.jacobian!.count
+        for (i, v) in r.codesIn.values.enumerated() where v > 0 { activeIn[r.codesIn.indices[i]] = true; l0In += 1 }
+        for (i, v) in r.codesOut!.values.enumerated() where v > 0 { activeOut[r.codesOut!.indices[i]] = true; l0Out += 1 }
+        sums.add(r.sums)
+    }
+    let c = sums.components(lambda: 0)
+    return Snapshot(step: step, tokens: step * batch, shares: above.map { Double($0) / Double(max(entries, 1)) },
+                    explainedVarianceIn: explainedVariance(eval.x, xHat), explainedVarianceOut: explainedVariance(y, yHat),
+                    mseIn: c.mseIn, mseOut: c.mseOut, jacobianL1: c.jacobianL1,
+                    l0In: Double(l0In) / Double(n), l0Out: Double(l0Out) / Double(n),
+                    deadIn: activeIn.filter { !$0 }.count, deadOut: activeOut.filter { !$0 }.count)
+}
+
+/// The final evaluation: forward files at both evaluation points, the
+/// reconstruction metrics, f_s linearity and ablation.
+func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Double, eval: EvalSet, o: ReproduceOptions) throws -> RunSummary {
+    var files: [String: String] = [:], shares: [String: [Double]] = [:]
+    var forwards: [EvaluationPoint: ForwardFile<Float>] = [:]
+    let reader = try ActivationsReader(eval.path)
+    var jacobianL1 = 0.0
+    for point in EvaluationPoint.allCases {
+        let path = o.outDir + "/forward/\(name).\(point.rawValue).h5"
+        var fo = ForwardOptions()
+        fo.point = point; fo.lambda = lambda; fo.threads = o.threads
+        let c = try runForward(model: model, activations: reader, modelPath: o.outDir + "/runs/\(name)/model.h5",
+                               outPath: path, options: fo)
+        if point == .trueInput { jacobianL1 = c.jacobianL1 }
+        let f = try ForwardFile<Float>(path)
+        files[point.rawValue] = path; shares[point.rawValue] = jacobianShares(f.jacobian ?? []); forwards[point] = f
+    }
+    // Reconstruction metrics at the true input (the output SAE's target is f(x)).
+    let t = forwards[.trueInput]!
+    let x = eval.x
+    func l0(_ v: [Float]) -> Double { v.withUnsafeBufferPointer { meanL0(values: $0, tokens: t.xHat.rows) } }
+    // Dead over the held-out set: no activation in its one "step".
+    let tracker = DeadLatentTracker(mIn: model.saeIn.m, mOut: model.saeOut!.m, startStep: 0)
+    tracker.record(SparseCodes(indices: t.inIndices, values: t.inValues, k: t.k), output: false, step: 0)
+    tracker.record(SparseCodes(indices: t.outIndices!, values: t.outValues!, k: t.k), output: true, step: 0)
+    let dead = tracker.dead(atStep: 1, window: 1)
+    let (lin, agree, n) = linearityAndAblation(model, x: x, forward: forwards[.reconstruction]!, o: o)
+    return RunSummary(name: name, data: data, lambda: lambda, forwardFiles: files, shares: shares,
+                      explainedVarianceIn: explainedVariance(x, t.xHat), explainedVarianceOut: explainedVariance(t.y!, t.yHat!),
+                      mseIn: t.mseIn, mseOut: t.mseOut ?? 0, l0In: l0(t.inValues), l0Out: l0(t.outValues!),
+                      deadIn: dead.input, deadOut: dead.output,
+                      linearity: lin, ablationAgreement: agree, samples: n, jacobianL1: jacobianL1)
+}
+
+/// f_s (the paper's point, x̂) along sampled (token, active input latent,
+/// active output latent) triples: shape shares and ablation agreement.
+func linearityAndAblation(_ model: JSAEModel<Float>, x: Matrix<Float>, forward f: ForwardFile<Float>,
+                          o: ReproduceOptions) -> ([String: Double], Double, Int) {
+    var g = SeededGenerator(seed: o.seed &+ 17)
+    let k = f.k
+    var counts = [String: Int](), agree = 0, n = 0, tries = 0
+    while n < o.samples && tries < 20 * o.samples {
+        tries += 1
+        let b = Int.random(in: 0..<x.rows, using: &g)
+        let ps = (0..<k).filter { f.inValues[b * k + $0] > 0 }, qs = (0..<k).filter { f.outValues![b * k + $0] > 0 }
+        guard let p = ps.randomElement(using: &g), let q = qs.randomElement(using: &g) else { continue }
+        let j = f.inIndices[b * k + p], i = f.outIndices![b * k + q]
+        let curve = model.response(token: x.row(b), inputLatent: j, outputLatent: i, point: .reconstruction)
+        counts[classifyResponse(grid: curve.grid, values: curve.values).rawValue, default: 0] += 1
+        let J = Double(f.jacobian![b * k * k + q * k + p])
+        if model.ablation(token: x.row(b), inputLatent: j, outputLatent: i, jacobianEntry: J, point: .reconstruction).agrees { agree += 1 }
+        n += 1
+    }
+    let shares = Dictionary(uniqueKeysWithValues: ResponseShape.allCases.map { ($0.rawValue, Double(counts[$0.rawValue] ?? 0) / Double(max(n, 1))) })
+    return (shares, Double(agree) / Double(max(n, 1)), n)
+}
