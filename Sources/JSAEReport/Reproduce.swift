@@ -51,7 +51,7 @@ public struct ReproduceOptions: Sendable {
     /// --quick: smaller SAEs, fewer steps and samples (CI).
     public mutating func makeQuick() { expansion = 4; steps = 80; samples = 40; topConnections = 4; mode = "quick" }
     /// --full: one pass over 4M distinct tokens per run at the paper's batch,
-    /// learning rate and schedules, evaluated along the way (docs/reproduce.md).
+    /// learning rate and schedules, evaluated along the way (reproduce/README.md).
     public mutating func makeFull() {
         expansion = 8; k = 32; batch = 4096; lr = 5e-4; tokens = 4_000_000
         snapshotTokens = [250_000, 500_000, 1_000_000, 2_000_000]

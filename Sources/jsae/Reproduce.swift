@@ -11,9 +11,12 @@ struct ReproduceCommand: ParsableCommand {
         abstract: "Train a JSAE pair and a traditional pair on pre-trained and randomised activations and report the paper's claims.",
         discussion: """
         Writes OUT/report.md (tables next to the paper's figures, a verdict per claim, strongest connections with \
-        top tokens in context), OUT/summary.json, three PNG plots, and the forward files every number comes from. \
-        Defaults use the committed sample (all-MiniLM-L6-v2 layer 3 on Debian fortunes) and take a few minutes on 2 cores; \
-        --quick is for CI.
+        top tokens in context), OUT/summary.json, PNG plots, and the forward files every number comes from. \
+        Trains on the export's training documents (rows before heldout_start_row) and evaluates on held-out ones, \
+        [CLS]/[SEP] rows left out unless --include-special. Defaults use the committed sample (all-MiniLM-L6-v2 layer 3 \
+        on Debian fortunes) and take a few minutes on 2 cores; --quick is for CI; --full is one pass over 4M tokens per \
+        run with a scale curve (reproduce/README.md). Rerunning the same command on OUT resumes it. \
+        Exit status: 0 done, 2 bad input or settings, 3 training diverged, 130/143 interrupted (rerun to resume).
         """)
 
     @Option(help: "Activations of the pre-trained model (with --layers: a path containing {layer}).")

@@ -5,6 +5,10 @@ import JSAEIO
 import JSAEReport
 import _JSAETestSupport
 
+extension JSONEncoder {
+    static var sorted: JSONEncoder { let e = JSONEncoder(); e.outputFormatting = [.sortedKeys]; return e }
+}
+
 @Suite("jsae reproduce")
 struct ReproduceCLITests {
     @Test("--quick on the committed sample: report structure, plots, and numbers that match their forward files")
@@ -54,6 +58,62 @@ struct ReproduceCLITests {
             }
             let lin = run.linearity.values.reduce(0, +)
             #expect(abs(lin - 1) < 1e-12 && run.samples == 6)
+        }
+    }
+
+    @Test("one-pass runs with snapshots: an interrupted reproduction resumes to the uninterrupted numbers; other settings are refused")
+    func interruptAndResume() throws {
+        let dir = temporaryDirectory()
+        let common = ["reproduce", "--quick", "--tokens", "1280", "--batch", "128", "--snapshots", "256,512", "--expansion", "2",
+                      "--samples", "6", "--eval-tokens", "200",
+                      "--pretrained", packageRoot + "/reproduce/sample/minilm-l3-pretrained.h5",
+                      "--randomized", packageRoot + "/reproduce/sample/minilm-l3-randomized.h5"]
+        let whole = try jsae(common + ["--out", dir + "/whole"])
+        #expect(whole.status == 0, "\(whole.stderr)")
+
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: jsaeBinary)
+        p.arguments = common + ["--out", dir + "/cut"]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = Pipe()
+        try p.run()
+        // Interrupt inside the second run, after the first finished.
+        var seen = ""
+        while !(seen.contains("[traditional-pretrained] training") && seen.hasSuffix("\n") && seen.split(separator: "\n").last!.contains("step 2/")) {
+            let chunk = err.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen += String(decoding: chunk, as: UTF8.self)
+        }
+        p.interrupt()
+        seen += String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 130, "\(seen)")
+        #expect(seen.contains("interrupted in traditional-pretrained at step") && seen.contains("run the same command again to resume"), "\(seen)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/cut/summary.json"))
+
+        let other = try jsae(common.map { $0 == "6" ? "7" : $0 } + ["--out", dir + "/cut"])
+        #expect(other.status == 2 && other.stderr.split(separator: "\n").count == 1
+                && other.stderr.contains(dir + "/cut/plan.json") && other.stderr.contains("samples was 6, now 7"), "\(other.stderr)")
+
+        let resumed = try jsae(common + ["--out", dir + "/cut"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("[jsae-pretrained] finished earlier"), "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("[traditional-pretrained] resuming from"), "\(resumed.stderr)")
+
+        func runs(_ d: String) throws -> [RunSummary] {
+            let s = try JSONDecoder().decode(ReproduceSummary.self, from: Data(contentsOf: URL(fileURLWithPath: d + "/summary.json")))
+            return s.runs.map { var r = $0; r.wallSeconds = nil; r.forwardFiles = [:]; return r }
+        }
+        let a = try runs(dir + "/whole"), b = try runs(dir + "/cut")
+        #expect(a.count == 4 && b.count == 4)
+        for (x, y) in zip(a, b) {
+            #expect(try JSONEncoder.sorted.encode(x) == JSONEncoder.sorted.encode(y), "\(x.name) differs after resume")
+            #expect(x.snapshots?.map(\.tokens) == [256, 512, 1280] && x.epochs! <= 1 && x.trainedTokens == 1280)
+            // The last snapshot is the final evaluation at the true input, by the same functions.
+            let last = x.snapshots!.last!
+            #expect(last.shares == x.shares["trueInput"]! && last.explainedVarianceIn == x.explainedVarianceIn
+                    && last.explainedVarianceOut == x.explainedVarianceOut && last.deadIn == x.deadIn && last.deadOut == x.deadOut)
         }
     }
 
