@@ -56,6 +56,11 @@ public enum CheckpointFile {
         public var activationsTokens: Int? = nil
         /// `ActivationsReader.fingerprint()` of that file (nil likewise).
         public var activationsFingerprint: String? = nil
+        /// The run trains on rows [0, trainingRowsEnd) (nil: all rows,
+        /// as every checkpoint written before this attribute existed) …
+        public var trainingRowsEnd: Int? = nil
+        /// … without the rows `/text/special` marks, when true.
+        public var trainingExcludesSpecial: Bool? = nil
         public init(activationsFile: String, shuffleBufferTokens: Int) {
             self.activationsFile = activationsFile; self.shuffleBufferTokens = shuffleBufferTokens
         }
@@ -65,6 +70,21 @@ public enum CheckpointFile {
             self.init(activationsFile: reader.path, shuffleBufferTokens: shuffleBufferTokens)
             activationsTokens = reader.tokens
             activationsFingerprint = try reader.fingerprint()
+        }
+
+        /// The rows this run trains on, recomputed from `reader` (refusing a
+        /// recorded end outside the file, or special rows to leave out of a
+        /// file that marks none).
+        public func trainingRows(of reader: ActivationsReader, checkpoint: String? = nil) throws -> RowSelection {
+            let end = trainingRowsEnd ?? reader.tokens
+            guard end >= 1 && end <= reader.tokens else {
+                throw JSAEError(file: checkpoint ?? reader.path, "training_rows_end = \(end) is outside the \(reader.tokens) rows of \(reader.path)")
+            }
+            guard trainingExcludesSpecial == true else { return RowSelection(0..<end) }
+            guard let special = try reader.specialRows() else {
+                throw JSAEError(file: reader.path, "has no /text/special, but the run\(checkpoint.map { " in " + $0 } ?? "") leaves special-token rows out")
+            }
+            return RowSelection(0..<end) { !special[$0] }
         }
 
         /// Refuses an activations file that is not the one the checkpoint was
@@ -101,6 +121,8 @@ public enum CheckpointFile {
             try f.setAttribute("precision", .string(T.precisionName))
             if let t = provenance.activationsTokens { try f.setAttribute("activations_tokens", .int(t)) }
             if let fp = provenance.activationsFingerprint { try f.setAttribute("activations_fingerprint", .string(fp)) }
+            if let end = provenance.trainingRowsEnd { try f.setAttribute("training_rows_end", .int(end)) }
+            if let ex = provenance.trainingExcludesSpecial { try f.setAttribute("training_excludes_special", .int(ex ? 1 : 0)) }
             try f.finish()
         }
     }
@@ -188,6 +210,11 @@ public enum CheckpointFile {
             guard prov.shuffleBufferTokens >= 0 else { throw JSAEError(file: path, "shuffle_buffer_tokens is negative") }
             prov.activationsTokens = try f.intAttribute("activations_tokens")
             prov.activationsFingerprint = try f.stringAttribute("activations_fingerprint")
+            prov.trainingRowsEnd = try f.intAttribute("training_rows_end")
+            if let ex = try f.intAttribute("training_excludes_special") {
+                guard ex == 0 || ex == 1 else { throw JSAEError(file: path, "training_excludes_special is \(ex), expected 0 or 1") }
+                prov.trainingExcludesSpecial = ex == 1
+            }
             return (TrainState(model: model, adamIn: adamIn, adamOut: adamOut, step: step), config, prov)
         } catch let e as JSAEError {
             throw JSAEError(file: path, "corrupt or unreadable checkpoint: \(e.message)")

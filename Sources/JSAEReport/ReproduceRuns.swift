@@ -225,7 +225,9 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
                       + "(\(config.totalSteps * o.batch) tokens of \(split.train.count) training rows), lr \(o.lr)")
     }
     let stream = BatchStream<Float>(reader: reader, batch: o.batch, bufferBatches: bufferBatches, seed: o.seed, rows: split.train)
-    let provenance = try CheckpointFile.Provenance(reader: reader, shuffleBufferTokens: stream.bufferTokens)
+    var provenance = try CheckpointFile.Provenance(reader: reader, shuffleBufferTokens: stream.bufferTokens)
+    provenance.trainingRowsEnd = split.heldStart
+    provenance.trainingExcludesSpecial = o.excludeSpecial && split.special != nil
     func saveSnapshots() throws {
         let data = try JSONEncoder.sortedPretty.encode(SavedSnapshots(snapshots: snapshots, wallSeconds: wall + Date().timeIntervalSince(started)))
         try atomicWrite(to: snapshotsPath) { try data.write(to: URL(fileURLWithPath: $0)) }

@@ -7,6 +7,8 @@ import JSAERuns
 import JSAECLIOptions
 
 /// Set from a signal source on another queue; read between training steps.
+enum TrainingRowsChoice: String, ExpressibleByArgument, CaseIterable { case training, all }
+
 final class StopFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var signal: Int32 = 0
@@ -56,6 +58,10 @@ struct Train: ParsableCommand, PrecisionCommand {
     @Option(help: "Window (steps) for counting dead latents.") var deadWindow: Int = 1000
     @Option(help: "Batches held in the shuffling buffer.") var bufferBatches: Int = 16
     @Option(help: "Tokens per Jacobian chunk.") var jacobianChunk: Int = defaultJacobianChunk
+    @Option(help: "Rows trained on: 'training' (rows before the file's heldout_start_row, all rows when it has none) or 'all'.")
+    var rows: TrainingRowsChoice = .training
+    @Flag(help: "Train on special-token rows too (by default rows marked in /text/special are left out).")
+    var includeSpecial = false
 
     var expansion: Int { shape.expansion ?? 32 }
     var k: Int { shape.k ?? 32 }
@@ -86,6 +92,8 @@ struct Train: ParsableCommand, PrecisionCommand {
         let dir: String
         let bufferBatches: Int
         let lock: RunLock
+        let selection: RowSelection
+        let provenanceRows: (Int?, Bool?)
         if let resumeDir = resume {
             guard let latest = CheckpointFile.latest(in: resumeDir) else {
                 throw JSAEError(file: resumeDir, "no checkpoint-*.h5 to resume from")
@@ -100,14 +108,18 @@ struct Train: ParsableCommand, PrecisionCommand {
                 throw JSAEError(file: reader.path, "/x has d = \(reader.d) but the checkpoint \(latest) has d = \(state.model.d)")
             }
             bufferBatches = max(1, loaded.provenance.shuffleBufferTokens / config.batch)
+            selection = try loaded.provenance.trainingRows(of: reader, checkpoint: latest)
+            provenanceRows = (loaded.provenance.trainingRowsEnd, loaded.provenance.trainingExcludesSpecial)
             dir = resumeDir
             log("resuming from \(latest) at step \(state.step)/\(config.totalSteps) (configuration from the checkpoint)")
         } else {
             dir = out!
-            (state, config, reader, bufferBatches, lock) = try fresh(T.self)
+            (state, config, reader, bufferBatches, lock, selection, provenanceRows) = try fresh(T.self)
         }
         defer { withExtendedLifetime(lock) {} }
-        let stream = BatchStream<T>(reader: reader, batch: config.batch, bufferBatches: bufferBatches, seed: config.seed)
+        let stream = BatchStream<T>(reader: reader, batch: config.batch, bufferBatches: bufferBatches, seed: config.seed, rows: selection)
+        var provenance = try CheckpointFile.Provenance(reader: reader, shuffleBufferTokens: stream.bufferTokens)
+        (provenance.trainingRowsEnd, provenance.trainingExcludesSpecial) = provenanceRows
         var options = TrainRunOptions(outDir: dir)
         options.threads = threadOptions.apply()
         options.checkpointEvery = checkpointEvery
@@ -124,7 +136,7 @@ struct Train: ParsableCommand, PrecisionCommand {
             sources.append(src)
         }
         let outcome = try runTraining(state: &state, config: config, stream: stream,
-                                      provenance: try .init(reader: reader, shuffleBufferTokens: stream.bufferTokens),
+                                      provenance: provenance,
                                       options: options, shouldStop: { stop.value != 0 }, log: log)
         sources.forEach { $0.cancel() }
         switch outcome {
@@ -137,13 +149,20 @@ struct Train: ParsableCommand, PrecisionCommand {
     }
 
     /// A new run: configuration from the flags, checked before any work.
-    private func fresh<T: JSAEScalar>(_: T.Type) throws -> (TrainState<T>, TrainConfig, ActivationsReader, Int, RunLock) {
+    private func fresh<T: JSAEScalar>(_: T.Type) throws -> (TrainState<T>, TrainConfig, ActivationsReader, Int, RunLock, RowSelection, (Int?, Bool?)) {
         let dir = out!
         if CheckpointFile.latest(in: dir) != nil {
             throw JSAEError(file: dir, "already holds checkpoints: continue with --resume \(dir), or choose another --out")
         }
         let reader = try ActivationsReader(activations!)
         let d = reader.d
+        // Held-out documents are never trained on; special-token rows are left
+        // out unless asked for (the same rules as jsae reproduce).
+        var rowsRecord = CheckpointFile.Provenance(activationsFile: reader.path, shuffleBufferTokens: 0)
+        if rows == .training, case let (end, true) = try reader.heldOutStart(fallbackFraction: 0) { rowsRecord.trainingRowsEnd = end }
+        if !includeSpecial, try reader.specialRows() != nil { rowsRecord.trainingExcludesSpecial = true }
+        let selection = try rowsRecord.trainingRows(of: reader)
+        guard selection.count >= 1 else { throw JSAEError(file: reader.path, "has no rows to train on") }
         let m = try RunLimits.latents(expansion: expansion, d: d)
         try requireFreshRunFits(d: d, m: m, scalarBytes: MemoryLayout<T>.size)
         guard k >= 1 && k <= m else {
@@ -165,7 +184,7 @@ struct Train: ParsableCommand, PrecisionCommand {
         c.lrWarmupFraction = lrWarmup; c.lrDecayFraction = lrDecay; c.lambdaWarmupFraction = lambdaWarmup
         c.batch = batch; c.clipNorm = clipNorm; c.seed = seed; c.evaluationPoint = evaluationPoint
         c.single = single; c.jacobianChunk = jacobianChunk
-        c.totalSteps = steps ?? tokens.map { RunLimits.steps(tokens: $0, batch: batch) } ?? max(1, reader.tokens / max(batch, 1))
+        c.totalSteps = steps ?? tokens.map { RunLimits.steps(tokens: $0, batch: batch) } ?? max(1, selection.count / max(batch, 1))
         try c.validate()
         guard bufferBatches >= 1 else { throw JSAEError("--buffer-batches must be at least 1") }
         let state = try TrainState<T>.initial(d: d, mIn: m, mOut: m, k: k, mlp: mlp, single: single, seed: seed)
@@ -173,8 +192,10 @@ struct Train: ParsableCommand, PrecisionCommand {
         try createOutputFolder(dir)
         let lock = try lockRunFolder(dir)
         log("training \(single ? "one SAE" : (c.lambda == 0 ? "a traditional SAE pair (λ = 0)" : "a JSAE pair (λ = \(c.lambda))")) "
-            + "d \(d) m \(m) k \(k) batch \(batch) steps \(c.totalSteps) on \(reader.path) (\(reader.tokens) tokens) in \(T.precisionName)")
-        return (state, c, reader, bufferBatches, lock)
+            + "d \(d) m \(m) k \(k) batch \(batch) steps \(c.totalSteps) on \(reader.path) (\(selection.count) of its \(reader.tokens) rows"
+            + (rowsRecord.trainingRowsEnd.map { ": the training documents before row \($0)" } ?? "")
+            + (rowsRecord.trainingExcludesSpecial == true ? ", special-token rows left out" : "") + ") in \(T.precisionName)")
+        return (state, c, reader, bufferBatches, lock, selection, (rowsRecord.trainingRowsEnd, rowsRecord.trainingExcludesSpecial))
     }
 
     private func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }

@@ -45,6 +45,41 @@ struct TrainCLITests {
         #expect(try cp.doubleAttribute("lambda") == 0.75)
     }
 
+    @Test("held-out documents and special-token rows are never trained on unless asked for, and a resume keeps the same rows")
+    func heldOutAndSpecialRows() throws {
+        let dir = temporaryDirectory()
+        let (model, _) = randomModel(PairShape(d: 6, dMlp: 10, mIn: 12, mOut: 12, k: 3, tokens: 1), seed: 101)
+        var g = SeededGenerator(seed: 102)
+        var x = g.matrix(48, 6)
+        // Poison a held-out row and a special-token row: training on either fails.
+        for c in 0..<6 { x[40, c] = .nan; x[17, c] = 1e30 }
+        let acts = dir + "/acts.h5"
+        try writeActivations(x, to: acts, mlp: model.mlp!)
+        let f = try HDF5File.openForUpdate(acts)
+        try f.setAttribute("heldout_start_row", .int(36))
+        try f.writeInts("/text/special", shape: [48], (0..<48).map { $0 % 12 == 5 ? 1 : 0 })   // rows 5, 17, 29, 41
+        try f.finish()
+        let common = ["--steps", "20", "--checkpoint-every", "10"] + smallRun
+        let ok = try jsae(["train", "--activations", acts, "--out", dir + "/ok"] + common)
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(ok.stderr.contains("(33 of its 48 rows: the training documents before row 36, special-token rows left out)"), "\(ok.stderr)")
+        let cp = try HDF5File.open(CheckpointFile.latest(in: dir + "/ok")!)
+        #expect(try cp.intAttribute("training_rows_end") == 36 && cp.intAttribute("training_excludes_special") == 1)
+
+        let special = try jsae(["train", "--activations", acts, "--out", dir + "/special", "--include-special"] + common)
+        #expect(special.status == 3, "\(special.stderr)")     // row 17 overflows float: the run diverges
+        let all = try jsae(["train", "--activations", acts, "--out", dir + "/all", "--rows", "all"] + common)
+        #expect(all.status == 2 && all.stderr.contains("NaN at row 40"), "\(all.stderr)")
+
+        // Resume from step 10: the same rows, so the same parameters.
+        try FileManager.default.copyItem(atPath: dir + "/ok", toPath: dir + "/cut")
+        try FileManager.default.removeItem(atPath: dir + "/cut/model.h5")
+        try FileManager.default.removeItem(atPath: CheckpointFile.path(in: dir + "/cut", step: 20))
+        let resumed = try jsae(["train", "--resume", dir + "/cut"])
+        #expect(resumed.status == 0 && resumed.stderr.contains("at step 10/20"), "\(resumed.stderr)")
+        #expect(try models(dir + "/ok/model.h5", dir + "/cut/model.h5"))
+    }
+
     @Test("SIGINT writes a checkpoint and exits 130; --resume reaches the uninterrupted parameters")
     func interruptAndResume() throws {
         let dir = temporaryDirectory()
