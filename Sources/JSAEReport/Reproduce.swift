@@ -176,7 +176,7 @@ public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:],
     let lambda = o.lambda ?? TrainConfig.paperLambda(k: o.k, d: d)
     let text = try TokenText.read(for: pre)   // checked now, used only at the end
     let splits = ["pretrained": try DataSplit(pre, o: o), "randomized": try DataSplit(rnd, o: o)]
-    for s in splits.values { _ = try s.bufferBatches(o) }   // a one-pass run must fit before any work
+    for name in ["pretrained", "randomized"] { _ = try splits[name]!.bufferBatches(o) }   // a one-pass run must fit before any work
 
     try createOutputFolder(o.outDir)
     let lock = try RunLock.acquire(o.outDir)

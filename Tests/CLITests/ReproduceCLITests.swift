@@ -122,5 +122,22 @@ struct ReproduceCLITests {
         let dir = temporaryDirectory()
         let r = try jsae(["reproduce", "--quick", "--pretrained", dir + "/missing.h5", "--out", dir + "/out"])
         #expect(r.status == 2 && r.stderr.contains(dir + "/missing.h5: no such file") && r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+
+        let sample = ["--pretrained", packageRoot + "/reproduce/sample/minilm-l3-pretrained.h5",
+                      "--randomized", packageRoot + "/reproduce/sample/minilm-l3-randomized.h5"]
+        let cases: [([String], String)] = [
+            (["--layers", "5-0"], "--layers"), (["--layers", "a"], "--layers"), (["--layers", "1,1"], "--layers"),
+            (["--snapshots", "0"], "--snapshots"), (["--snapshots", "1,,2"], "--snapshots"), (["--tokens", "0"], "--tokens"),
+            (["--eval-tokens", "-5"], "--eval-tokens"), (["--full"], "--quick and --full"),
+            (["--layers", "0-1"] + sample, "{layer}"),
+            // More tokens than the sample has training rows: refused before any work, naming the file.
+            (["--tokens", "100000"] + sample, "minilm-l3-pretrained.h5: has 2458 training rows"),
+        ]
+        for (args, mention) in cases {
+            let out = dir + "/out-\(UUID().uuidString)"
+            let o = try jsae(["reproduce", "--quick"] + args + ["--out", out])
+            #expect(o.status == 2 && o.stderr.split(separator: "\n").count == 1 && o.stderr.contains(mention), "\(args): \(o.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: out), "\(args): the report folder was created")
+        }
     }
 }
