@@ -40,29 +40,28 @@ extension ActivationsReader {
 /// sorted indices.
 public struct RowSelection: Sendable, Equatable {
     /// Sorted, distinct row indices; nil: every row of `bounds`.
-    private let rows: [Int32]?
+    private let rows: [Int]?
     public let bounds: Range<Int>
 
     public init(_ range: Range<Int>) { bounds = range; rows = nil }
 
     /// The rows of `range` for which `keep` is true.
     public init(_ range: Range<Int>, keep: (Int) -> Bool) {
-        precondition(range.upperBound <= Int(Int32.max), "row indices beyond 2^31")
         bounds = range
-        rows = range.filter(keep).map { Int32($0) }
+        rows = range.filter(keep)
     }
 
     public var count: Int { rows?.count ?? bounds.count }
-    public subscript(i: Int) -> Int { rows.map { Int($0[i]) } ?? bounds.lowerBound + i }
+    public subscript(i: Int) -> Int { rows.map { $0[i] } ?? bounds.lowerBound + i }
 
     /// The first `n` rows of the selection.
     public func prefix(_ n: Int) -> RowSelection {
         let n = min(n, count)
-        if let rows { return RowSelection(rows: Array(rows.prefix(n)), bounds: bounds.lowerBound..<(n == 0 ? bounds.lowerBound : Int(rows[n - 1]) + 1)) }
+        if let rows { return RowSelection(rows: Array(rows.prefix(n)), bounds: bounds.lowerBound..<(n == 0 ? bounds.lowerBound : rows[n - 1] + 1)) }
         return RowSelection(bounds.lowerBound..<(bounds.lowerBound + n))
     }
 
-    private init(rows: [Int32], bounds: Range<Int>) { self.rows = rows; self.bounds = bounds }
+    private init(rows: [Int], bounds: Range<Int>) { self.rows = rows; self.bounds = bounds }
 
     /// Selected rows `positions` (positions within the selection, ascending)
     /// read from `reader`'s dataset `name`: one hyperslab over the rows they
