@@ -52,7 +52,12 @@ struct JSAEBench: ParsableCommand {
     @Option(help: "Run tcmalloc's heap profiler over the JSAE steps, writing PREFIX.NNNN.heap (read with google-pprof --text).")
     var heapProfile: String?
     @Flag(help: "Skip the fingerprint (20-step golden training run loss curve).") var noFingerprint = false
-    @Option(help: "Test hook for the CI gate: sleep this many ms inside every timed step.") var injectDelayMs: Double = 0
+    @Flag(help: "For the CI gate: time one ceiling sgemm before every timed step and after the last, and report each step's share of the ceiling measured beside it (median over steps). The probe's buffers stay allocated meanwhile, so peak memory is not comparable with a run without this flag.")
+    var interleaveCeiling = false
+    @Option(help: "Test hook for the CI gate: add this many ms of busy work (CPU time, one thread) to every timed step.")
+    var injectDelayMs: Double = 0
+    @Option(help: "Test hook for the CI gate: add busy work (one thread) of this many percent of each timed step's CPU time to that step.")
+    var injectSlowdownPercent: Double = 0
     @Option(help: "Test hook for the CI gate: scale the fingerprint run's lr by (1 + this).") var perturbFingerprint: Double = 0
     @Option(help: "Test hook for the allocation count: allocate this many arrays inside every timed step.")
     var injectAllocations: Int = 0
@@ -62,6 +67,8 @@ struct JSAEBench: ParsableCommand {
             if let v, v < 1 { throw ValidationError("--\(name) must be at least 1") }
         }
         if warmup < 0 { throw ValidationError("--warmup must be >= 0") }
+        if !(injectDelayMs >= 0) { throw ValidationError("--inject-delay-ms must be >= 0") }
+        if !(injectSlowdownPercent >= 0) { throw ValidationError("--inject-slowdown-percent must be >= 0") }
     }
 
     func run() throws {
@@ -100,6 +107,9 @@ struct JSAEBench: ParsableCommand {
 
         log("ceiling: sgemm \(shape.batch)×\(shape.m)×\(shape.d) …")
         let ceiling = sgemmCeiling(rows: shape.batch, cols: shape.m, inner: shape.d, reps: max(nSteps, 5))
+        let probe = interleaveCeiling ? CeilingProbe(rows: shape.batch, cols: shape.m, inner: shape.d) : nil
+        log("bandwidth: copy and triad over \(Bandwidth.arrayBytes() >> 20) MiB arrays …")
+        let bandwidth = try Bandwidth.measure(threads: threads, reps: max(nSteps, 5))
 
         var config = TrainConfig()
         config.totalSteps = 1_000_000; config.batch = shape.batch; config.lambda = 1
@@ -111,7 +121,7 @@ struct JSAEBench: ParsableCommand {
         var sc = config; sc.single = true
         PeakMemory.reset()
         let saeTimer = PhaseTimer()
-        let (saeTimes, saeAllocations) = try timeSteps(shape, mlp, x, sc, saeTimer, threads: threads)
+        let (saeTimes, saeCPU, saeAllocations, saePaired) = try timeSteps(shape, mlp, x, sc, saeTimer, threads: threads, probe: probe)
         let saePeak = PeakMemory.bytes()   // VmHWM: the peak, read after the state is freed
 
         // The JSAE pair, profiled.
@@ -119,7 +129,7 @@ struct JSAEBench: ParsableCommand {
         PeakMemory.reset()
         let timer = PhaseTimer()
         var profiled = false
-        let (jsaeTimes, jsaeAllocations) = try timeSteps(shape, mlp, x, config, timer, threads: threads, beforeTimed: {
+        let (jsaeTimes, jsaeCPU, jsaeAllocations, jsaePaired) = try timeSteps(shape, mlp, x, config, timer, threads: threads, probe: probe, beforeTimed: {
             if !noProfile { profiled = CPUProfiler.start(profilePath) }
             if let heapProfile { HeapProfiler.start(heapProfile) }
         })
@@ -137,7 +147,11 @@ struct JSAEBench: ParsableCommand {
         }
 
         let report = Report(preset: preset.rawValue, shape: shape, steps: nSteps, warmup: warmup,
-                            ceilingGFLOPs: ceiling.gflops, saeSeconds: median(saeTimes), jsaeSeconds: median(jsaeTimes),
+                            ceilingGFLOPs: ceiling.gflops, ceilingCPUGFLOPs: ceiling.cpuGFLOPs, bandwidth: bandwidth,
+                            saeSeconds: median(saeTimes), jsaeSeconds: median(jsaeTimes),
+                            saeCPUSeconds: median(saeCPU), jsaeCPUSeconds: median(jsaeCPU),
+                            saePaired: saePaired.map { $0.shares(flops: shape.saeFlops, probeFlops: probe!.flops) },
+                            jsaePaired: jsaePaired.map { $0.shares(flops: shape.jsaeFlops, probeFlops: probe!.flops) },
                             saeStepSeconds: saeTimes, jsaeStepSeconds: jsaeTimes,
                             phases: Phase.allCases.map { ($0.rawValue, (timer.seconds[$0] ?? 0) / Double(nSteps)) },
                             saePhases: Phase.allCases.map { ($0.rawValue, (saeTimer.seconds[$0] ?? 0) / Double(nSteps)) },
@@ -161,34 +175,42 @@ struct JSAEBench: ParsableCommand {
     }
 
     /// A fresh seeded state (a single SAE when `c.single`), warm-up, then timed
-    /// optimizer steps; returns each timed step's seconds. The state lives only
+    /// optimizer steps; returns each timed step's wall and CPU seconds. The state lives only
     /// here, so the next section starts without it.
     func timeSteps(_ shape: Shape, _ mlp: MLP<Float>, _ x: Matrix<Float>, _ c: TrainConfig, _ timer: PhaseTimer?,
-                   threads: Int, beforeTimed: () -> Void = {}) throws -> ([Double], Allocations) {
+                   threads: Int, probe: CeilingProbe? = nil,
+                   beforeTimed: () -> Void = {}) throws -> ([Double], [Double], Allocations, PairedSamples?) {
         var state = try TrainState<Float>.initial(d: shape.d, mIn: shape.m, mOut: shape.m, k: shape.k, mlp: mlp,
                                                   single: c.single, seed: 1)
         let ws = state.workspace(config: c, threads: threads)
         for _ in 0..<warmup { _ = try state.step(x, config: c, workspace: ws, report: false) }
         beforeTimed()
         let n = steps ?? preset.steps
-        var times: [Double] = []
-        times.reserveCapacity(n)
+        var times: [Double] = [], cpu: [Double] = []
+        times.reserveCapacity(n); cpu.reserveCapacity(n)
         var allocations = Allocations()
         guard jsae_allocation_counter_install() == 0 else { throw JSAEError("cannot install tcmalloc's allocation hook") }
         var before = jsae_allocation_counts(), after = jsae_allocation_counts()
+        var paired = probe.map { _ in PairedSamples() }
         for i in 0..<n {
+            if let probe { paired?.ceiling.append(probe.sample()) }
             jsae_allocation_counter_read(&before)
-            let t0 = Clock.now()
+            let t0 = Clock.now(), c0 = Clock.cpu()
             _ = try state.step(x, config: c, workspace: ws, report: false, timer: timer)
-            if injectDelayMs > 0 { usleep(UInt32(injectDelayMs * 1000)) }
+            if injectSlowdownPercent > 0 { Clock.burn((Clock.cpu() - c0) * injectSlowdownPercent / 100) }
+            if injectDelayMs > 0 { Clock.burn(injectDelayMs / 1000) }
             for j in 0..<injectAllocations { blackHole([Int](repeating: j, count: 1000 + j)) }
-            times.append(Clock.now() - t0)
+            times.append(Clock.now() - t0); cpu.append(Clock.cpu() - c0)
             jsae_allocation_counter_read(&after)
             allocations.perStep = max(allocations.perStep, after.count - before.count)
             allocations.largest = max(allocations.largest, after.largest)
             log("  step \(i + 1): \(String(format: "%.1f", times.last! * 1000)) ms")
         }
-        return (times, allocations)
+        if let probe {
+            paired?.ceiling.append(probe.sample())
+            paired?.steps = zip(times, cpu).map { (wall: $0, cpu: $1) }
+        }
+        return (times, cpu, allocations, paired)
     }
 
     func synthetic(_ s: Shape) -> (Matrix<Float>, MLP<Float>) {

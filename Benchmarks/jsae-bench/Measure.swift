@@ -23,6 +23,26 @@ struct Shape: Codable {
 
 enum Clock {
     static func now() -> Double { PhaseTimer.now() }
+    /// CPU seconds of the whole process (every thread): what a step costs in
+    /// work, nearly unaffected by other processes taking turns on the cores.
+    /// With one thread it equals the wall time on an idle machine.
+    static func cpu() -> Double { seconds(CLOCK_PROCESS_CPUTIME_ID) }
+    /// CPU seconds of the calling thread.
+    static func threadCPU() -> Double { seconds(CLOCK_THREAD_CPUTIME_ID) }
+    private static func seconds(_ clock: clockid_t) -> Double {
+        var ts = timespec()
+        clock_gettime(clock, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+    /// Keeps the calling thread busy for `seconds` of its own CPU time: an
+    /// injected slowdown that costs work, so both the wall clock and the CPU
+    /// clock see it (a sleep would be invisible to the CPU clock).
+    static func burn(_ seconds: Double) {
+        let end = threadCPU() + seconds
+        var x: UInt64 = 0x9E3779B97F4A7C15
+        while threadCPU() < end { for _ in 0..<1000 { x = x &* 6364136223846793005 &+ 1442695040888963407 } }
+        blackHole(x)
+    }
 }
 
 func median(_ v: [Double]) -> Double {
@@ -46,22 +66,154 @@ enum PeakMemory {
     }
 }
 
-/// sgemm GFLOP/s at [rows × inner] · [inner × cols], median of `reps` after one warm-up.
-func sgemmCeiling(rows: Int, cols: Int, inner: Int, reps: Int) -> (gflops: Double, seconds: [Double]) {
-    var g = SeededGenerator(seed: 1)
-    let a = (0..<(rows * inner)).map { _ in Float(g.normal()) }
-    let b = (0..<(inner * cols)).map { _ in Float(g.normal()) }
-    var c = [Float](repeating: 0, count: rows * cols)
-    var times: [Double] = []
-    for rep in 0...reps {
-        let t0 = Clock.now()
+/// The in-run sgemm ceiling's product, [rows × inner] · [inner × cols] on
+/// seeded data, timed one call at a time by the wall and the process's CPU
+/// clock.
+final class CeilingProbe {
+    let rows: Int, cols: Int, inner: Int
+    private let a: [Float], b: [Float]
+    private var c: [Float]
+    var flops: Double { 2 * Double(rows) * Double(cols) * Double(inner) }
+
+    init(rows: Int, cols: Int, inner: Int) {
+        self.rows = rows; self.cols = cols; self.inner = inner
+        var g = SeededGenerator(seed: 1)
+        a = (0..<(rows * inner)).map { _ in Float(g.normal()) }
+        b = (0..<(inner * cols)).map { _ in Float(g.normal()) }
+        c = [Float](repeating: 0, count: rows * cols)
+    }
+
+    /// One product: (wall seconds, CPU seconds).
+    func sample() -> (wall: Double, cpu: Double) {
+        let t0 = Clock.now(), c0 = Clock.cpu()
         a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
             Float.gemm(transA: false, transB: false, m: rows, n: cols, k: inner, alpha: 1,
                        a: pa.baseAddress!, lda: inner, b: pb.baseAddress!, ldb: cols, beta: 0, c: pc.baseAddress!, ldc: cols)
         } } }
-        if rep > 0 { times.append(Clock.now() - t0) }
+        return (Clock.now() - t0, Clock.cpu() - c0)
     }
-    return (2 * Double(rows) * Double(cols) * Double(inner) / median(times) / 1e9, times)
+}
+
+/// sgemm GFLOP/s at [rows × inner] · [inner × cols], median of `reps` after
+/// one warm-up, by the wall clock and by the process's CPU clock.
+func sgemmCeiling(rows: Int, cols: Int, inner: Int, reps: Int) -> (gflops: Double, seconds: [Double], cpuGFLOPs: Double) {
+    let probe = CeilingProbe(rows: rows, cols: cols, inner: inner)
+    _ = probe.sample()
+    let samples = (0..<reps).map { _ in probe.sample() }
+    return (probe.flops / median(samples.map(\.wall)) / 1e9, samples.map(\.wall), probe.flops / median(samples.map(\.cpu)) / 1e9)
+}
+
+/// Steps timed with a ceiling product before each and after the last
+/// (`--interleave-ceiling`): each step is compared with the ceiling measured
+/// beside it, so a machine whose speed drifts during the run (other
+/// processes, other tenants of the host) moves both sides of the ratio.
+struct PairedSamples {
+    var ceiling: [(wall: Double, cpu: Double)] = []
+    var steps: [(wall: Double, cpu: Double)] = []
+
+    /// Median over steps of the step's share of the ceiling, the ceiling
+    /// being the mean time of the products just before and just after it.
+    func shares(flops: Double, probeFlops: Double) -> PairedShares {
+        func share(_ i: Int, _ t: KeyPath<(wall: Double, cpu: Double), Double>) -> Double {
+            let ceilingSeconds = (ceiling[i][keyPath: t] + ceiling[i + 1][keyPath: t]) / 2
+            return (flops / steps[i][keyPath: t]) / (probeFlops / ceilingSeconds)
+        }
+        let wall = steps.indices.map { share($0, \.wall) }, cpu = steps.indices.map { share($0, \.cpu) }
+        return PairedShares(flops: flops, probeFlops: probeFlops, wall: median(wall), cpu: median(cpu), wallPerStep: wall, cpuPerStep: cpu,
+                            bestWall: (flops / steps.map(\.wall).min()!) / (probeFlops / ceiling.map(\.wall).min()!),
+                            bestCPU: (flops / steps.map(\.cpu).min()!) / (probeFlops / ceiling.map(\.cpu).min()!),
+                            ceilingWallSeconds: ceiling.map(\.wall), stepWallSeconds: steps.map(\.wall),
+                            ceilingCPUSeconds: ceiling.map(\.cpu), stepCPUSeconds: steps.map(\.cpu))
+    }
+}
+
+struct PairedShares: Codable {
+    /// The step's FLOPs (spec count) and the ceiling product's.
+    var flops: Double
+    var probeFlops: Double
+    var wall: Double
+    var cpu: Double
+    var wallPerStep: [Double]
+    var cpuPerStep: [Double]
+    /// Best of both: the fastest step against the fastest product, by each clock.
+    var bestWall: Double
+    var bestCPU: Double
+    /// The raw samples, so that several runs can be pooled (ci/gate.py).
+    var ceilingWallSeconds: [Double]
+    var stepWallSeconds: [Double]
+    var ceilingCPUSeconds: [Double]
+    var stepCPUSeconds: [Double]
+}
+
+/// STREAM-like memory bandwidth, measured in the run beside the sgemm
+/// ceiling and on the same worker threads (`Parallel.forRanges`, the pool
+/// the step's own loops use): copy (c = a) and triad (a = b + s·c) over three
+/// arrays of `arrayBytes()` each, so every pass streams from DRAM. Bytes
+/// are counted as STREAM counts them (8 per copied element, 12 per triad
+/// element; the write-allocate read of the destination is not counted), which
+/// is also how the phase limits count a write. GB/s is 1e9 bytes/s; each
+/// figure is the median of `reps` passes after one first-touch pass.
+struct Bandwidth: Codable {
+    var copyGBs: Double
+    var triadGBs: Double
+    var arrayBytes: Int
+    var reps: Int
+    var triadSeconds: [Double]
+    var copySeconds: [Double]
+
+    /// The figure the phase limits use: triad, whose two reads and one write
+    /// are the mix of most phases.
+    var gbs: Double { triadGBs }
+
+    /// max(64 MiB, 4 × L3), at most 256 MiB. L3 as the kernel lists it for
+    /// cpu0 (sysfs), else glibc's: on this VM glibc reports the host's
+    /// 256 MiB where sysfs and lscpu give the 32 MiB the guest shares.
+    static func arrayBytes() -> Int {
+        var l3 = sysconf(Int32(_SC_LEVEL3_CACHE_SIZE))
+        if let s = try? String(contentsOfFile: "/sys/devices/system/cpu/cpu0/cache/index3/size", encoding: .utf8) {
+            let t = s.trimmingCharacters(in: .whitespacesAndNewlines)
+            let scale = t.hasSuffix("K") ? 1 << 10 : (t.hasSuffix("M") ? 1 << 20 : 1)
+            if let v = Int(t.trimmingCharacters(in: CharacterSet.decimalDigits.inverted)) { l3 = v * scale }
+        }
+        return min(256 << 20, max(64 << 20, 4 * max(l3, 0)))
+    }
+
+    /// The arrays are mmap'ed and unmapped here, not taken from the
+    /// allocator, so they are back with the system before the steps' peak
+    /// resident memory is measured.
+    static func measure(threads: Int, reps: Int, bytes: Int = arrayBytes()) throws -> Bandwidth {
+        let n = bytes / MemoryLayout<Float>.stride
+        let size = n * MemoryLayout<Float>.stride
+        func map() throws -> UnsafeMutablePointer<Float> {
+            guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+                throw JSAEError("cannot map \(size >> 20) MiB for the bandwidth measurement")
+            }
+            return p.bindMemory(to: Float.self, capacity: n)
+        }
+        let a = try map(), b = try map(), c = try map()
+        defer { for p in [a, b, c] { munmap(p, size) } }
+        // First touch on the threads that stream them later.
+        Parallel.forRanges(n, threads: threads) { _, r in
+            for i in r { a[i] = 1; b[i] = 2; c[i] = 0.5 }
+        }
+        var copy: [Double] = [], triad: [Double] = []
+        let s: Float = 3
+        for _ in 0..<reps {
+            var t0 = Clock.now()
+            Parallel.forRanges(n, threads: threads) { _, r in
+                (c + r.lowerBound).update(from: a + r.lowerBound, count: r.count)
+            }
+            copy.append(Clock.now() - t0)
+            t0 = Clock.now()
+            Parallel.forRanges(n, threads: threads) { _, r in
+                for i in r { a[i] = b[i] + s * c[i] }
+            }
+            triad.append(Clock.now() - t0)
+        }
+        blackHole(a[n / 2])
+        return Bandwidth(copyGBs: 2 * Double(size) / median(copy) / 1e9, triadGBs: 3 * Double(size) / median(triad) / 1e9,
+                         arrayBytes: size, reps: reps, triadSeconds: triad, copySeconds: copy)
+    }
 }
 
 /// What the machine and build are, for the JSON report.
