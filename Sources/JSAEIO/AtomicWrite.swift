@@ -59,13 +59,15 @@ public func requireFolder(_ dir: String, for path: String) throws {
     throw JSAEError(file: path, "the folder \(dir) does not exist")
 }
 
-/// Creates `dir` (and its parents) for output, with one clear line when it
-/// cannot be: the component that is a file, or the OS reason.
-public func createOutputFolder(_ dir: String) throws {
+/// Checks, without creating anything, that `dir` is a folder or could be
+/// created (its deepest existing ancestor is a folder): a command validates
+/// its output path before any work. Returns whether it exists already.
+@discardableResult
+public func requireCreatableFolder(_ dir: String) throws -> Bool {
     var isDir: ObjCBool = false
     if FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) {
         guard isDir.boolValue else { throw JSAEError(file: dir, "is a file, not a folder") }
-        return
+        return true
     }
     // Walk up to the deepest existing ancestor: is it a folder?
     var url = URL(fileURLWithPath: dir).standardizedFileURL
@@ -76,6 +78,13 @@ public func createOutputFolder(_ dir: String) throws {
             break
         }
     }
+    return false
+}
+
+/// Creates `dir` (and its parents) for output, with one clear line when it
+/// cannot be: the component that is a file, or the OS reason.
+public func createOutputFolder(_ dir: String) throws {
+    guard try !requireCreatableFolder(dir) else { return }
     do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
         let ns = error as NSError
         let posix = (ns.userInfo[NSUnderlyingErrorKey] as? NSError).flatMap { $0.domain == NSPOSIXErrorDomain ? Int32($0.code) : nil }

@@ -25,6 +25,7 @@ public struct LayerSweepSummary: Codable, Sendable {
 public func reproduceLayers(_ o: ReproduceOptions, layers: [Int], pattern: String, provenance: [String: String] = [:],
                             shouldStop: () -> Bool = { false }, log: @escaping (String) -> Void) throws -> LayerSweepSummary {
     let start = Date()
+    try requireCreatableFolder(o.outDir)
     guard pattern.contains("{layer}") else { throw JSAEError("--pretrained must contain {layer} with --layers, got \(pattern)") }
     let readers = try layers.map { try ActivationsReader(pattern.replacingOccurrences(of: "{layer}", with: String($0))) }
     let d = readers[0].d, m = o.expansion * d

@@ -169,6 +169,7 @@ public struct ReproduceInterrupted: Error, CustomStringConvertible, Sendable {
 public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:], shouldStop: () -> Bool = { false },
                       log: @escaping (String) -> Void) throws -> ReproduceSummary {
     let start = Date()
+    try requireCreatableFolder(o.outDir)
     let pre = try ActivationsReader(o.pretrained), rnd = try ActivationsReader(o.randomized)
     guard pre.d == rnd.d else { throw JSAEError(file: o.randomized, "has d = \(rnd.d) but \(o.pretrained) has d = \(pre.d)") }
     let d = pre.d, m = o.expansion * d
