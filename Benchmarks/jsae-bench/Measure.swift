@@ -227,10 +227,7 @@ struct Environment: Codable {
     var gitCommit: String
 
     static func current(threads: Int) -> Environment {
-        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
-            .split(separator: "\n").first { $0.hasPrefix("model name") }
-            .map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) } ?? "unknown"
-        return Environment(cpuModel: cpu, cores: ProcessInfo.processInfo.activeProcessorCount,
+        return Environment(cpuModel: Parallel.cpuModel, cores: ProcessInfo.processInfo.activeProcessorCount,
                            openblasCore: BLASThreads.coreName, openblasThreads: BLASThreads.count,
                            packageThreads: threads,
                            swiftVersion: run("swift", ["--version"]).split(separator: "\n").first.map(String.init) ?? "unknown",

@@ -10,6 +10,12 @@ import Glibc
 public enum Parallel {
     /// The online cores: the default thread count of a run.
     public static let onlineCores: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    /// The CPU's "model name" from /proc/cpuinfo, for reports ("unknown" without it).
+    public static var cpuModel: String {
+        (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("model name") }
+            .map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) } ?? "unknown"
+    }
 
     /// Runs body(part, range) for `threads` contiguous ranges covering 0..<n,
     /// concurrently. Results must not depend on how 0..<n is split: callers

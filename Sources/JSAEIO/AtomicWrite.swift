@@ -48,6 +48,11 @@ private func previousNote(_ path: String) -> String {
     FileManager.default.fileExists(atPath: path) ? " (the existing file is unchanged)" : ""
 }
 
+/// Writes `data` to `path` atomically (a temporary name, a checked close, a rename).
+public func atomicWrite(_ data: Data, to path: String) throws {
+    try atomicWrite(to: path) { try data.write(to: URL(fileURLWithPath: $0)) }
+}
+
 /// Checks that `dir` exists and is a folder, naming the first path component
 /// that is a file or missing (instead of a Foundation error dump).
 public func requireFolder(_ dir: String, for path: String) throws {

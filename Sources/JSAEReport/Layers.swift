@@ -35,14 +35,10 @@ public func reproduceLayers(_ o: ReproduceOptions, layers: [Int], pattern: Strin
     let splits = try readers.map { try DataSplit($0, o: o) }
     for s in splits { _ = try s.bufferBatches(o) }
 
-    try createOutputFolder(o.outDir)
-    let lock = try RunLock.acquire(o.outDir)
-    defer { withExtendedLifetime(lock) {} }
     var plan = o
     plan.pretrained = pattern; plan.randomized = "-"
-    try PlanRecord(plan, files: readers).requireSameOrWrite(in: o.outDir, log: log)
-    try createOutputFolder(o.outDir + "/data")
-    try createOutputFolder(o.outDir + "/forward")
+    let lock = try openReportFolder(plan, inputs: readers, log: log)
+    defer { withExtendedLifetime(lock) {} }
 
     let runPlans = layers.flatMap { l in [RunPlan(name: "jsae-l\(l)", data: "l\(l)", lambda: lambda), RunPlan(name: "traditional-l\(l)", data: "l\(l)", lambda: 0)] }
     let progress = PlanProgress(runPlans, steps: o.trainingSteps, log: log)
@@ -59,19 +55,18 @@ public func reproduceLayers(_ o: ReproduceOptions, layers: [Int], pattern: Strin
     let summary = LayerSweepSummary(options: plan.resultDefining.merging(["lambda": "\(lambda)", "layers": layers.map(String.init).joined(separator: ",")],
                                                                           uniquingKeysWith: { $1 }),
                                     layers: results, provenance: prov)
-    let data = try JSONEncoder.sortedPretty.encode(summary)
-    try atomicWrite(to: o.outDir + "/summary.json") { try data.write(to: URL(fileURLWithPath: $0)) }
+    try writeJSON(summary, to: o.outDir + "/summary.json")
 
     let s = { (r: RunSummary) in r.shares["trueInput"]![1] }
     let shares = Plots.lines([("JSAE", jsaeColor, results.map { (Double($0.layer), s($0.jsae)) }),
                               ("TRADITIONAL", tradColor, results.map { (Double($0.layer), s($0.traditional)) })],
                              references: [("PAPER L3", jsaeColor, 3, PaperFigures.jsaeShare), ("PAPER L3", tradColor, 3, PaperFigures.tradShare)],
                              title: "SHARE OF |J| > 0.01 BY LAYER (HELD-OUT)", xLabel: "LAYER", yLabel: "SHARE", percent: true, logX: false)
-    try atomicWrite(to: o.outDir + "/layers-shares.png") { try shares.write(to: URL(fileURLWithPath: $0)) }
+    try atomicWrite(shares, to: o.outDir + "/layers-shares.png")
     let ev = Plots.lines([("JSAE", jsaeColor, results.map { (Double($0.layer), ($0.jsae.explainedVarianceIn + $0.jsae.explainedVarianceOut) / 2) }),
                           ("TRADITIONAL", tradColor, results.map { (Double($0.layer), ($0.traditional.explainedVarianceIn + $0.traditional.explainedVarianceOut) / 2) })],
                          title: "MEAN EXPLAINED VARIANCE BY LAYER", xLabel: "LAYER", yLabel: "EV", percent: false, logX: false)
-    try atomicWrite(to: o.outDir + "/layers-ev.png") { try ev.write(to: URL(fileURLWithPath: $0)) }
+    try atomicWrite(ev, to: o.outDir + "/layers-ev.png")
     let report = renderLayersReport(summary, lambda: lambda, d: d, m: m, o: o)
     try atomicWrite(to: o.outDir + "/report.md") { try report.write(toFile: $0, atomically: false, encoding: .utf8) }
     log("wrote \(o.outDir)/report.md, summary.json, layers-shares.png, layers-ev.png")

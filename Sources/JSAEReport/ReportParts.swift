@@ -10,17 +10,17 @@ func writePlots(_ runs: [RunSummary], o: ReproduceOptions) throws {
     let dist = Plots.jacobianDistribution(
         [("JSAE", jsaeColor, try absJ(run("jsae-pretrained"))), ("TRADITIONAL", tradColor, try absJ(run("traditional-pretrained")))],
         title: "|J| PRE-TRAINED, HELD-OUT, TRUE INPUT")
-    try atomicWrite(to: o.outDir + "/jacobian-distribution.png") { try dist.write(to: URL(fileURLWithPath: $0)) }
+    try atomicWrite(dist, to: o.outDir + "/jacobian-distribution.png")
     let s = { (r: RunSummary) in r.shares["trueInput"]![1] }
     let bars = Plots.groupedBars([
         ("PRE-TRAINED", [("JSAE", jsaeColor, s(run("jsae-pretrained"))), ("TRADITIONAL", tradColor, s(run("traditional-pretrained")))]),
         ("RANDOMISED", [("JSAE", jsaeColor, s(run("jsae-randomized"))), ("TRADITIONAL", tradColor, s(run("traditional-randomized")))]),
     ], title: "SHARE OF |J| > 0.01", yLabel: "SHARE")
-    try atomicWrite(to: o.outDir + "/sparsity-bars.png") { try bars.write(to: URL(fileURLWithPath: $0)) }
+    try atomicWrite(bars, to: o.outDir + "/sparsity-bars.png")
     let sweep = runs.filter { $0.data == "pretrained" }.sorted { $0.lambda < $1.lambda }
         .map { (String(format: "L=%.2g", $0.lambda), s($0), ($0.explainedVarianceIn + $0.explainedVarianceOut) / 2) }
     let sc = Plots.scatter(sweep, title: "SPARSITY VS RECONSTRUCTION (L = LAMBDA)", xLabel: "SHARE OF |J| > 0.01", yLabel: "MEAN EXPLAINED VARIANCE")
-    try atomicWrite(to: o.outDir + "/lambda-sweep.png") { try sc.write(to: URL(fileURLWithPath: $0)) }
+    try atomicWrite(sc, to: o.outDir + "/lambda-sweep.png")
 }
 
 /// The scale curve's plots: share of |J| > 0.01, the traditional/JSAE
@@ -35,7 +35,7 @@ func writeScalePlots(_ runs: [RunSummary], o: ReproduceOptions) throws {
                              references: [("PAPER", jsaeColor, paperTokens, PaperFigures.jsaeShare), ("PAPER", tradColor, paperTokens, PaperFigures.tradShare),
                                           ("PAPER", jsaeLight, paperTokens, PaperFigures.jsaeShareRandom), ("PAPER", tradLight, paperTokens, PaperFigures.tradShareRandom)],
                              title: "SHARE OF |J| > 0.01 VS TRAINING TOKENS (HELD-OUT)", xLabel: "TRAINING TOKENS", yLabel: "SHARE", percent: true)
-    try atomicWrite(to: o.outDir + "/scale-shares.png") { try shares.write(to: URL(fileURLWithPath: $0)) }
+    try atomicWrite(shares, to: o.outDir + "/scale-shares.png")
     func ratio(_ t: String, _ j: String) -> [(Double, Double)] {
         zip(curve(t), curve(j)).map { (Double($1.tokens), $0.shares[1] / max($1.shares[1], 1e-12)) }
     }
@@ -44,10 +44,10 @@ func writeScalePlots(_ runs: [RunSummary], o: ReproduceOptions) throws {
                              references: [("PAPER", jsaeColor, paperTokens, PaperFigures.tradShare / PaperFigures.jsaeShare),
                                           ("PAPER", jsaeLight, paperTokens, PaperFigures.tradShareRandom / PaperFigures.jsaeShareRandom)],
                              title: "TRADITIONAL / JSAE SHARE OF |J| > 0.01", xLabel: "TRAINING TOKENS", yLabel: "RATIO", percent: false)
-    try atomicWrite(to: o.outDir + "/scale-ratio.png") { try ratios.write(to: URL(fileURLWithPath: $0)) }
+    try atomicWrite(ratios, to: o.outDir + "/scale-ratio.png")
     let ev = Plots.lines(names.map { ($0.0, $0.1, curve($0.2).map { (Double($0.tokens), ($0.explainedVarianceIn + $0.explainedVarianceOut) / 2) }) },
                          title: "MEAN EXPLAINED VARIANCE (IN, OUT) VS TRAINING TOKENS", xLabel: "TRAINING TOKENS", yLabel: "EV", percent: false)
-    try atomicWrite(to: o.outDir + "/scale-ev.png") { try ev.write(to: URL(fileURLWithPath: $0)) }
+    try atomicWrite(ev, to: o.outDir + "/scale-ev.png")
 }
 
 let jsaeLight: RGB = (140, 190, 230), tradLight: RGB = (250, 190, 130)

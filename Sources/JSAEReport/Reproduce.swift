@@ -179,12 +179,8 @@ public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:],
     let splits = ["pretrained": try DataSplit(pre, o: o), "randomized": try DataSplit(rnd, o: o)]
     for name in ["pretrained", "randomized"] { _ = try splits[name]!.bufferBatches(o) }   // a one-pass run must fit before any work
 
-    try createOutputFolder(o.outDir)
-    let lock = try RunLock.acquire(o.outDir)
+    let lock = try openReportFolder(o, inputs: [pre, rnd], log: log)
     defer { withExtendedLifetime(lock) {} }
-    try PlanRecord(o, files: [pre, rnd]).requireSameOrWrite(in: o.outDir, log: log)
-    try createOutputFolder(o.outDir + "/data")
-    try createOutputFolder(o.outDir + "/forward")
 
     var plan: [RunPlan] = [
         .init(name: "jsae-pretrained", data: "pretrained", lambda: lambda), .init(name: "traditional-pretrained", data: "pretrained", lambda: 0),
@@ -210,8 +206,7 @@ public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:],
         options: o.resultDefining.merging(["lambda": "\(lambda)", "mode": o.mode], uniquingKeysWith: { $1 }),
         heldOutTokens: evalSets["pretrained"]!.rows.count, runs: runs, verdicts: verdicts, trends: trends,
         data: Dictionary(uniqueKeysWithValues: splits.map { ($0.key, $0.value.facts(evalSets[$0.key]!)) }), provenance: prov)
-    let data = try JSONEncoder.sortedPretty.encode(summary)
-    try atomicWrite(to: o.outDir + "/summary.json") { try data.write(to: URL(fileURLWithPath: $0)) }
+    try writeJSON(summary, to: o.outDir + "/summary.json")
 
     try writePlots(runs, o: o)
     if o.snapshotSteps.count > 1 { try writeScalePlots(runs, o: o) }
@@ -225,6 +220,11 @@ public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:],
 
 extension JSONEncoder {
     static var sortedPretty: JSONEncoder { let e = JSONEncoder(); e.outputFormatting = [.prettyPrinted, .sortedKeys]; return e }
+}
+
+/// `value` as sorted, indented JSON, written atomically.
+func writeJSON<E: Encodable>(_ value: E, to path: String) throws {
+    try atomicWrite(try JSONEncoder.sortedPretty.encode(value), to: path)
 }
 
 /// The reproduction's claims, each with a one-line verdict.

@@ -102,6 +102,18 @@ struct EvalSet {
 
 struct RunPlan { var name: String, data: String, lambda: Double }
 
+/// Creates (or reopens, for a resume) the report folder `o.outDir`: locks
+/// it against a concurrent run, checks or writes its plan.json, and makes
+/// data/ and forward/. The caller holds the returned lock until done.
+func openReportFolder(_ o: ReproduceOptions, inputs: [ActivationsReader], log: (String) -> Void) throws -> RunLock {
+    try createOutputFolder(o.outDir)
+    let lock = try RunLock.acquire(o.outDir)
+    try PlanRecord(o, files: inputs).requireSameOrWrite(in: o.outDir, log: log)
+    try createOutputFolder(o.outDir + "/data")
+    try createOutputFolder(o.outDir + "/forward")
+    return lock
+}
+
 /// `plan.json` in the report folder: the options and input fingerprints the
 /// runs in it were trained with. A second invocation with the same ones
 /// resumes; with others it is refused, so that finished runs are never mixed
@@ -129,8 +141,7 @@ struct PlanRecord: Codable, Equatable {
             log("resuming the reproduction in \(dir) (same settings and inputs as \(path))")
             return
         }
-        let data = try JSONEncoder.sortedPretty.encode(self)
-        try atomicWrite(to: path) { try data.write(to: URL(fileURLWithPath: $0)) }
+        try writeJSON(self, to: path)
     }
 }
 
@@ -199,7 +210,6 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
     let started = Date()
     try createOutputFolder(dir)
     let reader = split.reader
-    let mlp: MLP<Float> = try MLPFile.read(reader.file, d: d)
     var config = TrainConfig()
     config.lr = o.lr; config.lambda = p.lambda; config.batch = o.batch; config.totalSteps = o.trainingSteps; config.seed = o.seed
     let bufferBatches = try split.bufferBatches(o)
@@ -220,6 +230,7 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
         }
         progress.say("[\(p.name)] resuming from \(latest) at step \(state.step)/\(config.totalSteps)")
     } else {
+        let mlp: MLP<Float> = try MLPFile.read(reader.file, d: d)
         state = try TrainState<Float>.initial(d: d, mIn: m, mOut: m, k: o.k, mlp: mlp, single: false, seed: o.seed)
         progress.say("[\(p.name)] training: λ \(p.lambda), d \(d), m \(m), k \(o.k), \(config.totalSteps) steps of \(o.batch) "
                       + "(\(config.totalSteps * o.batch) tokens of \(split.train.count) training rows), lr \(o.lr)")
@@ -229,8 +240,7 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
     provenance.trainingRowsEnd = split.heldStart
     provenance.trainingExcludesSpecial = o.excludeSpecial && split.special != nil
     func saveSnapshots() throws {
-        let data = try JSONEncoder.sortedPretty.encode(SavedSnapshots(snapshots: snapshots, wallSeconds: wall + Date().timeIntervalSince(started)))
-        try atomicWrite(to: snapshotsPath) { try data.write(to: URL(fileURLWithPath: $0)) }
+        try writeJSON(SavedSnapshots(snapshots: snapshots, wallSeconds: wall + Date().timeIntervalSince(started)), to: snapshotsPath)
     }
     for pause in o.snapshotSteps where pause > state.step || (pause == state.step && !snapshots.contains { $0.step == pause }) {
         if pause > state.step {
@@ -263,8 +273,7 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
     summary.shuffleBufferBatches = bufferBatches
     summary.snapshots = o.snapshotSteps.count > 1 ? snapshots : nil
     summary.wallSeconds = wall + Date().timeIntervalSince(started)
-    let data = try JSONEncoder.sortedPretty.encode(FinishedRun(summary: summary))
-    try atomicWrite(to: finishedPath) { try data.write(to: URL(fileURLWithPath: $0)) }
+    try writeJSON(FinishedRun(summary: summary), to: finishedPath)
     progress.done(p.name)
     return summary
 }

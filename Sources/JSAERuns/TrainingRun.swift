@@ -52,10 +52,14 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
     let workspace = state.workspace(config: config, threads: options.threads)
     var windowStart = Date(), windowTokens = 0
 
+    var lastCheckpoint: (step: Int, path: String)? = nil
     func checkpoint() throws -> String {
+        // A stop right after a periodic checkpoint reuses it instead of writing it again.
+        if let last = lastCheckpoint, last.step == state.step { return last.path }
         let path = CheckpointFile.path(in: dir, step: state.step)
         try CheckpointFile.write(state, config: config, provenance: provenance, to: path)
         CheckpointFile.prune(in: dir, keep: max(options.keepCheckpoints, 2))
+        lastCheckpoint = (state.step, path)
         return path
     }
 

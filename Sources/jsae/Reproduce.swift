@@ -125,9 +125,7 @@ func runProvenance() -> [String: String] {
         let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         if git.terminationStatus == 0 && !out.isEmpty { p["git commit"] = out }
     }
-    let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?.split(separator: "\n")
-        .first { $0.hasPrefix("model name") }.map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) }
-    p["machine"] = "\(cpu ?? "unknown CPU"), \(Parallel.onlineCores) cores, OpenBLAS core \(BLASThreads.coreName)"
+    p["machine"] = "\(Parallel.cpuModel), \(Parallel.onlineCores) cores, OpenBLAS core \(BLASThreads.coreName)"
     p["date"] = ISO8601DateFormatter().string(from: Date())
     return p
 }
