@@ -22,9 +22,13 @@ public struct LayerSweepSummary: Codable, Sendable {
 /// traditional pair trained and evaluated exactly as in the main
 /// reproduction (same options, resumable, held-out evaluation), then one
 /// table and plot over the layers in OUT/layers.md.
-public func reproduceLayers(_ o: ReproduceOptions, layers: [Int], pattern: String, provenance: [String: String] = [:],
+public func reproduceLayers(_ options: ReproduceOptions, layers: [Int], pattern: String, provenance: [String: String] = [:],
                             shouldStop: () -> Bool = { false }, log: @escaping (String) -> Void) throws -> LayerSweepSummary {
     let start = Date()
+    // The per-layer table reports each run at its end: no scale-curve
+    // snapshots, whose evaluations would cost time and appear nowhere.
+    var o = options
+    o.snapshotTokens = []
     try requireCreatableFolder(o.outDir)
     guard pattern.contains("{layer}") else { throw JSAEError("--pretrained must contain {layer} with --layers, got \(pattern)") }
     let readers = try layers.map { try ActivationsReader(pattern.replacingOccurrences(of: "{layer}", with: String($0))) }

@@ -57,6 +57,7 @@ struct ReproduceCommand: ParsableCommand {
         }
         if let layers, parseLayers(layers) == nil { throw ValidationError("--layers takes a range like 0-5 or a list like 1,3, got \(layers)") }
         if layers != nil && lambdaSweep != nil { throw ValidationError("--lambda-sweep is not available with --layers") }
+        if layers != nil && snapshots != nil { throw ValidationError("--snapshots is not available with --layers (the sweep reports each layer at its end only)") }
     }
 
     func run() throws {

@@ -183,7 +183,10 @@ extension Train {
 extension ReproduceCommand {
     /// Sizes checked against the pre-trained file's d before any training.
     func requireFits(expansion: Int, batch: Int) throws {
-        let d = try ActivationsReader(pretrained).d
+        // With --layers, --pretrained is a pattern; its first layer's file gives d
+        // (reproduceLayers checks that every layer's file has the same d).
+        let first = layers.flatMap(parseLayers)?.first.map { pretrained.replacingOccurrences(of: "{layer}", with: String($0)) }
+        let d = try ActivationsReader(first ?? pretrained).d
         let m = try RunLimits.latents(expansion: expansion, d: d)
         try RunLimits.requireMemory(d: d, m: m, saes: 2, batch: batch, bufferBatches: 4, scalarBytes: 4,
                                     flags: "--expansion or --batch")

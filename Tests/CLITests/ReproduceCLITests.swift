@@ -117,6 +117,38 @@ struct ReproduceCLITests {
         }
     }
 
+    @Test("--layers on the committed sample: one table row per layer from each run's own forward file, no snapshots, and a second call reuses the runs")
+    func layers() throws {
+        let dir = temporaryDirectory()
+        // Layer 3 only: the sample holds one layer. The pattern is what a sweep over several files uses.
+        let args = ["reproduce", "--quick", "--layers", "3", "--steps", "6", "--samples", "6", "--expansion", "2", "--batch", "128",
+                    "--pretrained", packageRoot + "/reproduce/sample/minilm-l{layer}-pretrained.h5", "--out", dir]
+        let r = try jsae(args)
+        #expect(r.status == 0, "\(r.stderr)")
+        let summary = try JSONDecoder().decode(LayerSweepSummary.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json")))
+        let report = try String(contentsOfFile: dir + "/report.md", encoding: .utf8)
+        #expect(summary.layers.map(\.layer) == [3])
+        for l in summary.layers {
+            for run in [l.jsae, l.traditional] {
+                // The share recomputed here from the run's forward file, independently of the report code.
+                let J = try ForwardFile<Double>(run.forwardFiles["trueInput"]!).jacobian!
+                #expect(Double(J.filter { abs($0) > 0.01 }.count) / Double(J.count) == run.shares["trueInput"]![1], "\(run.name)")
+                // The sweep evaluates each run once, at its end.
+                #expect((run.snapshots ?? []).map(\.step) == [6] || run.snapshots == nil, "\(run.name): \(run.snapshots ?? [])")
+            }
+            let pct = { (v: Double) in String(format: "%.1f%%", 100 * v) }
+            let row = "| 3 | \(pct(l.jsae.shares["trueInput"]![1])) | \(pct(l.traditional.shares["trueInput"]![1])) |"
+            #expect(report.contains(row), "no row \(row)")
+        }
+        for png in ["layers-shares.png", "layers-ev.png"] {
+            #expect(FileManager.default.fileExists(atPath: dir + "/" + png), "\(png)")
+        }
+        let again = try jsae(args)
+        #expect(again.status == 0 && again.stderr.contains("finished earlier"), "\(again.stderr)")
+        let second = try JSONDecoder().decode(LayerSweepSummary.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json")))
+        #expect(try JSONEncoder.sorted.encode(second.layers) == JSONEncoder.sorted.encode(summary.layers))
+    }
+
     @Test("bad input is one line and exit 2")
     func badInput() throws {
         let dir = temporaryDirectory()
@@ -130,6 +162,7 @@ struct ReproduceCLITests {
             (["--snapshots", "0"], "--snapshots"), (["--snapshots", "1,,2"], "--snapshots"), (["--tokens", "0"], "--tokens"),
             (["--eval-tokens", "-5"], "--eval-tokens"), (["--full"], "--quick and --full"),
             (["--layers", "0-1"] + sample, "{layer}"),
+            (["--layers", "0-1", "--snapshots", "100"], "--snapshots is not available with --layers"),
             // More tokens than the sample has training rows: refused before any work, naming the file.
             (["--tokens", "100000"] + sample, "minilm-l3-pretrained.h5: has 2458 training rows"),
         ]
