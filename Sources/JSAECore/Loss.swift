@@ -121,13 +121,13 @@ extension JSAEModel {
         if let saeOut, mlp != nil {
             timed(timer, .sparseDecoder) {
                 residualGradient(out: ws.residual.p, ws.yHat.p, ws.outputTarget, scale: scale, count: B * d)
-                sparseDecoderBackward(grad: &ws.gradOut, scratch: ws.arena.p, dOut: ws.residual.p, input: ws.outputTarget,
+                sparseDecoderBackward(grad: &ws.gradOut, scratch: ws.arena.p, order: ws.latentPairs.p, starts: ws.latentStarts.p, dOut: ws.residual.p, input: ws.outputTarget,
                                       codes: ws.codesOut, wDec: saeOut.tensors.pointer(.wDec), tokens: B, threads: threads)
             }
         }
         timed(timer, .sparseDecoder) {
             residualGradient(out: ws.residual.p, ws.xHat.p, ws.x.p, scale: scale, count: B * d)
-            sparseDecoderBackward(grad: &ws.gradIn, scratch: ws.arena.p, dOut: ws.residual.p, input: ws.x.p,
+            sparseDecoderBackward(grad: &ws.gradIn, scratch: ws.arena.p, order: ws.latentPairs.p, starts: ws.latentStarts.p, dOut: ws.residual.p, input: ws.x.p,
                                   codes: ws.codesIn, wDec: saeIn.tensors.pointer(.wDec), tokens: B, threads: threads)
         }
         guard lambda > 0, let mlp, let saeOut else { return }

@@ -124,44 +124,69 @@ func sparseDecode<T: JSAEScalar>(out: UnsafeMutablePointer<T>, indices: UnsafePo
 /// accumulating (+=) into the four gradient tensors. Only the k selected
 /// latents with positive pre-activation carry gradient: O(B·k·d).
 ///
+/// The (token, slot) pairs that carry gradient are first counting-sorted by
+/// latent, stably (`order`: [B·k], `starts`: [m + 1]), and each latent's
+/// rows (W_dec, dW_dec, dW_enc, b_enc) are then updated from its own tokens
+/// in token order while they sit in L1. Scanning tokens instead touched
+/// three scattered latent rows per pair (from L3 or DRAM at large m); now
+/// the latents' rows stream in order and only the tokens' rows (B × d each)
+/// are read at random. The order of the additions into each row is token
+/// order either way, so the result is bit-identical to the token scan and
+/// independent of the thread count.
+///
 /// dW_enc is [d, m], where a latent's column is strided by m, so it is
 /// accumulated transposed in `scratch` ([m, d], rows contiguous) and added
-/// back with one blocked transpose. Workers own latent ranges and scan every
-/// (token, slot) in token order, so no two write the same row and the order
-/// per row is fixed whatever the thread count.
+/// back with one blocked transpose. Workers own latent ranges.
 /// - grad: the SAE's gradient; dOut: [B, d] = dL/dx̂; input: [B, d] the SAE's input
 func sparseDecoderBackward<T: JSAEScalar>(grad: inout SAETensors<T>, scratch: UnsafeMutablePointer<T>,
+                                          order: UnsafeMutablePointer<Int>, starts: UnsafeMutablePointer<Int>,
                                           dOut: UnsafePointer<T>, input: UnsafePointer<T>, codes: CodesBuffer<T>,
                                           wDec: UnsafePointer<T>, tokens B: Int, threads: Int) {
     let d = grad.d, m = grad.m, k = codes.k
     let gEncT = SharedPointer(scratch)
-    gEncT.p.update(repeating: 0, count: m * d)
     let gwd = SharedPointer(grad.mutablePointer(.wDec)), gbe = SharedPointer(grad.mutablePointer(.bEnc))
     let gbd = grad.mutablePointer(.bDec)
     let idx = codes.indices.p, pre = codes.preacts.p, val = codes.values.p
     // b_dec: the sum of dL/dx̂ over tokens, in token order.
     for b in 0..<B { let dx = dOut + b * d; for c in 0..<d { gbd[c] += dx[c] } }
+    // ReLU after TopK: no gradient where h <= 0 (torch's relu' at 0 is 0).
+    latentOrder(order: order, starts: starts, indices: idx, carries: { pre[$0] > 0 }, pairs: B * k, m: m)
+    let ord = UnsafePointer(order), st = UnsafePointer(starts)
     Parallel.forRanges(m, threads: threads) { _, own in
-        for b in 0..<B {
-            let dx = dOut + b * d, xb = input + b * d
-            for j in 0..<k {
-                let i = idx[b * k + j]
-                guard own.contains(i) else { continue }
-                // ReLU after TopK: no gradient where h <= 0 (torch's relu' at 0 is 0).
-                guard pre[b * k + j] > 0 else { continue }
-                let s = val[b * k + j]
-                let wrow = wDec + i * d, grow = gwd.p + i * d
+        for i in own {
+            let erow = gEncT.p + i * d
+            erow.update(repeating: 0, count: d)
+            let wrow = wDec + i * d, grow = gwd.p + i * d
+            for q in st[i]..<st[i + 1] {
+                let pair = ord[q], b = pair / k
+                let dx = dOut + b * d, xb = input + b * d
+                let s = val[pair]
                 // A Float reduction is not vectorised without fast-math
                 // (reassociation); BLAS dot is, in a fixed order.
                 let ds = T.dot(d, dx, wrow)
                 for c in 0..<d { grow[c] += s * dx[c] }
                 gbe.p[i] += ds
-                let erow = gEncT.p + i * d
                 for c in 0..<d { erow[c] += ds * xb[c] }
             }
         }
     }
     addTransposed(grad.mutablePointer(.wEnc), scratch, rows: m, cols: d, threads: threads)
+}
+
+/// Stable counting sort of the flat (token, slot) pairs `0..<pairs` that
+/// `carries` by their latent `indices[pair]` in [0, m): afterwards latent i's
+/// pairs are `order[starts[i]..<starts[i + 1]]`, in ascending pair (token)
+/// order. O(pairs + m), single-threaded (a few hundred µs per step).
+func latentOrder(order: UnsafeMutablePointer<Int>, starts: UnsafeMutablePointer<Int>, indices: UnsafePointer<Int>,
+                 carries: (Int) -> Bool, pairs: Int, m: Int) {
+    starts.update(repeating: 0, count: m + 1)
+    for p in 0..<pairs where carries(p) { starts[indices[p] + 1] += 1 }
+    for i in 0..<m { starts[i + 1] += starts[i] }
+    // starts[i] is used as latent i's write cursor, which ends at the old
+    // starts[i + 1]; one shift back restores the starts.
+    for p in 0..<pairs where carries(p) { let i = indices[p]; order[starts[i]] = p; starts[i] += 1 }
+    for i in stride(from: m, to: 0, by: -1) { starts[i] = starts[i - 1] }
+    starts[0] = 0
 }
 
 /// dst [cols, rows] += srcᵀ where src is [rows, cols], in 64×64 tiles; workers

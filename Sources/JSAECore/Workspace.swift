@@ -42,6 +42,9 @@ public final class Workspace<T: JSAEScalar> {
     let residual: Buffer<T>
     /// The Jacobian term's gradient at wd1 and w2eᵀ.
     let dwd1: Buffer<T>, dw2eT: Buffer<T>
+    /// The reconstruction backward's (token, slot) pairs sorted by latent,
+    /// [B·k], and each latent's first entry in it, [max(m_in, m_out) + 1].
+    let latentPairs: Buffer<Int>, latentStarts: Buffer<Int>
 
     /// Per-block partial sums of the gradient norm; per-feature means (metrics).
     let partials: Buffer<Double>, featureMeans: Buffer<Double>
@@ -72,6 +75,7 @@ public final class Workspace<T: JSAEScalar> {
         residual = Buffer(train ? B * d : 0)
         dwd1 = Buffer(train ? s.mIn * dMlp : 0); dw2eT = Buffer(train ? mOut * dMlp : 0)
         let mMax = max(s.mIn, mOut)
+        latentPairs = Buffer(train ? B * k : 0); latentStarts = Buffer(train ? mMax + 1 : 0)
         partials = Buffer(train ? squaredSumBlocks(2 * d * mMax + mMax + d) : 0)
         featureMeans = Buffer(d)
         let encoderChunk = min(encodeChunkTokens, max(B, 1)) * mMax

@@ -41,3 +41,65 @@ struct WorkspaceTests {
         #expect(stats.entries == J.count && stats.above[1] == J.filter { abs($0) > 0.01 }.count)
     }
 }
+
+@Suite("Latent-sorted reconstruction backward")
+struct LatentSortedBackwardTests {
+    /// The token-scan definition the latent-sorted kernel replaced: every
+    /// (token, slot) pair in token order, straight into the gradient rows.
+    static func tokenScan<T: JSAEScalar>(grad: inout SAETensors<T>, dOut: [T], input: [T], codes: CodesBuffer<T>, wDec: [T], B: Int) {
+        let d = grad.d, m = grad.m, k = codes.k
+        var gEncT = [T](repeating: 0, count: m * d)
+        var gwd = grad.wDec.data, gbe = grad.bEnc, gbd = grad.bDec
+        for b in 0..<B { for c in 0..<d { gbd[c] += dOut[b * d + c] } }
+        for b in 0..<B {
+            for j in 0..<k where codes.preacts.p[b * k + j] > 0 {
+                let i = codes.indices.p[b * k + j], s = codes.values.p[b * k + j]
+                let ds = dOut.withUnsafeBufferPointer { dx in wDec.withUnsafeBufferPointer { w in T.dot(d, dx.baseAddress! + b * d, w.baseAddress! + i * d) } }
+                for c in 0..<d { gwd[i * d + c] += s * dOut[b * d + c] }
+                gbe[i] += ds
+                for c in 0..<d { gEncT[i * d + c] += ds * input[b * d + c] }
+            }
+        }
+        var wEnc = grad.wEnc
+        for i in 0..<m { for c in 0..<d { wEnc.data[c * m + i] += gEncT[i * d + c] } }
+        grad.wDec = Matrix(rows: m, cols: d, data: gwd); grad.bEnc = gbe; grad.bDec = gbd; grad.wEnc = wEnc
+    }
+
+    /// Bit for bit, for Float and any thread count: the per-row order of
+    /// the additions is token order in both. Codes are drawn with repeated
+    /// latents across tokens, unused latents and non-positive pre-activations.
+    @Test("equals the token scan bit for bit", arguments: [1, 2, 3])
+    func bitIdentical(threads: Int) {
+        let B = 37, d = 12, m = 50, k = 6
+        var g = SeededGenerator(seed: 5)
+        let r = { (n: Int) in (0..<n).map { _ in Float(g.normal()) } }
+        let dOut = r(B * d), input = r(B * d), wDec = r(m * d)
+        let codes = CodesBuffer<Float>(tokens: B, k: k)
+        for b in 0..<B {
+            // Distinct latents per token from the first 40 (10 never used).
+            var pool = Array(0..<40)
+            for j in 0..<k {
+                let i = pool.remove(at: Int(g.next() % UInt64(pool.count)))
+                let h = Float(g.normal())
+                codes.indices.p[b * k + j] = i; codes.preacts.p[b * k + j] = j == 0 ? 0 : h; codes.values.p[b * k + j] = max(h, 0)
+            }
+        }
+        var start = SAETensors<Float>(d: d, m: m)
+        start.wEnc = Matrix(rows: d, cols: m, data: r(d * m)); start.wDec = Matrix(rows: m, cols: d, data: r(m * d))
+        start.bEnc = r(m); start.bDec = r(d)
+        var expected = start
+        Self.tokenScan(grad: &expected, dOut: dOut, input: input, codes: codes, wDec: wDec, B: B)
+
+        var got = start
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: m * d), order = UnsafeMutablePointer<Int>.allocate(capacity: B * k)
+        let starts = UnsafeMutablePointer<Int>.allocate(capacity: m + 1)
+        defer { scratch.deallocate(); order.deallocate(); starts.deallocate() }
+        dOut.withUnsafeBufferPointer { dx in input.withUnsafeBufferPointer { x in wDec.withUnsafeBufferPointer { w in
+            sparseDecoderBackward(grad: &got, scratch: scratch, order: order, starts: starts, dOut: dx.baseAddress!, input: x.baseAddress!,
+                                  codes: codes, wDec: w.baseAddress!, tokens: B, threads: threads)
+        } } }
+        #expect(got.wDec.data == expected.wDec.data && got.wEnc.data == expected.wEnc.data)
+        #expect(got.bEnc == expected.bEnc && got.bDec == expected.bDec)
+        #expect(got.wEnc.data != start.wEnc.data)
+    }
+}
