@@ -25,6 +25,11 @@ public protocol JSAEScalar: BinaryFloatingPoint, Sendable where Self.RawSignific
     static func sqrt(_ x: Self) -> Self
     /// A short name for messages and file attributes ("float", "double").
     static var precisionName: String { get }
+    /// Whether any of the 8 values at `p` is strictly greater than `t` (NaN
+    /// never is): one vector comparison. Written per type because SIMD
+    /// operators reached through a generic parameter compile to an
+    /// element-by-element loop even after specialisation.
+    static func anyOfEight(_ p: UnsafePointer<Self>, greaterThan t: Self) -> Bool
 }
 
 @inline(__always)
@@ -49,6 +54,10 @@ extension Float: JSAEScalar {
     public static func tanh(_ x: Float) -> Float { tanhf(x) }
     public static func sqrt(_ x: Float) -> Float { sqrtf(x) }
     public static var precisionName: String { "float" }
+    @inlinable @inline(__always)
+    public static func anyOfEight(_ p: UnsafePointer<Float>, greaterThan t: Float) -> Bool {
+        any(UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) .> SIMD8<Float>(repeating: t))
+    }
 }
 
 extension Double: JSAEScalar {
@@ -70,6 +79,10 @@ extension Double: JSAEScalar {
     public static func tanh(_ x: Double) -> Double { Glibc.tanh(x) }
     public static func sqrt(_ x: Double) -> Double { Glibc.sqrt(x) }
     public static var precisionName: String { "double" }
+    @inlinable @inline(__always)
+    public static func anyOfEight(_ p: UnsafePointer<Double>, greaterThan t: Double) -> Bool {
+        any(UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Double>.self) .> SIMD8<Double>(repeating: t))
+    }
 }
 
 /// OpenBLAS threading, for benchmarks and deterministic runs.

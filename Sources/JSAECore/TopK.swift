@@ -3,6 +3,13 @@
 /// Rule: the k largest values of `h`, in descending order; among equal values
 /// the lower index comes first (and wins the last place). Deterministic for a
 /// given input, independent of thread count or chunking.
+///
+/// Once k values are held, a value enters only if it is strictly greater
+/// than the k-th; most of a row cannot, so the row is scanned 8 entries at
+/// a time with one vector comparison against the k-th value, and only
+/// blocks with an entry above it are walked one by one. Skipping a block
+/// makes exactly the decisions the one-by-one walk would (nothing in it is
+/// greater, NaN included), so the result is the same as the plain scan's.
 /// - h: [m], outIndices: [k], outValues: [k] (the raw h at the chosen indices)
 @inlinable
 public func topKRow<T: JSAEScalar>(_ h: UnsafePointer<T>, m: Int, k: Int,
@@ -10,23 +17,32 @@ public func topKRow<T: JSAEScalar>(_ h: UnsafePointer<T>, m: Int, k: Int,
                                    outValues: UnsafeMutablePointer<T>) {
     precondition(k >= 1 && k <= m)
     var filled = 0
-    for j in 0..<m {
-        let v = h[j]
-        if filled == k {
-            // Strictly greater only: an equal value with a higher index loses.
-            if !(v > outValues[k - 1]) { continue }
-            filled -= 1
+    var j = 0
+    while j < m {
+        var end = j + 1
+        if filled == k && j + 8 <= m {
+            if !T.anyOfEight(h + j, greaterThan: outValues[k - 1]) { j += 8; continue }
+            end = j + 8
         }
-        // Insert after every value >= v, so ties keep ascending index order.
-        var pos = filled
-        while pos > 0 && outValues[pos - 1] < v {
-            outValues[pos] = outValues[pos - 1]
-            outIndices[pos] = outIndices[pos - 1]
-            pos -= 1
+        while j < end {
+            let v = h[j]
+            if filled == k {
+                // Strictly greater only: an equal value with a higher index loses.
+                if !(v > outValues[k - 1]) { j += 1; continue }
+                filled -= 1
+            }
+            // Insert after every value >= v, so ties keep ascending index order.
+            var pos = filled
+            while pos > 0 && outValues[pos - 1] < v {
+                outValues[pos] = outValues[pos - 1]
+                outIndices[pos] = outIndices[pos - 1]
+                pos -= 1
+            }
+            outValues[pos] = v
+            outIndices[pos] = j
+            filled += 1
+            j += 1
         }
-        outValues[pos] = v
-        outIndices[pos] = j
-        filled += 1
     }
 }
 

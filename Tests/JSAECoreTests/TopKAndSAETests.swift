@@ -106,3 +106,51 @@ struct GELUTests {
         #expect(abs(Activation.gelu.derivative(1.5) - Activation.geluTanh.derivative(1.5)) > 1e-4)
     }
 }
+
+/// The one-by-one scan topKRow used before its blocked fast path, kept here
+/// as the definition the blocked scan must equal exactly.
+func scalarTopK<T: JSAEScalar>(_ h: [T], k: Int) -> (indices: [Int], values: [T]) {
+    var idx = [Int](repeating: -1, count: k), val = [T](repeating: 0, count: k)
+    var filled = 0
+    for j in 0..<h.count {
+        let v = h[j]
+        if filled == k {
+            if !(v > val[k - 1]) { continue }
+            filled -= 1
+        }
+        var pos = filled
+        while pos > 0 && val[pos - 1] < v { val[pos] = val[pos - 1]; idx[pos] = idx[pos - 1]; pos -= 1 }
+        val[pos] = v; idx[pos] = j; filled += 1
+    }
+    return (idx, val)
+}
+
+@Suite("Blocked TopK")
+struct BlockedTopKTests {
+    /// Rows longer than a block, tails of every length, ties, NaN and
+    /// infinities: the blocked scan's indices and values equal the plain
+    /// scan's (bit for bit; NaN compared by position).
+    @Test("equals the one-by-one scan", arguments: [false, true])
+    func equalsScalar(_ ties: Bool) {
+        var g = SeededGenerator(seed: ties ? 3 : 4)
+        for m in [9, 15, 16, 17, 63, 100, 1000] {
+            for k in [1, 2, 5, 8, 31, 32, m].filter({ $0 <= m }) {
+                for trial in 0..<6 {
+                    var h = (0..<m).map { _ in ties ? Float(Int.random(in: -3...3, using: &g)) : Float(g.normal()) }
+                    if trial >= 4 {
+                        for _ in 0..<3 { h[Int.random(in: 0..<m, using: &g)] = [Float.nan, .infinity, -.infinity][Int.random(in: 0...2, using: &g)] }
+                    }
+                    var idx = [Int](repeating: -1, count: k), val = [Float](repeating: 0, count: k)
+                    h.withUnsafeBufferPointer { topKRow($0.baseAddress!, m: m, k: k, outIndices: &idx, outValues: &val) }
+                    let want = scalarTopK(h, k: k)
+                    #expect(idx == want.indices, "m=\(m) k=\(k) trial \(trial)")
+                    #expect(val.map(\.bitPattern) == want.values.map(\.bitPattern), "m=\(m) k=\(k) trial \(trial)")
+                    let hd = h.map(Double.init)
+                    var idxD = [Int](repeating: -1, count: k), valD = [Double](repeating: 0, count: k)
+                    hd.withUnsafeBufferPointer { topKRow($0.baseAddress!, m: m, k: k, outIndices: &idxD, outValues: &valD) }
+                    #expect(idxD == scalarTopK(hd, k: k).indices, "Double m=\(m) k=\(k) trial \(trial)")
+                }
+            }
+        }
+    }
+}
