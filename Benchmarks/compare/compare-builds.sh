@@ -1,0 +1,60 @@
+#!/bin/bash
+# Before/after table for two jsae-bench builds, phase by phase, with each
+# phase's limit (its FLOPs at the in-run sgemm ceiling or its bytes at the
+# in-run bandwidth, from jsae-bench's JSON).
+#
+#   Benchmarks/compare/compare-builds.sh BEFORE_BIN AFTER_BIN [PAIRS] [jsae-bench flags...]
+#   e.g. Benchmarks/compare/compare-builds.sh /tmp/before/jsae-bench .build/release/jsae-bench 5 --preset pythia-70m
+#
+# The two builds run alternately, BEFORE AFTER BEFORE AFTER ..., PAIRS times
+# (default 5), each with --no-profile and its own --json, so that drift of a
+# shared machine hits both; the table gives the medians, the median of the
+# per-pair ratios AFTER/BEFORE, and each phase's limit and median ×limit
+# for both. It also says whether the golden loss fingerprint is the same in
+# every run (a speed change must not move it). Progress on stderr; the
+# table on stdout; the JSON files stay in the folder printed at the end.
+set -euo pipefail
+if [ $# -lt 2 ]; then sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; fi
+before=$1; after=$2; shift 2
+pairs=5
+if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then pairs=$1; shift; fi
+for b in "$before" "$after"; do [ -x "$b" ] || { echo "compare-builds: $b: not an executable" >&2; exit 2; }; done
+[ "$pairs" -ge 1 ] || { echo "compare-builds: PAIRS must be at least 1" >&2; exit 2; }
+dir=$(mktemp -d "${TMPDIR:-/tmp}/compare-builds.XXXXXX")
+for i in $(seq "$pairs"); do
+  for side in before after; do
+    bin=$before; [ $side = after ] && bin=$after
+    echo "compare-builds: pair $i/$pairs, $side" >&2
+    if ! "$bin" "$@" --no-profile --json "$dir/$side-$i.json" > "$dir/$side-$i.out" 2> "$dir/$side-$i.err"; then
+      echo "compare-builds: $bin failed (exit $?); its stderr is $dir/$side-$i.err" >&2; exit 2
+    fi
+  done
+done
+python3 - "$dir" "$pairs" <<'PY'
+import json, sys, statistics as st
+d, n = sys.argv[1], int(sys.argv[2])
+B = [json.load(open(f'{d}/before-{i}.json')) for i in range(1, n + 1)]
+A = [json.load(open(f'{d}/after-{i}.json')) for i in range(1, n + 1)]
+med = st.median
+def table(title, key):
+    print(f'\n{title}\n')
+    print('| phase | before ms | after ms | after/before (median of pairs) | limit ms | × limit before | × limit after | bound |')
+    print('|---|---|---|---|---|---|---|---|')
+    for p in B[0][key]:
+        b = [j[key][p]['ms'] for j in B]; a = [j[key][p]['ms'] for j in A]
+        if med(b) == 0 and med(a) == 0: continue
+        lb = [j[key][p]['limitMs'] for j in B]; la = [j[key][p]['limitMs'] for j in A]
+        ratio = med([y / x for x, y in zip(b, a) if x > 0]) if any(x > 0 for x in b) else float('nan')
+        print(f"| {p} | {med(b):.1f} | {med(a):.1f} | {ratio:.2f} | {med(la):.1f} | "
+              f"{med([x / l for x, l in zip(b, lb)]):.1f}× | {med([y / l for y, l in zip(a, la)]):.1f}× | {B[0][key][p]['bound']} |")
+print(f"{n} pairs, {B[0]['preset']} preset, machine: {B[0]['environment']}")
+table('JSAE pair', 'phaseLimits')
+table('single SAE', 'saePhaseLimits')
+print('\n| metric | before | after | after/before (median of pairs) |\n|---|---|---|---|')
+for m in ['jsae_ms_per_step', 'jsae_efficiency', 'jsae_over_limit', 'jsae_tokens_per_s', 'sae_ms_per_step', 'sae_efficiency', 'sae_over_limit', 'sae_tokens_per_s', 'jsae_peak_bytes', 'ceiling_gflops', 'bandwidth_gbs']:
+    b = [j['metrics'][m] for j in B]; a = [j['metrics'][m] for j in A]
+    print(f"| {m} | {med(b):.4g} | {med(a):.4g} | {med([y / x for x, y in zip(b, a)]):.3f} |")
+same = all(json.dumps(x['fingerprintLoss']) == json.dumps(y['fingerprintLoss']) for x, y in zip(B, A))
+print(f"\nGolden loss fingerprint identical in every run: {'yes' if same else 'NO'}")
+PY
+echo "compare-builds: JSON and logs in $dir" >&2
