@@ -27,6 +27,8 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",
                        providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CGPerfTools", pkgConfig: "libprofiler",
                        providers: [.apt(["libgoogle-perftools-dev"])]),
         // Heap allocations counted through tcmalloc's MallocHook (jsae-bench's allocations per step).
@@ -41,7 +43,7 @@ let package = Package(
         .target(name: "JSAEIO", dependencies: ["JSAECore", "CHDF5"]),
         // Drivers over files: training runs (batch stream, checkpoints, progress) and forward runs.
         .target(name: "JSAERuns", dependencies: ["JSAECore", "JSAEIO"]),
-        .target(name: "JSAEReport", dependencies: ["JSAECore", "JSAEIO", "JSAERuns"]),
+        .target(name: "JSAEReport", dependencies: ["JSAECore", "JSAEIO", "JSAERuns", "CZlib"]),
         // What jsae and jsae-bench share: options (threads, shapes, seed) and one-line errors.
         .target(name: "JSAECLIOptions", dependencies: [
             "JSAECore", "JSAEIO", .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -66,7 +68,7 @@ let package = Package(
         .target(name: "_JSAETestSupport", dependencies: ["JSAECore", "JSAEIO"]),
         .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "_JSAETestSupport"]),
         .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAERuns", "_JSAETestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAERuns", "JSAEReport", "_JSAETestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAERuns", "JSAEReport", "_JSAETestSupport", "CZlib"]),
         // Hostile input and faults (issue 10): quick and seeded; the long
         // campaign in the same target runs only with JSAE_FUZZ_CAMPAIGN=N
         // (ci/fuzz-campaign.sh).

