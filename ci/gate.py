@@ -16,18 +16,21 @@
 
 A measurement directory (ci/bench-gate.sh writes it) holds
   cpu-N.json   --threads 1 --interleave-ceiling runs (N = 1, 2, ...)
-  wall-N.json  --threads 2 --interleave-ceiling runs, alternated with cpu-N
-  full.json    one plain --threads 2 run: peak memory, fingerprint, and the
-               single-run efficiencies the fallback compares
+  full.json    one plain --threads 2 run, between them: peak memory, the
+               fingerprint, and the single-run 2-thread shares (reported for
+               a core with a baseline; what the fallback gates)
+(wall-N.json, --threads 2 --interleave-ceiling runs, are pooled and reported
+too when present; they are not gated.)
 
 Efficiency is always a share of the in-run sgemm ceiling, never a time. A
-run's steps are each timed beside a ceiling product; over all runs of a kind
-the metric is the fastest step against the fastest product (best of N on both
-sides). Other processes and other tenants of the host only ever add time, so
-the fastest of some 20 samples is what repeats: on this shared 2-core machine
-single runs spread +-20%, this estimator about +-3% (ci/gate-flake-proof.txt).
-The 1-thread metrics use the process's CPU clock, which does not count the
-turns other processes take on the core; the 2-thread ones the wall clock.
+run's steps are each timed beside a ceiling product; over all runs the metric
+is the fastest step against the fastest product (best of N on both sides), by
+the process's CPU clock with one thread. Other processes only ever add time,
+and the CPU clock does not count the turns they take on the core, so this is
+what repeats: single plain runs spread +-20% here, this estimator a few
+percent (ci/gate-flake-proof.txt). Wall-clock shares with two threads move
+with every other process on the two cores (measured: 0.24-0.45 for the same
+tree within minutes), so no tight band can hold on them here.
 
 Baseline (ci/baseline.json, version 2): the top-level keys are the version-1
 baseline, kept as they were (an older gate.py still reads the file) and used
@@ -52,9 +55,10 @@ GROUPS = ("efficiency", "memory", "fingerprint")
 
 # The fallback's efficiencies: one plain run each, the version-1 metrics.
 FALLBACK_EFFICIENCY = ("sae_efficiency", "jsae_efficiency")
-# A core's entry: best-of shares, 1 thread by CPU time and 2 threads by wall time.
-CORE_EFFICIENCY = ("sae_cpu_efficiency_1t_best", "jsae_cpu_efficiency_1t_best",
-                   "sae_efficiency_2t_best", "jsae_efficiency_2t_best")
+# A core's entry: best-of shares with 1 thread by CPU time (gated) ...
+CORE_EFFICIENCY = ("sae_cpu_efficiency_1t_best", "jsae_cpu_efficiency_1t_best")
+# ... and with 2 threads by wall time (reported beside the baseline, not gated).
+CORE_REPORTED = ("sae_efficiency", "jsae_efficiency", "sae_efficiency_2t_best", "jsae_efficiency_2t_best")
 MEMORY = ("sae_peak_bytes", "jsae_peak_bytes")
 
 DEFAULT_TOLERANCES = {
@@ -70,15 +74,10 @@ DEFAULT_TOLERANCES = {
     "fingerprint_atol": 1e-6,
 }
 CORE_TOLERANCES = {
-    # Best-of shares of a measurement (4 rounds of 5 steps) repeat within
-    # about +-3% here under a background export on both cores (20 gate runs,
-    # ci/gate-flake-proof.txt). A 15% slowdown is a 13% drop in share
-    # (1 - 1/1.15), so 10% fails it with 3 points to spare on either side.
+    # A 15% slowdown is a 13% drop in share (1 - 1/1.15); 10% fails it with
+    # 3 points to spare, and leaves 10 points for the best-of shares to move
+    # with the machine's load (ci/gate-flake-proof.txt shows how far they did).
     "efficiency_drop": 0.10,
-    # The 2-thread shares are wall-clock: the turns other processes take on
-    # the two cores reach them, so they get a wider band. 15% still fails a
-    # 20% slowdown; the 1-thread CPU shares are the ones that see 15%.
-    "threaded_efficiency_drop": 0.15,
     "memory_growth": 0.15,
 }
 
@@ -143,7 +142,7 @@ def measure(directory):
     return {
         "core": cores.pop(), "preset": presets.pop(), "metrics": metrics,
         "fingerprintLoss": full.get("fingerprintLoss") if full else None,
-        "procedure": {"rounds": max(len(cpu), len(wall)), "steps": cpu[0]["steps"] if cpu else None,
+        "procedure": {"rounds": len(cpu), "steps": cpu[0]["steps"] if cpu else None,
                       "threads": sorted({r["environment"]["packageThreads"] for r in runs})},
         "environment": runs[0]["environment"], "shape": runs[0]["shape"],
     }
@@ -181,12 +180,17 @@ def compare(result, baseline, groups=GROUPS):
             if key not in rm:
                 missing(key)
                 continue
-            drop = tol.get("threaded_efficiency_drop", tol["efficiency_drop"]) if "_2t_" in key else tol["efficiency_drop"]
+            drop = tol["efficiency_drop"]
             b, v = bm[key], rm[key]
             low = b * (1 - drop)
             status = "FAIL" if v < low else ("improved" if v > b * (1 + drop) else "ok")
             failed |= status == "FAIL"
             rows.append((key, f"{100 * b:.1f}%", f"{100 * v:.1f}%", f">= {100 * low:.1f}%", status))
+        if eff_keys is CORE_EFFICIENCY:
+            for key in CORE_REPORTED:
+                if key in rm:
+                    b = f"{100 * bm[key]:.1f}%" if key in bm else "-"
+                    rows.append((key, b, f"{100 * rm[key]:.1f}%", "-", "reported"))
     if "memory" in groups:
         for key in MEMORY:
             if key not in rm:
@@ -252,12 +256,13 @@ def update(directories, baseline_path):
     old = json.loads(old_text) if old_text else {}
     new = dict(old)
     keys = CORE_EFFICIENCY + MEMORY
+    reported = [k for k in CORE_REPORTED if all(k in r["metrics"] for r in results)]
     for r in results:
         absent = [k for k in keys if k not in r["metrics"]]
         if absent:
             fail(f"update: a measurement lacks {', '.join(absent)}")
     entry = {
-        "metrics": {k: statistics.median(r["metrics"][k] for r in results) for k in keys},
+        "metrics": {k: statistics.median(r["metrics"][k] for r in results) for k in keys + tuple(reported)},
         "tolerances": old.get("cores", {}).get(core, {}).get("tolerances", CORE_TOLERANCES),
         "procedure": {**results[0]["procedure"], "measurements": len(results)},
         "environment": results[0]["environment"],
@@ -287,7 +292,7 @@ def update(directories, baseline_path):
 def selftest():
     fallback_metrics = {"sae_efficiency": 0.4, "jsae_efficiency": 0.4, "sae_peak_bytes": 1e8, "jsae_peak_bytes": 2e8}
     core_metrics = {"sae_cpu_efficiency_1t_best": 0.4, "jsae_cpu_efficiency_1t_best": 0.4,
-                    "sae_efficiency_2t_best": 0.4, "jsae_efficiency_2t_best": 0.4,
+                    "sae_efficiency": 0.4, "jsae_efficiency": 0.4,
                     "sae_peak_bytes": 1e8, "jsae_peak_bytes": 2e8}
     base = {"version": 2, "preset": "ci", "tolerances": DEFAULT_TOLERANCES, "metrics": fallback_metrics,
             "environment": {"openblasCore": "Cooperlake"}, "fingerprintLoss": [1.0, 0.5, 0.25],
@@ -308,8 +313,7 @@ def selftest():
         ("identical", base, variant(), False),
         ("1-thread share -8%: within the 10% band", base, variant(jsae_cpu_efficiency_1t_best=0.368), False),
         ("1-thread share -13% (a 15% slowdown)", base, variant(jsae_cpu_efficiency_1t_best=0.4 / 1.15), True),
-        ("2-thread share -13%: within its 15% band", base, variant(sae_efficiency_2t_best=0.4 / 1.15), False),
-        ("2-thread share -20%", base, variant(sae_efficiency_2t_best=0.32), True),
+        ("2-thread wall share halved: reported, not gated, for a core with a baseline", base, variant(sae_efficiency=0.2), False),
         ("improvement is not a failure", base, variant(jsae_cpu_efficiency_1t_best=0.9, sae_peak_bytes=5e7), False),
         ("memory +50%", base, variant(jsae_peak_bytes=3e8), True),
         ("fingerprint moved 1e-3", base, variant(loss=[1.0, 0.5005, 0.25]), True),
