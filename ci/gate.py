@@ -26,9 +26,11 @@ Efficiency is always a share of the in-run sgemm ceiling, never a time. A
 run's steps are each timed beside a ceiling product; over all runs the metric
 is the fastest step against the fastest product (best of N on both sides), by
 the process's CPU clock with one thread. Other processes only ever add time,
-and the CPU clock does not count the turns they take on the core, so this is
-what repeats: single plain runs spread +-20% here, this estimator a few
-percent (ci/gate-flake-proof.txt). Wall-clock shares with two threads move
+and the CPU clock does not count the turns they take on the core, so this
+repeats better than single plain runs (+-20% and more here). It is not immune:
+a training run on both cores still costs the memory-bound phases CPU time
+through shared cache and DRAM, and moved these shares by up to about +-9%
+(ci/gate-flake-proof.txt), which the 10% band below does not always absorb. Wall-clock shares with two threads move
 with every other process on the two cores (measured: 0.24-0.45 for the same
 tree within minutes), so no tight band can hold on them here.
 
@@ -76,7 +78,9 @@ DEFAULT_TOLERANCES = {
 CORE_TOLERANCES = {
     # A 15% slowdown is a 13% drop in share (1 - 1/1.15); 10% fails it with
     # 3 points to spare, and leaves 10 points for the best-of shares to move
-    # with the machine's load (ci/gate-flake-proof.txt shows how far they did).
+    # with the machine's load. Under a training run on both cores they moved
+    # by up to about 9-10% (ci/gate-flake-proof.txt: one spurious failure),
+    # so this band is the target, not yet a proven one.
     "efficiency_drop": 0.10,
     "memory_growth": 0.15,
 }
