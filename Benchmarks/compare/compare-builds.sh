@@ -36,24 +36,43 @@ d, n = sys.argv[1], int(sys.argv[2])
 B = [json.load(open(f'{d}/before-{i}.json')) for i in range(1, n + 1)]
 A = [json.load(open(f'{d}/after-{i}.json')) for i in range(1, n + 1)]
 med = st.median
+MS_KEY = {'phaseLimits': 'phasesMs', 'saePhaseLimits': 'saePhasesMs'}
+def ms(j, key, p):
+    """A phase's ms; a build from before the limit column (no phaseLimits) has phasesMs."""
+    if key in j: return j[key][p]['ms'] if p in j[key] else None
+    return j.get(MS_KEY[key], {}).get(p)
+def limit(j, key, p, other):
+    """A phase's limit ms from this run, or, for a build without the limit column,
+    from the paired run of the other build (same shape; that run's in-run ceiling)."""
+    src = j if key in j else other
+    return src[key][p]['limitMs'] if key in src and p in src[key] else None
+def fmt(x, f='{:.1f}'): return '-' if x is None else f.format(x)
+def mednn(xs):
+    xs = [x for x in xs if x is not None]
+    return med(xs) if xs else None
 def table(title, key):
     print(f'\n{title}\n')
     print('| phase | before ms | after ms | after/before (median of pairs) | limit ms | × limit before | × limit after | bound |')
     print('|---|---|---|---|---|---|---|---|')
-    for p in B[0][key]:
-        b = [j[key][p]['ms'] for j in B]; a = [j[key][p]['ms'] for j in A]
-        if med(b) == 0 and med(a) == 0: continue
-        lb = [j[key][p]['limitMs'] for j in B]; la = [j[key][p]['limitMs'] for j in A]
-        ratio = med([y / x for x, y in zip(b, a) if x > 0]) if any(x > 0 for x in b) else float('nan')
-        print(f"| {p} | {med(b):.1f} | {med(a):.1f} | {ratio:.2f} | {med(la):.1f} | "
-              f"{med([x / l for x, l in zip(b, lb)]):.1f}× | {med([y / l for y, l in zip(a, la)]):.1f}× | {B[0][key][p]['bound']} |")
-print(f"{n} pairs, {B[0]['preset']} preset, machine: {B[0]['environment']}")
+    ref = A[0] if key in A[0] else B[0]
+    for p in ref[key]:
+        b = [ms(j, key, p) for j in B]; a = [ms(j, key, p) for j in A]
+        if (mednn(b) or 0) == 0 and (mednn(a) or 0) == 0: continue
+        lb = [limit(x, key, p, y) for x, y in zip(B, A)]; la = [limit(y, key, p, x) for x, y in zip(B, A)]
+        ratio = mednn([y / x for x, y in zip(b, a) if x and y is not None])
+        xb = mednn([x / l for x, l in zip(b, lb) if x is not None and l]); xa = mednn([y / l for y, l in zip(a, la) if y is not None and l])
+        print(f"| {p} | {fmt(mednn(b))} | {fmt(mednn(a))} | {fmt(ratio, '{:.2f}')} | {fmt(mednn(la))} | "
+              f"{fmt(xb, '{:.1f}×')} | {fmt(xa, '{:.1f}×')} | {ref[key][p]['bound']} |")
+print(f"{n} pairs, {B[0]['preset']} preset, machine: {A[0]['environment']}")
+if 'phaseLimits' not in B[0]:
+    print("The before build has no limit column: its × limit uses the limit of the after run it was paired with.")
 table('JSAE pair', 'phaseLimits')
 table('single SAE', 'saePhaseLimits')
 print('\n| metric | before | after | after/before (median of pairs) |\n|---|---|---|---|')
-for m in ['jsae_ms_per_step', 'jsae_efficiency', 'jsae_over_limit', 'jsae_tokens_per_s', 'sae_ms_per_step', 'sae_efficiency', 'sae_over_limit', 'sae_tokens_per_s', 'jsae_peak_bytes', 'ceiling_gflops', 'bandwidth_gbs']:
-    b = [j['metrics'][m] for j in B]; a = [j['metrics'][m] for j in A]
-    print(f"| {m} | {med(b):.4g} | {med(a):.4g} | {med([y / x for x, y in zip(b, a)]):.3f} |")
+for m in ['jsae_ms_per_step', 'jsae_efficiency', 'jsae_over_limit', 'jsae_tokens_per_s', 'sae_ms_per_step', 'sae_efficiency', 'sae_over_limit', 'sae_tokens_per_s', 'jsae_peak_bytes', 'sae_peak_bytes', 'ceiling_gflops', 'bandwidth_gbs']:
+    b = [j['metrics'].get(m) for j in B]; a = [j['metrics'].get(m) for j in A]
+    ratio = mednn([y / x for x, y in zip(b, a) if x and y is not None])
+    print(f"| {m} | {fmt(mednn(b), '{:.4g}')} | {fmt(mednn(a), '{:.4g}')} | {fmt(ratio, '{:.3f}')} |")
 same = all(json.dumps(x['fingerprintLoss']) == json.dumps(y['fingerprintLoss']) for x, y in zip(B, A))
 print(f"\nGolden loss fingerprint identical in every run: {'yes' if same else 'NO'}")
 PY
