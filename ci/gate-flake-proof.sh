@@ -27,14 +27,14 @@ import re, sys
 text = open(sys.argv[1]).read()
 i, rc, secs, load, ended = sys.argv[2:7]
 def row(key):
-    m = re.search(rf"^{key}\s+(\S+)\s+(\S+)\s+(>= \S+|-)\s+(\S+)", text, re.M)
+    m = re.search(rf"^{key}\s+(\S+(?: MiB)?)\s+(\S+(?: MiB)?)\s+((?:>=|<=|rtol) \S+(?: MiB)?|-)\s+(\S+)", text, re.M)
     return m.groups() if m else ("?", "?", "?", "?")
 rounds = re.findall(r"(\d+) rounds of", text)
-s, j = row("sae_cpu_efficiency_1t_best"), row("jsae_cpu_efficiency_1t_best")
+s, j = row("sae_cpu_efficiency_1t_p75"), row("jsae_cpu_efficiency_1t_p75")
 s2, j2 = row("sae_efficiency"), row("jsae_efficiency")
 fp = row(r"fingerprint loss \(worst: step \d+\)")
 print(f"{int(i):2}  ended {ended}  exit {rc}  {int(secs):4} s  load {load}  rounds {rounds[-1] if rounds else '?'}  "
-      f"1t CPU best-of: SAE {s[1]:>6} ({s[2]}) {s[3]:8}  JSAE {j[1]:>6} ({j[2]}) {j[3]:8} | "
+      f"1t CPU paired p75: SAE {s[1]:>6} ({s[2]}) {s[3]:8}  JSAE {j[1]:>6} ({j[2]}) {j[3]:8} | "
       f"2t single run (reported): SAE {s2[1]:>6} JSAE {j2[1]:>6} | fingerprint {fp[3]}  -> {'pass' if rc == '0' else 'FAIL'}")
 PY
   if [ "$rc" != 0 ]; then sed 's/^/    /' "$log"; fi
