@@ -46,11 +46,11 @@ public struct Matrix<T: JSAEScalar>: Equatable, Sendable {
     }
 
     /// True when every entry is finite (no NaN, no ±Inf).
-    public var allFinite: Bool { data.allSatisfy { $0.isFinite } }
+    public var allFinite: Bool { firstNonFinite == nil }
 
     /// Index of the first non-finite entry, as (row, col), if any.
     public var firstNonFinite: (row: Int, col: Int)? {
-        guard let i = data.firstIndex(where: { !$0.isFinite }) else { return nil }
+        guard let i = data.withUnsafeBufferPointer({ T.firstNonFinite(in: $0) }) else { return nil }
         return (i / max(cols, 1), i % max(cols, 1))
     }
 }

@@ -154,3 +154,35 @@ struct BlockedTopKTests {
         }
     }
 }
+
+@Suite("Finiteness scan")
+struct FinitenessScanTests {
+    /// The first NaN or ±Inf by (row, col), found by a plain walk here, for
+    /// every position in a 7 × 13 matrix, in Float and Double; a finite
+    /// matrix (with ±0, subnormals and the largest finite values) has none.
+    func check<T: JSAEScalar>(_: T.Type) {
+        var g = SeededGenerator(seed: 11)
+        let base = Matrix<T>(rows: 7, cols: 13, data: g.normals(91).map { T($0) })
+        #expect(base.firstNonFinite == nil && base.allFinite)
+        var edge = base
+        edge.data[0] = -0.0; edge.data[1] = T.leastNonzeroMagnitude; edge.data[2] = -T.greatestFiniteMagnitude
+        #expect(edge.firstNonFinite == nil)
+        for bad in [T.nan, T.infinity, -T.infinity] {
+            for i in 0..<91 {
+                var m = base
+                m.data[i] = bad
+                if i + 5 < 91 { m.data[i + 5] = T.nan }   // a later one must not be the answer
+                let found = m.firstNonFinite
+                #expect(found?.row == i / 13 && found?.col == i % 13, "\(bad) at \(i)")
+                #expect(!m.allFinite)
+            }
+        }
+        #expect(Matrix<T>(rows: 0, cols: 5).firstNonFinite == nil)
+    }
+
+    @Test("finds the first NaN or Inf by row and column, in Float and Double")
+    func firstNonFinite() {
+        check(Float.self)
+        check(Double.self)
+    }
+}

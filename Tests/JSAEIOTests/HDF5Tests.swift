@@ -23,6 +23,51 @@ struct HDF5Tests {
         #expect(asFloat == values.map { Float(Float16($0)) })
     }
 
+    @Test("float16 rows are widened exactly as HDF5's own conversion widens them, for every bit pattern")
+    func float16RowsMatchHDF5Conversion() throws {
+        // Every binary16 bit pattern: subnormals, ±0, ±Inf, NaNs and all
+        // normals. Written as Floats (each exactly representable in binary16,
+        // so HDF5's float -> half conversion on write is exact).
+        let patterns = (0..<65_536).map { Float(Float16(bitPattern: UInt16($0))) }
+        let path = temporaryDirectory() + "/h16.h5"
+        let f = try HDF5File.create(path)
+        try f.write("/x", shape: [1_024, 64], patterns, stored: .float16)
+        f.close()
+        let r = try HDF5File.open(path)
+        // readFloats converts through HDF5 (H5Dread to a native type);
+        // readRows reads the half bits and widens them itself.
+        let hdf5Float: [Float] = try r.readFloats("/x").data
+        let hdf5Double: [Double] = try r.readFloats("/x").data
+        let rowsFloat: Matrix<Float> = try r.readRows("/x", 0..<1_024)
+        let rowsDouble: Matrix<Double> = try r.readRows("/x", 0..<1_024)
+        let part: Matrix<Float> = try r.readRows("/x", 511..<514)
+        func same<T: BinaryFloatingPoint>(_ a: T, _ b: T) -> Bool { (a.isNaN && b.isNaN) || (a == b && a.sign == b.sign) }
+        #expect(zip(hdf5Float, rowsFloat.data).allSatisfy(same))
+        #expect(zip(hdf5Double, rowsDouble.data).allSatisfy(same))
+        #expect(zip(hdf5Float[(511 * 64)..<(514 * 64)], part.data).allSatisfy(same) && part.count == 3 * 64)
+        // The patterns themselves came back (NaNs as NaNs).
+        #expect(zip(patterns, rowsFloat.data).allSatisfy(same))
+        #expect(rowsFloat.data.filter(\.isNaN).count == 2 * 1_023)
+
+        // Over 1M entries the rows are read in slabs of 2^20 / cols rows
+        // (32,768 here): whole, and across the slab boundary.
+        // (Each 65,536-entry period shifted by 13, so that no two slabs hold
+        // the same values.)
+        let long: [Float] = (0..<(40_000 * 32)).map { (i: Int) -> Float in
+            let shifted: Int = i * 7 + (i / 65_536) * 13
+            return patterns[shifted % 65_536]
+        }
+        let f2 = try HDF5File.create(path + "2")
+        try f2.write("/x", shape: [40_000, 32], long, stored: .float16)
+        f2.close()
+        let r2 = try HDF5File.open(path + "2")
+        let all: [Float] = try r2.readFloats("/x").data
+        let whole: Matrix<Float> = try r2.readRows("/x", 0..<40_000)
+        let across: Matrix<Float> = try r2.readRows("/x", 32_760..<32_780)
+        #expect(whole.count == all.count && zip(all, whole.data).allSatisfy(same))
+        #expect(across.count == 20 * 32 && zip(all[(32_760 * 32)..<(32_780 * 32)], across.data).allSatisfy(same))
+    }
+
     @Test("Row hyperslabs equal slices of the whole dataset")
     func hyperslabs() throws {
         let path = temporaryDirectory() + "/h.h5"
