@@ -6,8 +6,13 @@
 /// at the true input, with the index sets constant. The Jacobian term reaches
 /// only W_dec_x (through wd1) and W_enc_y (through w2e); nothing reaches the MLP.
 
-/// Σ (a − b)² accumulated in Double.
-public func squaredDistance<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>) -> Double {
+/// Σ (a − b)² accumulated in Double. (Prespecialised entry for other
+/// modules; see "Specialisation" in Parallel.swift.)
+@_specialize(exported: true, where T == Float)
+@_specialize(exported: true, where T == Double)
+public func squaredDistance<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>) -> Double { matrixSquaredDistance(a, b) }
+
+func matrixSquaredDistance<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>) -> Double {
     precondition(a.count == b.count)
     return a.data.withUnsafeBufferPointer { pa in b.data.withUnsafeBufferPointer { pb in squaredDistance(pa.baseAddress!, pb.baseAddress!, count: a.count) } }
 }

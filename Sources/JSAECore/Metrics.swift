@@ -15,6 +15,8 @@ public struct BatchMetrics: Sendable {
 
 /// Mean over tokens of 1 − ‖a − â‖² / ‖a − mean_batch(a)‖².
 /// - a, aHat: [B, d]
+@_specialize(exported: true, where T == Float)
+@_specialize(exported: true, where T == Double)
 public func explainedVariance<T: JSAEScalar>(_ a: Matrix<T>, _ aHat: Matrix<T>) -> Double {
     precondition(a.rows == aHat.rows && a.cols == aHat.cols)
     var mean = [Double](repeating: 0, count: a.cols)
@@ -81,8 +83,17 @@ public final class DeadLatentTracker: @unchecked Sendable {
 
 /// Share of the entries of J (any number of tokens) with |J| > t, for each t
 /// of `JacobianStats.thresholds`.
+/// One pass over J (a final evaluation's is 67M entries).
+@_specialize(exported: true, where T == Float)
+@_specialize(exported: true, where T == Double)
 public func jacobianShares<T: JSAEScalar>(_ J: [T]) -> [Double] {
-    JacobianStats.thresholds.map { t in Double(J.reduce(0) { $0 + (Double(abs($1)) > t ? 1 : 0) }) / Double(max(J.count, 1)) }
+    let t = JacobianStats.thresholds
+    var above = [Int](repeating: 0, count: t.count)
+    for v in J {
+        let a = Double(abs(v))
+        for i in t.indices where a > t[i] { above[i] += 1 }
+    }
+    return above.map { Double($0) / Double(max(J.count, 1)) }
 }
 
 extension JSAEModel {

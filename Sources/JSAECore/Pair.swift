@@ -62,15 +62,20 @@ public struct PairForward<T: JSAEScalar>: Sendable {
     public var jacobian: [T]?
 
     /// Sums over this batch, so that batches can be combined exactly.
+    /// (Prespecialised: evaluations call it from other modules on every chunk.)
     public var sums: LossSums {
-        var s = LossSums()
-        s.tokens = x.rows
-        s.d = x.cols
-        s.k = codesIn.k
-        s.sqErrIn = squaredDistance(xHat, x)
-        if let y, let yHat { s.sqErrOut = squaredDistance(yHat, y) }
-        if let jacobian { s.jacAbs = jacobian.reduce(0.0) { $0 + Double(abs($1)) } }
-        return s
+        @_specialize(exported: true, where T == Float)
+        @_specialize(exported: true, where T == Double)
+        get {
+            var s = LossSums()
+            s.tokens = x.rows
+            s.d = x.cols
+            s.k = codesIn.k
+            s.sqErrIn = matrixSquaredDistance(xHat, x)
+            if let y, let yHat { s.sqErrOut = matrixSquaredDistance(yHat, y) }
+            if let jacobian { s.jacAbs = jacobian.reduce(0.0) { $0 + Double(abs($1)) } }
+            return s
+        }
     }
 }
 
