@@ -45,14 +45,16 @@ public func reproduceLayers(_ options: ReproduceOptions, layers: [Int], pattern:
     defer { withExtendedLifetime(lock) {} }
 
     let runPlans = layers.flatMap { l in [RunPlan(name: "jsae-l\(l)", data: "l\(l)", lambda: lambda), RunPlan(name: "traditional-l\(l)", data: "l\(l)", lambda: 0)] }
-    let progress = PlanProgress(runPlans, steps: o.trainingSteps, log: log)
-    var results: [LayerResult] = []
-    for (i, layer) in layers.enumerated() {
-        let eval = try splits[i].evalSet(heldOutFile: o.outDir + "/data/heldout-l\(layer).h5")
-        let runs = try runPlans[(2 * i)..<(2 * i + 2)].map {
-            try trainAndEvaluate($0, split: splits[i], eval: eval, d: d, m: m, o: o, progress: progress, shouldStop: shouldStop)
+    let progress = PlanProgress(runPlans, steps: o.trainingSteps, runsAtOnce: o.runsAtOnce, log: log)
+    let evals = try layers.enumerated().map { i, layer in try splits[i].evalSet(heldOutFile: o.outDir + "/data/heldout-l\(layer).h5") }
+    let runs = try withRunThreads(o) { perRun in
+        try runPlan(runPlans, runsAtOnce: o.runsAtOnce, shouldStop: shouldStop) { p, stop in
+            let i = runPlans.firstIndex { $0.name == p.name }! / 2
+            return try trainAndEvaluate(p, split: splits[i], eval: evals[i], d: d, m: m, o: perRun, progress: progress, shouldStop: stop)
         }
-        results.append(LayerResult(layer: layer, data: splits[i].facts(eval), jsae: runs[0], traditional: runs[1]))
+    }
+    let results = layers.indices.map { i in
+        LayerResult(layer: layers[i], data: splits[i].facts(evals[i]), jsae: runs[2 * i], traditional: runs[2 * i + 1])
     }
     var prov = provenance
     prov["total wall seconds (this session)"] = String(format: "%.0f", Date().timeIntervalSince(start))

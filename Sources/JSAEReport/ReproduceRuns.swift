@@ -145,45 +145,127 @@ struct PlanRecord: Codable, Equatable {
     }
 }
 
-/// Progress over the whole plan: each run's steps, seconds per step measured
-/// separately for JSAE and traditional runs (the JSAE's Jacobian makes it
-/// about twice as slow), and from them an ETA for everything left.
-final class PlanProgress {
+/// Progress over the whole plan, from the workers of `runPlan`: each run's
+/// steps, seconds per step measured separately for JSAE and traditional runs
+/// (the JSAE's Jacobian makes it about twice as slow), and from them an ETA
+/// for everything left, with `runsAtOnce` runs sharing the machine. Lines
+/// from concurrent runs are written whole, one at a time.
+final class PlanProgress: @unchecked Sendable {
+    // @unchecked: every mutable field is guarded by `lock`.
+    private let lock = NSLock()
+    private let order: [String]
     private var remaining: [String: Int]
     private let isJSAE: [String: Bool]
     private var secondsPerStep: [Bool: Double] = [:]
+    /// Runs training now: where their current segment (between snapshots) started.
+    private var segments: [String: (start: Date, step: Int)] = [:]
+    private let runsAtOnce: Int
     private let logLine: (String) -> Void
-    private var segmentStart = Date(), segmentStep = 0, current = ""
 
-    init(_ plan: [RunPlan], steps: Int, log: @escaping (String) -> Void) {
+    init(_ plan: [RunPlan], steps: Int, runsAtOnce: Int = 1, log: @escaping (String) -> Void) {
+        order = plan.map(\.name)
         remaining = Dictionary(uniqueKeysWithValues: plan.map { ($0.name, steps) })
         isJSAE = Dictionary(uniqueKeysWithValues: plan.map { ($0.name, $0.lambda > 0) })
+        self.runsAtOnce = max(1, runsAtOnce)
         logLine = log
     }
 
-    func say(_ s: String) { logLine(s) }
+    func say(_ s: String) { lock.withLock { logLine(s) } }
 
     func begin(_ run: String, atStep step: Int, of total: Int) {
-        current = run; segmentStart = Date(); segmentStep = step
-        remaining[run] = total - step
+        lock.withLock {
+            segments[run] = (Date(), step)
+            remaining[run] = total - step
+        }
     }
 
-    func done(_ run: String) { remaining[run] = 0 }
+    func done(_ run: String) { lock.withLock { remaining[run] = 0; segments[run] = nil } }
 
-    /// "  ETA run …, all …" for a progress line at `step` of the current run.
-    func status(step: Int, total: Int) -> String {
-        let done = step - segmentStep
-        guard done > 0 else { return "" }
-        let rate = Date().timeIntervalSince(segmentStart) / Double(done)
-        let jsae = isJSAE[current] ?? true
-        secondsPerStep[jsae] = rate
-        remaining[current] = total - step
-        var all = 0.0
-        for (name, left) in remaining where left > 0 {
-            let kind = isJSAE[name] ?? true
-            all += Double(left) * (secondsPerStep[kind] ?? (kind ? rate * 2 : rate / 2))
+    /// "  ETA run …, all …" for a progress line of `run` at `step`.
+    func status(_ run: String, step: Int, total: Int) -> String {
+        lock.withLock {
+            guard let segment = segments[run], step > segment.step else { return "" }
+            let rate = Date().timeIntervalSince(segment.start) / Double(step - segment.step)
+            let jsae = isJSAE[run] ?? true
+            secondsPerStep[jsae] = rate
+            remaining[run] = total - step
+            func seconds(_ name: String) -> Double {
+                let kind = isJSAE[name] ?? true
+                return Double(remaining[name] ?? 0) * (secondsPerStep[kind] ?? (kind == jsae ? rate : (kind ? rate * 2 : rate / 2)))
+            }
+            // The runs in progress keep their slots; waiting runs start, in
+            // plan order, on whichever slot frees first.
+            var slots = order.filter { segments[$0] != nil && (remaining[$0] ?? 0) > 0 }.map(seconds)
+            slots += Array(repeating: 0, count: max(0, runsAtOnce - slots.count))
+            for name in order where segments[name] == nil && (remaining[name] ?? 0) > 0 {
+                let i = slots.indices.min { slots[$0] < slots[$1] }!
+                slots[i] += seconds(name)
+            }
+            return "  ETA run \(duration(Double(total - step) * rate)), all runs \(duration(slots.max() ?? 0))"
         }
-        return "  ETA run \(duration(Double(total - step) * rate)), all runs \(duration(all))"
+    }
+}
+
+/// Trains and evaluates `plan`'s runs, `runsAtOnce` at a time on their own
+/// threads, each worker taking the next waiting run in plan order, and
+/// returns the summaries in plan order. Results do not depend on
+/// `runsAtOnce` (each run's numbers do not depend on its thread count).
+/// After a failure no further run starts and the runs in progress stop at
+/// their next step (with a checkpoint); the failure is rethrown, before
+/// any interruption. Interruptions of several runs are reported together.
+func runPlan(_ plan: [RunPlan], runsAtOnce: Int, shouldStop: () -> Bool,
+             _ body: @escaping (RunPlan, _ shouldStop: () -> Bool) throws -> RunSummary) throws -> [RunSummary] {
+    let workers = max(1, min(runsAtOnce, plan.count))
+    if workers == 1 { return try plan.map { try body($0, shouldStop) } }
+    final class State: @unchecked Sendable {
+        // @unchecked: every mutable field is guarded by `lock`; the closures
+        // are called only while runPlan waits for the workers.
+        let lock = NSLock()
+        var next = 0, results: [RunSummary?], errors: [(index: Int, error: Error)] = []
+        /// failed: a run threw other than an interruption (the others stop);
+        /// ended: any run threw (no further run starts).
+        var failed = false, ended = false
+        init(_ n: Int) { results = Array(repeating: nil, count: n) }
+    }
+    let state = State(plan.count)
+    return try withoutActuallyEscaping(shouldStop) { shouldStop in
+        struct Work: @unchecked Sendable { let run: () -> Void }   // called only before runPlan returns
+        let stop = { shouldStop() || state.lock.withLock { state.failed } }
+        let work = Work {
+            while true {
+                let i: Int? = state.lock.withLock {
+                    guard !state.ended, state.next < plan.count else { return nil }
+                    defer { state.next += 1 }
+                    return state.next
+                }
+                guard let i else { return }
+                do {
+                    let r = try body(plan[i], stop)
+                    state.lock.withLock { state.results[i] = r }
+                } catch {
+                    state.lock.withLock {
+                        state.errors.append((i, error))
+                        state.ended = true
+                        if !(error is ReproduceInterrupted) { state.failed = true }
+                    }
+                }
+            }
+        }
+        let finished = DispatchSemaphore(value: 0)
+        for _ in 0..<workers {
+            let t = Thread { work.run(); finished.signal() }
+            t.stackSize = 1 << 23
+            t.start()
+        }
+        for _ in 0..<workers { finished.wait() }
+        let errors = state.errors.sorted { $0.index < $1.index }.map(\.error)
+        if let failure = errors.first(where: { !($0 is ReproduceInterrupted) }) { throw failure }
+        let interrupted = errors.compactMap { $0 as? ReproduceInterrupted }
+        if var first = interrupted.first {
+            first.others = Array(interrupted.dropFirst())
+            throw first
+        }
+        return state.results.map { $0! }
     }
 }
 
@@ -249,8 +331,8 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
             opts.pauseAtStep = pause
             progress.begin(p.name, atStep: state.step, of: config.totalSteps)
             let outcome = try runTraining(state: &state, config: config, stream: stream, provenance: provenance, options: opts,
-                                          shouldStop: shouldStop, status: { progress.status(step: $0, total: config.totalSteps) },
-                                          log: { progress.say("    " + $0) })
+                                          shouldStop: shouldStop, status: { progress.status(p.name, step: $0, total: config.totalSteps) },
+                                          log: { progress.say("    [\(p.name)] " + $0) })
             if case .interrupted(let step, let cp) = outcome, step != pause {
                 try saveSnapshots()
                 throw ReproduceInterrupted(run: p.name, step: step, checkpoint: cp)
@@ -259,7 +341,7 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
         let snap = evaluateSnapshot(state.model, eval: eval, step: state.step, batch: o.batch, threads: o.threads)
         snapshots.append(snap)
         try saveSnapshots()
-        progress.say(String(format: "    snapshot at %d tokens: |J|>0.01 %.1f%%, EV in %.3f out %.3f", snap.tokens, 100 * snap.shares[1],
+        progress.say("    [\(p.name)] " + String(format: "snapshot at %d tokens: |J|>0.01 %.1f%%, EV in %.3f out %.3f", snap.tokens, 100 * snap.shares[1],
                              snap.explainedVarianceIn, snap.explainedVarianceOut))
     }
     if !FileManager.default.fileExists(atPath: dir + "/model.h5") {

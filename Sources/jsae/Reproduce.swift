@@ -40,11 +40,13 @@ struct ReproduceCommand: ParsableCommand {
     @Flag(help: "Keep special-token rows ([CLS], [SEP]: /text/special) in training and evaluation.") var includeSpecial = false
     @Option(help: "Peak learning rate.") var lr: Double?
     @Option(help: "Sampled connections per run for f_s linearity and ablation.") var samples: Int?
+    @Option(help: "Runs trained at the same time, sharing --threads between them (default: 2 when there are 2 threads or more). Results do not depend on it.")
+    var runsAtOnce: Int?
     @Option(help: "Comma-separated extra λ values trained on the pre-trained data for the sweep, e.g. 0.01,0.5,3.")
     var lambdaSweep: String?
 
     func validate() throws {
-        for (name, v) in [("steps", steps), ("samples", samples), ("tokens", tokens), ("eval-tokens", evalTokens)] {
+        for (name, v) in [("steps", steps), ("samples", samples), ("tokens", tokens), ("eval-tokens", evalTokens), ("runs-at-once", runsAtOnce)] {
             if let v, v < 1 { throw ValidationError("--\(name) must be at least 1") }
         }
         if quick && full { throw ValidationError("--quick and --full exclude each other") }
@@ -77,6 +79,7 @@ struct ReproduceCommand: ParsableCommand {
             if let lr { o.lr = lr }
             o.seed = seedOption.seed
             o.threads = threadOptions.apply()
+            o.runsAtOnce = runsAtOnce ?? min(2, o.threads)
             if let samples { o.samples = samples }
             o.lambdaSweep = lambdaSweep.flatMap { parseNumbers($0, Double.self) } ?? []
             try requireFits(expansion: o.expansion, batch: o.batch)
