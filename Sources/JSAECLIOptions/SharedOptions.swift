@@ -10,7 +10,7 @@ import JSAEIO
 
 /// --threads: OpenBLAS's threads and the package's own.
 public struct ThreadOptions: ParsableArguments {
-    @Option(help: "Threads for OpenBLAS and the package's own loops (default: all cores). Results do not depend on it.")
+    @Option(help: "Threads for OpenBLAS and the package's own loops (default: all cores). The package's loops give the same bits on any count; OpenBLAS's threaded sgemm rounds differently from its single-threaded one, so results depend on it in their last bits.")
     public var threads: Int?
 
     public init() {}

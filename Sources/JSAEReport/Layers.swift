@@ -58,6 +58,7 @@ public func reproduceLayers(_ options: ReproduceOptions, layers: [Int], pattern:
     }
     var prov = provenance
     prov["total wall seconds (this session)"] = String(format: "%.0f", Date().timeIntervalSince(start))
+    prov["runs at once, OpenBLAS threads per run"] = "\(o.runsAtOnce), \(o.blasThreadsPerRun)"
     let summary = LayerSweepSummary(options: plan.resultDefining.merging(["lambda": "\(lambda)", "layers": layers.map(String.init).joined(separator: ",")],
                                                                           uniquingKeysWith: { $1 }),
                                     layers: results, provenance: prov)

@@ -46,9 +46,11 @@ public struct ReproduceOptions: Sendable {
     /// Threads for the package's own loops; results do not depend on it.
     public var threads = Parallel.onlineCores
     /// Runs trained at the same time, each on threads / runsAtOnce threads
-    /// (at least 1) for OpenBLAS and the package's loops; results do not
-    /// depend on it. Two 1-thread runs on 2 cores train ~1.15–1.2× faster
-    /// than one 2-thread run after another (reproduce/README.md).
+    /// (at least 1) for OpenBLAS and the package's loops. A run's numbers
+    /// depend on that per-run count (OpenBLAS's threaded sgemm rounds
+    /// differently from its single-threaded one), not on the runs beside it.
+    /// Two 1-thread runs at once on 2 cores train faster than one 2-thread
+    /// run after another (reproduce/README.md, "Time").
     public var runsAtOnce = 1
     public init(pretrained: String, randomized: String, outDir: String) {
         self.pretrained = pretrained; self.randomized = randomized; self.outDir = outDir
@@ -62,6 +64,10 @@ public struct ReproduceOptions: Sendable {
         snapshotTokens = [250_000, 500_000, 1_000_000, 2_000_000]
         evalTokens = 65_536; bufferBatches = 16; checkpointEvery = 50; mode = "full"
     }
+
+    /// OpenBLAS threads each run trains on (see `runsAtOnce`): with one run
+    /// at a time, OpenBLAS's own count (--threads, or its default).
+    var blasThreadsPerRun: Int { runsAtOnce > 1 ? max(1, threads / runsAtOnce) : BLASThreads.count }
 
     /// Optimizer steps per run.
     public var trainingSteps: Int { tokens.map { ($0 + batch - 1) / batch } ?? steps }
@@ -211,6 +217,7 @@ public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:],
     let trends = o.snapshotSteps.count > 1 ? judgeTrends(runs) : []
     var prov = provenance
     prov["total wall seconds (this session)"] = String(format: "%.0f", Date().timeIntervalSince(start))
+    prov["runs at once, OpenBLAS threads per run"] = "\(o.runsAtOnce), \(o.blasThreadsPerRun)"
     let summary = ReproduceSummary(
         options: o.resultDefining.merging(["lambda": "\(lambda)", "mode": o.mode], uniquingKeysWith: { $1 }),
         heldOutTokens: evalSets["pretrained"]!.rows.count, runs: runs, verdicts: verdicts, trends: trends,
@@ -233,7 +240,7 @@ public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:],
 func withRunThreads<R>(_ o: ReproduceOptions, _ body: (ReproduceOptions) throws -> R) rethrows -> R {
     guard o.runsAtOnce > 1 else { return try body(o) }
     var perRun = o
-    perRun.threads = max(1, o.threads / o.runsAtOnce)
+    perRun.threads = o.blasThreadsPerRun
     let blas = BLASThreads.count
     BLASThreads.set(perRun.threads)
     defer { BLASThreads.set(blas) }

@@ -118,13 +118,20 @@ func openReportFolder(_ o: ReproduceOptions, inputs: [ActivationsReader], log: (
 /// runs in it were trained with. A second invocation with the same ones
 /// resumes; with others it is refused, so that finished runs are never mixed
 /// with runs of another configuration.
-struct PlanRecord: Codable, Equatable {
+struct PlanRecord: Codable {
     var options: [String: String]
     var inputs: [String: String]
+    /// OpenBLAS threads each run trains on. OpenBLAS's threaded sgemm rounds
+    /// differently from its single-threaded one, so a run resumed on another
+    /// count continues to numbers that differ from an uninterrupted run's in
+    /// their last bits: such a resume is allowed (the machine may have
+    /// changed) but said. nil in plans written before it was recorded.
+    var blasThreadsPerRun: Int?
 
     init(_ o: ReproduceOptions, files: [ActivationsReader]) throws {
         options = o.resultDefining
         inputs = Dictionary(uniqueKeysWithValues: try files.map { ($0.path, "\($0.tokens) rows, fingerprint \(try $0.fingerprint())") })
+        blasThreadsPerRun = o.blasThreadsPerRun
     }
 
     func requireSameOrWrite(in dir: String, log: (String) -> Void) throws {
@@ -133,12 +140,16 @@ struct PlanRecord: Codable, Equatable {
             guard let data = FileManager.default.contents(atPath: path), let old = try? JSONDecoder().decode(PlanRecord.self, from: data) else {
                 throw JSAEError(file: path, "is not a reproduction plan (remove it, or choose another --out)")
             }
-            if old != self {
+            if old.options != options || old.inputs != inputs {
                 let key = (Set(old.options.keys).union(options.keys)).sorted().first { old.options[$0] != options[$0] }
                 let what = key.map { "\($0) was \(old.options[$0] ?? "unset"), now \(options[$0] ?? "unset")" } ?? "the input files changed"
                 throw JSAEError(file: path, "holds a reproduction with other settings (\(what)): rerun with the same ones to resume, or choose another --out")
             }
             log("resuming the reproduction in \(dir) (same settings and inputs as \(path))")
+            if let before = old.blasThreadsPerRun, let now = blasThreadsPerRun, before != now {
+                log("note: its runs trained on \(before) OpenBLAS thread\(before == 1 ? "" : "s") each, these on \(now) (--threads / --runs-at-once): "
+                    + "a resumed run's numbers will differ from an uninterrupted one's in their last bits")
+            }
             return
         }
         try writeJSON(self, to: path)
@@ -208,8 +219,9 @@ final class PlanProgress: @unchecked Sendable {
 
 /// Trains and evaluates `plan`'s runs, `runsAtOnce` at a time on their own
 /// threads, each worker taking the next waiting run in plan order, and
-/// returns the summaries in plan order. Results do not depend on
-/// `runsAtOnce` (each run's numbers do not depend on its thread count).
+/// returns the summaries in plan order. A run's numbers do not depend on
+/// the runs beside it, only on the OpenBLAS threads it is given (OpenBLAS's
+/// threaded sgemm rounds differently from its single-threaded one).
 /// After a failure no further run starts and the runs in progress stop at
 /// their next step (with a checkpoint); the failure is rethrown, before
 /// any interruption. Interruptions of several runs are reported together.
@@ -251,13 +263,26 @@ func runPlan(_ plan: [RunPlan], runsAtOnce: Int, shouldStop: () -> Bool,
                 }
             }
         }
+        // The threads reach `work` (which holds the non-escaping shouldStop)
+        // only through `box`, and drop it before signalling: a Thread keeps
+        // its block until it exits, which may be after the wait below.
+        final class Box: @unchecked Sendable {
+            // @unchecked: written before the threads start and after they are done.
+            var work: Work?
+            init(_ w: Work) { work = w }
+        }
+        let box = Box(work)
         let finished = DispatchSemaphore(value: 0)
         for _ in 0..<workers {
-            let t = Thread { work.run(); finished.signal() }
+            let t = Thread {
+                do { let w = box.work; w?.run() }
+                finished.signal()
+            }
             t.stackSize = 1 << 23
             t.start()
         }
         for _ in 0..<workers { finished.wait() }
+        box.work = nil
         let errors = state.errors.sorted { $0.index < $1.index }.map(\.error)
         if let failure = errors.first(where: { !($0 is ReproduceInterrupted) }) { throw failure }
         let interrupted = errors.compactMap { $0 as? ReproduceInterrupted }
@@ -324,7 +349,10 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
     func saveSnapshots() throws {
         try writeJSON(SavedSnapshots(snapshots: snapshots, wallSeconds: wall + Date().timeIntervalSince(started)), to: snapshotsPath)
     }
-    for pause in o.snapshotSteps where pause > state.step || (pause == state.step && !snapshots.contains { $0.step == pause }) {
+    // The last pause is the end of training, whose snapshot is taken from
+    // the final evaluation's true-input pass below instead of a pass of its own.
+    let last = config.totalSteps
+    for pause in o.snapshotSteps where pause > state.step || (pause == state.step && pause != last && !snapshots.contains { $0.step == pause }) {
         if pause > state.step {
             var opts = TrainRunOptions(outDir: dir)
             opts.checkpointEvery = o.checkpointEvery; opts.logEvery = max(1, min(25, config.totalSteps / 8)); opts.threads = o.threads
@@ -338,11 +366,11 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
                 throw ReproduceInterrupted(run: p.name, step: step, checkpoint: cp)
             }
         }
+        guard pause != last else { continue }
         let snap = evaluateSnapshot(state.model, eval: eval, step: state.step, batch: o.batch, threads: o.threads)
         snapshots.append(snap)
         try saveSnapshots()
-        progress.say("    [\(p.name)] " + String(format: "snapshot at %d tokens: |J|>0.01 %.1f%%, EV in %.3f out %.3f", snap.tokens, 100 * snap.shares[1],
-                             snap.explainedVarianceIn, snap.explainedVarianceOut))
+        saySnapshot(snap, run: p.name, progress: progress)
     }
     if !FileManager.default.fileExists(atPath: dir + "/model.h5") {
         try ModelFile.write(state.model, to: dir + "/model.h5",
@@ -353,7 +381,13 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
     summary.steps = state.step; summary.trainedTokens = state.step * o.batch; summary.trainingRows = split.train.count
     summary.epochs = Double(state.step * o.batch) / Double(split.train.count)
     summary.shuffleBufferBatches = bufferBatches
-    summary.snapshots = o.snapshotSteps.count > 1 ? snapshots : nil
+    if o.snapshotSteps.count > 1 {
+        let end = Snapshot(finalEvaluation: summary, step: state.step, tokens: state.step * o.batch)
+        snapshots = snapshots.filter { $0.step != end.step } + [end]
+        try saveSnapshots()
+        saySnapshot(end, run: p.name, progress: progress)
+        summary.snapshots = snapshots
+    }
     summary.wallSeconds = wall + Date().timeIntervalSince(started)
     try writeJSON(FinishedRun(summary: summary), to: finishedPath)
     progress.done(p.name)
@@ -361,6 +395,22 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
 }
 
 struct SavedSnapshots: Codable { var snapshots: [Snapshot]; var wallSeconds: Double }
+
+func saySnapshot(_ snap: Snapshot, run: String, progress: PlanProgress) {
+    progress.say("    [\(run)] " + String(format: "snapshot at %d tokens: |J|>0.01 %.1f%%, EV in %.3f out %.3f", snap.tokens, 100 * snap.shares[1],
+                                        snap.explainedVarianceIn, snap.explainedVarianceOut))
+}
+
+extension Snapshot {
+    /// The scale curve's last point: the final evaluation at the true input
+    /// (the same held-out rows and measures as `evaluateSnapshot`).
+    init(finalEvaluation r: RunSummary, step: Int, tokens: Int) {
+        self.init(step: step, tokens: tokens, shares: r.shares["trueInput"] ?? [],
+                  explainedVarianceIn: r.explainedVarianceIn, explainedVarianceOut: r.explainedVarianceOut,
+                  mseIn: r.mseIn, mseOut: r.mseOut, jacobianL1: r.jacobianL1 ?? 0,
+                  l0In: r.l0In, l0Out: r.l0Out, deadIn: r.deadIn, deadOut: r.deadOut)
+    }
+}
 
 /// A held-out evaluation at the true input, in memory (no forward files):
 /// the scale curve's point. The same measures as the final evaluation, by

@@ -40,7 +40,7 @@ struct ReproduceCommand: ParsableCommand {
     @Flag(help: "Keep special-token rows ([CLS], [SEP]: /text/special) in training and evaluation.") var includeSpecial = false
     @Option(help: "Peak learning rate.") var lr: Double?
     @Option(help: "Sampled connections per run for f_s linearity and ablation.") var samples: Int?
-    @Option(help: "Runs trained at the same time, sharing --threads between them (default: 2 when there are 2 threads or more). Results do not depend on it.")
+    @Option(help: "Runs trained at the same time, each on --threads / --runs-at-once threads (default: 2 when there are 2 threads or more). A run's numbers depend on its thread count (see --threads), not on the runs beside it.")
     var runsAtOnce: Int?
     @Option(help: "Comma-separated extra λ values trained on the pre-trained data for the sweep, e.g. 0.01,0.5,3.")
     var lambdaSweep: String?

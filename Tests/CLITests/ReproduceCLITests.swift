@@ -62,26 +62,31 @@ struct ReproduceCLITests {
         }
     }
 
-    @Test("one-pass runs with snapshots: an interrupted reproduction resumes to the uninterrupted numbers; other settings are refused")
+    @Test("one-pass runs with snapshots: an interrupted reproduction, two runs at once, resumes to the numbers of uninterrupted runs one after another; other settings are refused")
     func interruptAndResume() throws {
         let dir = temporaryDirectory()
+        // --threads 2 --runs-at-once 2: each run on one OpenBLAS thread, as
+        // --threads 1 one run at a time (OpenBLAS's threaded sgemm rounds
+        // differently, so the thread count per run must match).
         let common = ["reproduce", "--quick", "--tokens", "1280", "--batch", "128", "--snapshots", "256,512", "--expansion", "2",
                       "--samples", "6", "--eval-tokens", "200",
                       "--pretrained", packageRoot + "/reproduce/sample/minilm-l3-pretrained.h5",
-                      "--randomized", packageRoot + "/reproduce/sample/minilm-l3-randomized.h5"]
-        let whole = try jsae(common + ["--out", dir + "/whole"])
+                      "--randomized", packageRoot + "/reproduce/sample/minilm-l3-randomized.h5", "--threads"]
+        let whole = try jsae(common + ["1", "--runs-at-once", "1", "--out", dir + "/whole"])
         #expect(whole.status == 0, "\(whole.stderr)")
+        let firstEnds = whole.stderr.range(of: "[jsae-pretrained] snapshot at 1280"), secondStarts = whole.stderr.range(of: "[traditional-pretrained] training")
+        #expect(firstEnds != nil && secondStarts != nil && firstEnds!.lowerBound < secondStarts!.lowerBound, "one run at a time: \(whole.stderr)")
 
         let p = Process()
         p.executableURL = URL(fileURLWithPath: jsaeBinary)
-        p.arguments = common + ["--out", dir + "/cut"]
+        p.arguments = common + ["2", "--out", dir + "/cut"]
         let err = Pipe()
         p.standardError = err
         p.standardOutput = Pipe()
         try p.run()
-        // Interrupt inside the second run, after the first finished.
+        // Interrupt the traditional run (trained beside the JSAE run) after its second step.
         var seen = ""
-        while !(seen.contains("[traditional-pretrained] training") && seen.hasSuffix("\n") && seen.split(separator: "\n").last!.contains("step 2/")) {
+        while !(seen.hasSuffix("\n") && seen.split(separator: "\n").contains { $0.contains("[traditional-pretrained] step 2/") }) {
             let chunk = err.fileHandleForReading.availableData
             if chunk.isEmpty { break }
             seen += String(decoding: chunk, as: UTF8.self)
@@ -93,13 +98,18 @@ struct ReproduceCLITests {
         #expect(seen.contains("interrupted in traditional-pretrained at step") && seen.contains("run the same command again to resume"), "\(seen)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/cut/summary.json"))
 
-        let other = try jsae(common.map { $0 == "6" ? "7" : $0 } + ["--out", dir + "/cut"])
+        #expect(seen.contains("[jsae-pretrained] training") && seen.contains("[traditional-pretrained] training")
+                && seen.range(of: "[traditional-pretrained] training")!.lowerBound < seen.range(of: "[jsae-pretrained] step 10/")?.lowerBound ?? seen.endIndex,
+                "two runs at once: \(seen)")
+
+        let other = try jsae(common.map { $0 == "6" ? "7" : $0 } + ["2", "--out", dir + "/cut"])
         #expect(other.status == 2 && other.stderr.split(separator: "\n").count == 1
                 && other.stderr.contains(dir + "/cut/plan.json") && other.stderr.contains("samples was 6, now 7"), "\(other.stderr)")
 
-        let resumed = try jsae(common + ["--out", dir + "/cut"])
+        let resumed = try jsae(common + ["2", "--out", dir + "/cut"])
         #expect(resumed.status == 0, "\(resumed.stderr)")
-        #expect(resumed.stderr.contains("[jsae-pretrained] finished earlier"), "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("[jsae-pretrained] finished earlier") || resumed.stderr.contains("[jsae-pretrained] resuming from"),
+                "\(resumed.stderr)")
         #expect(resumed.stderr.contains("[traditional-pretrained] resuming from"), "\(resumed.stderr)")
 
         func runs(_ d: String) throws -> [RunSummary] {
