@@ -67,11 +67,28 @@ public func allClose<A: BinaryFloatingPoint, B: BinaryFloatingPoint>(
     a.count == b.count && closeness(a, b, rtol: rtol, atol: atol).ratio <= 1
 }
 
-/// A fresh empty folder under the system temp dir.
+/// A fresh empty folder under the system temp dir, removed when the test
+/// process exits (a `swift test` run made ~350 MB of them, and they were
+/// never removed). JSAE_KEEP_TEST_DIRS=1 keeps them, to look at a failure.
 public func temporaryDirectory(_ tag: String = "jsae-test") -> String {
     let path = NSTemporaryDirectory() + "\(tag)-\(UUID().uuidString)"
     try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    TemporaryDirectories.shared.add(path)
     return path
+}
+
+private final class TemporaryDirectories: @unchecked Sendable {
+    // @unchecked: `paths` is guarded by `lock`.
+    static let shared = TemporaryDirectories()
+    private let lock = NSLock()
+    private var paths: [String] = []
+    private init() {
+        if ProcessInfo.processInfo.environment["JSAE_KEEP_TEST_DIRS"] != "1" {
+            atexit { TemporaryDirectories.shared.removeAll() }
+        }
+    }
+    func add(_ path: String) { lock.withLock { paths.append(path) } }
+    func removeAll() { for p in lock.withLock({ paths }) { try? FileManager.default.removeItem(atPath: p) } }
 }
 
 /// A built executable of this package, found beside the test bundle (the
