@@ -412,10 +412,11 @@ public final class HDF5File {
         guard fspace >= 0, H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nil, &count, nil) >= 0 else {
             throw JSAEError(file: path, "\(name) rows \(range) cannot be selected (corrupt?)")
         }
-        let mspace = H5Screate_simple(2, &count, nil)
-        defer { H5Sclose(mspace) }
-        let status: herr_t
-        if isIEEEHalf(did) {
+        let ftype = H5Dget_type(did)
+        defer { if ftype >= 0 { H5Tclose(ftype) } }
+        let cols = shape[1]
+        var status: herr_t = ftype >= 0 ? 0 : -1
+        if status >= 0 && isIEEEHalf(ftype) {
             // HDF5 1.10 converts binary16 to float in software, bit field by
             // bit field (H5T__conv_f_f): it took about a sixth of a
             // reproduction's wall time. The file's own type is read as it is
@@ -423,39 +424,45 @@ public final class HDF5File {
             // subnormals, ±0 and ±Inf included, is a Float and a Double).
             // In slabs of about 1M entries, so the staging buffer stays at
             // 2 MiB whatever the range.
-            let cols = shape[1], slabRows = max(1, (1 << 20) / cols)
+            let slabRows = max(1, (1 << 20) / cols)
             var half = [UInt16](repeating: 0, count: min(range.count, slabRows) * cols)
-            let ftype = H5Dget_type(did)
-            defer { H5Tclose(ftype) }
-            var ok: herr_t = ftype >= 0 ? 0 : -1
             var first = 0
-            while ok >= 0 && first < range.count {
+            while status >= 0 && first < range.count {
                 let n = min(slabRows, range.count - first)
-                var slabStart: [hsize_t] = [hsize_t(range.lowerBound + first), 0], slabCount: [hsize_t] = [hsize_t(n), hsize_t(cols)]
-                let slabSpace = H5Screate_simple(2, &slabCount, nil)
-                defer { H5Sclose(slabSpace) }
-                guard slabSpace >= 0, H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &slabStart, nil, &slabCount, nil) >= 0 else { ok = -1; break }
-                ok = half.withUnsafeMutableBytes { H5Dread(did, ftype, slabSpace, fspace, jsae_h5p_default(), $0.baseAddress) }
-                if ok >= 0 {
+                status = half.withUnsafeMutableBytes {
+                    readRowSlab(did, as: ftype, fspace, rows: (range.lowerBound + first)..<(range.lowerBound + first + n), cols: cols, into: $0.baseAddress!)
+                }
+                if status >= 0 {
                     m.data.withUnsafeMutableBufferPointer { widenHalf(half[0..<(n * cols)], into: UnsafeMutableBufferPointer(rebasing: $0[(first * cols)..<((first + n) * cols)])) }
                 }
                 first += n
             }
-            status = ok
-        } else {
-            status = m.data.withUnsafeMutableBytes { H5Dread(did, memType(T.self), mspace, fspace, jsae_h5p_default(), $0.baseAddress) }
+        } else if status >= 0 {
+            status = m.data.withUnsafeMutableBytes { readRowSlab(did, as: memType(T.self), fspace, rows: range, cols: cols, into: $0.baseAddress!) }
         }
         guard status >= 0 else { throw JSAEError(file: path, "\(name) rows \(range) could not be read (truncated or corrupt?)") }
         return m
     }
 
-    /// Whether the dataset's type is IEEE binary16 in this machine's byte
-    /// order (how h5py stores float16 on a little-endian machine), so that
-    /// its bytes are Float16 bit patterns.
-    private func isIEEEHalf(_ did: hid_t) -> Bool {
-        let t = H5Dget_type(did), half = jsae_h5t_make_f16le()
-        defer { H5Tclose(t); H5Tclose(half) }
-        return t >= 0 && half >= 0 && H5Tequal(t, half) > 0 && UInt16(littleEndian: 1) == 1
+    /// Reads `rows` (all `cols` columns) of dataset `did`, whose file space is
+    /// `fspace`, into `buffer` as memory type `type`. HDF5's status: < 0 failed.
+    private func readRowSlab(_ did: hid_t, as type: hid_t, _ fspace: hid_t, rows: Range<Int>, cols: Int,
+                             into buffer: UnsafeMutableRawPointer) -> herr_t {
+        var start: [hsize_t] = [hsize_t(rows.lowerBound), 0], count: [hsize_t] = [hsize_t(rows.count), hsize_t(cols)]
+        let mspace = H5Screate_simple(2, &count, nil)
+        guard mspace >= 0 else { return -1 }
+        defer { H5Sclose(mspace) }
+        guard H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nil, &count, nil) >= 0 else { return -1 }
+        return H5Dread(did, type, mspace, fspace, jsae_h5p_default(), buffer)
+    }
+
+    /// Whether a dataset type is IEEE binary16 in this machine's byte order
+    /// (how h5py stores float16 on a little-endian machine), so that its
+    /// bytes are Float16 bit patterns.
+    private func isIEEEHalf(_ type: hid_t) -> Bool {
+        let half = jsae_h5t_make_f16le()
+        defer { H5Tclose(half) }
+        return half >= 0 && H5Tequal(type, half) > 0 && UInt16(littleEndian: 1) == 1
     }
 
     /// Reads an integer dataset (any integer width on disk) as Int.
