@@ -241,9 +241,8 @@ func runPlan(_ plan: [RunPlan], runsAtOnce: Int, shouldStop: () -> Bool,
     }
     let state = State(plan.count)
     return try withoutActuallyEscaping(shouldStop) { shouldStop in
-        struct Work: @unchecked Sendable { let run: () -> Void }   // called only before runPlan returns
         let stop = { shouldStop() || state.lock.withLock { state.failed } }
-        let work = Work {
+        let work = {
             while true {
                 let i: Int? = state.lock.withLock {
                     guard !state.ended, state.next < plan.count else { return nil }
@@ -268,14 +267,14 @@ func runPlan(_ plan: [RunPlan], runsAtOnce: Int, shouldStop: () -> Bool,
         // its block until it exits, which may be after the wait below.
         final class Box: @unchecked Sendable {
             // @unchecked: written before the threads start and after they are done.
-            var work: Work?
-            init(_ w: Work) { work = w }
+            var work: (() -> Void)?
+            init(_ w: @escaping () -> Void) { work = w }
         }
         let box = Box(work)
         let finished = DispatchSemaphore(value: 0)
         for _ in 0..<workers {
             let t = Thread {
-                do { let w = box.work; w?.run() }
+                do { let w = box.work; w?() }
                 finished.signal()
             }
             t.stackSize = 1 << 23
