@@ -4,7 +4,7 @@
 
     python reproduce/export_activations.py --out A.h5 [--model minilm | --model-dir DIR]
         [--layer 3] [--text fortunes,fortunes-de,python3.11-doc,linux-doc,debian-reference-en]
-        [--tokens 3072] [--held-out-fraction 0.2] [--randomize] [--seed 0]
+        [--tokens 3072] [--held-out-fraction 0.2] [--randomize [--randomize-std S]] [--seed 0]
         [--dtype float16|float32] [--with-y] [--max-length 128] [--overflow split|truncate]
         [--batch-sequences 16] [--check-rows 512] [--threads N] [--legacy-sidecar-max 200000]
 
@@ -15,8 +15,18 @@ Models:
                (before dropout, residual and LayerNorm).
   --model-dir  a local GPT-NeoX/Pythia checkpoint. MLP input = post_attention_layernorm
                output; MLP output = the `mlp` module's output.
---randomize writes the paper's control: every Linear and Embedding weight matrix
-re-drawn from N(0, initializer_range^2), biases and LayerNorm kept, same text.
+--randomize writes the paper's control as the authors draw it: TransformerLens'
+init_weights() re-draws every weight matrix and embedding (every parameter named
+W_*) from N(0, sigma^2) with sigma = 0.8/sqrt(d_model), TransformerLens' default
+initializer_range, and keeps biases and LayerNorm; here every Linear and
+Embedding weight of the model is re-drawn so, on the same text.
+--randomize-std S draws at sigma = S instead (0.02 is HF's initializer_range for
+BERT and Pythia). The file records the rule and sigma.
+
+The hooked LayerNorm's affine (the LayerNorm whose output is the MLP input) is
+stored as /ln_in/weight and /ln_in/bias, so that a reader can emulate
+TransformerLens' processed model (fold_ln: input without the affine part, the
+affine folded into W_in; center_writing_weights: the MLP output centred over d).
 
 Text (text_sources.py): Debian packages installed by reproduce/setup-export.sh,
 stripped to plain paragraphs and split into documents; documents are shuffled
@@ -59,7 +69,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import text_sources  # noqa: E402
 
-EXPORTER_VERSION = 2
+EXPORTER_VERSION = 3
 CHECK_THRESHOLD = 1e-4
 
 
@@ -85,9 +95,14 @@ def load(args):
     return model, tok, kind, path
 
 
-def randomize(model, seed):
-    """Re-draw every Linear/Embedding weight from N(0, initializer_range^2)."""
-    std = getattr(model.config, "initializer_range", 0.02)
+def authors_std(model):
+    """TransformerLens' default initializer_range, 0.8/sqrt(d_model): the sigma the
+    authors' randomised control is drawn at (they call model.init_weights())."""
+    return 0.8 / math.sqrt(model.config.hidden_size)
+
+
+def randomize(model, seed, std):
+    """Re-draw every Linear/Embedding weight from N(0, std^2); biases and LayerNorm are kept."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -97,13 +112,15 @@ def randomize(model, seed):
 
 
 def mlp_modules(model, kind, layer):
-    """(module whose output is the MLP input, module whose output is the MLP output, W_in lin, W_out lin, act name)."""
+    """(module whose output is the MLP input, module whose output is the MLP output, W_in lin, W_out lin, act name,
+    the LayerNorm whose output is the MLP input)."""
     if kind == "bert":
         L = model.encoder.layer[layer]
         act = model.config.hidden_act
-        return L.attention.output, L.output.dense, L.intermediate.dense, L.output.dense, act
+        return L.attention.output, L.output.dense, L.intermediate.dense, L.output.dense, act, L.attention.output.LayerNorm
     L = model.layers[layer]
-    return L.post_attention_layernorm, L.mlp, L.mlp.dense_h_to_4h, L.mlp.dense_4h_to_h, model.config.hidden_act
+    return (L.post_attention_layernorm, L.mlp, L.mlp.dense_h_to_4h, L.mlp.dense_4h_to_h, model.config.hidden_act,
+            L.post_attention_layernorm)
 
 
 def activation_name(hf_act):
@@ -196,7 +213,10 @@ def parse_args(argv=None):
     ap.add_argument("--max-length", type=int, default=128, help="tokens per model sequence, special tokens included")
     ap.add_argument("--overflow", default="split", choices=["split", "truncate"],
                     help="a document longer than --max-length: split into several sequences, or keep its first (v1)")
-    ap.add_argument("--randomize", action="store_true")
+    ap.add_argument("--randomize", action="store_true",
+                    help="the randomised control: weight matrices and embeddings re-drawn, biases and LayerNorm kept")
+    ap.add_argument("--randomize-std", type=float, default=None,
+                    help="sigma of the re-drawn weights (default: the authors' rule, 0.8/sqrt(d_model))")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     ap.add_argument("--with-y", action="store_true", help="also store /y, the model's own MLP output")
@@ -222,6 +242,11 @@ def parse_args(argv=None):
         fail(f"--threads {args.threads} must be 0 or positive")
     if not 0 <= args.seed < 2 ** 63:
         fail(f"--seed {args.seed} must be in 0..2^63-1")
+    if args.randomize_std is not None:
+        if not args.randomize:
+            fail("--randomize-std needs --randomize")
+        if not (math.isfinite(args.randomize_std) and args.randomize_std > 0):
+            fail(f"--randomize-std {args.randomize_std} must be a positive finite number")
     if args.legacy_sidecar_max < 0:
         fail(f"--legacy-sidecar-max {args.legacy_sidecar_max} must be non-negative")
     out_dir = os.path.dirname(os.path.abspath(args.out))
@@ -265,8 +290,11 @@ def main(argv=None):
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos is not None and args.max_length > max_pos:
         fail(f"--max-length {args.max_length} exceeds the model's {max_pos} positions")
-    std = randomize(model, args.seed) if args.randomize else None
-    src_in, src_out, lin_in, lin_out, hf_act = mlp_modules(model, kind, args.layer)
+    std, rule = None, None
+    if args.randomize:
+        std, rule = (authors_std(model), "authors") if args.randomize_std is None else (args.randomize_std, "fixed")
+        randomize(model, args.seed, std)
+    src_in, src_out, lin_in, lin_out, hf_act, ln_in = mlp_modules(model, kind, args.layer)
     act = activation_name(hf_act)
 
     # Plan: the shuffled documents cut into sequences, up to --tokens rows.
@@ -429,6 +457,10 @@ def main(argv=None):
         f.create_dataset("text/doc_source", data=doc_source)
         for name, t in (("W_in", W_in), ("b_in", b_in), ("W_out", W_out), ("b_out", b_out)):
             f.create_dataset(f"mlp/{name}", data=t.numpy().astype(args.dtype))
+        # float32 whatever --dtype is: the emulation divides by the weight.
+        f.create_dataset("ln_in/weight", data=ln_in.weight.detach().float().numpy())
+        f.create_dataset("ln_in/bias", data=ln_in.bias.detach().float().numpy())
+        f["ln_in"].attrs["eps"] = float(ln_in.eps)
 
         packages = "; ".join(f"{p} {v}" for pvs in provenance.values() for p, v in pvs)
         a = f.attrs
@@ -447,6 +479,8 @@ def main(argv=None):
         a["randomized"] = int(args.randomize)
         if args.randomize:
             a["randomization"] = f"Linear and Embedding weights ~ N(0, {std}^2), seed {args.seed}; biases and LayerNorm kept"
+            a["randomization_rule"] = "0.8/sqrt(d_model)" if rule == "authors" else "fixed"
+            a["randomization_std"] = float(std)
         a["mlp_check_relative_error"] = overall
         a["mlp_check_worst_window_relative_error"] = worst
         a["mlp_check_rows"] = rows_checked

@@ -276,6 +276,25 @@ def test_minilm_pretrained_and_randomized(tmp_path):
         assert np.array_equal(a["text/ids"][:], b["text/ids"][:])
         assert json.load(open(pre + ".tokens.json"))["tokens"] == json.load(open(rnd + ".tokens.json"))["tokens"]
         assert not np.allclose(a["mlp/W_in"][:], b["mlp/W_in"][:])
+        # The authors' rule: sigma = 0.8/sqrt(d_model), recorded; biases and LayerNorm kept.
+        assert b.attrs["randomization_rule"] == "0.8/sqrt(d_model)"
+        assert b.attrs["randomization_std"] == pytest.approx(0.8 / math.sqrt(384))
+        w = b["mlp/W_in"][:].astype(np.float64)
+        assert w.std() == pytest.approx(0.8 / math.sqrt(384), rel=0.01)  # 590k draws: ~0.1% standard error
+        assert np.array_equal(a["mlp/b_in"][:], b["mlp/b_in"][:])
+        for n in ("weight", "bias"):
+            assert np.array_equal(a[f"ln_in/{n}"][:], b[f"ln_in/{n}"][:])
+        # The stored x is the LayerNorm's output: (x - bias)/weight has mean 0 and variance ~1 over d per row.
+        xn = (a["x"][:].astype(np.float64) - a["ln_in/bias"][:]) / a["ln_in/weight"][:]
+        assert np.abs(xn.mean(axis=1)).max() < 0.05 and np.abs(xn.var(axis=1) - 1).max() < 0.05
+
+
+def test_randomize_std(tmp_path):
+    out = str(tmp_path / "r.h5")
+    assert run("--tokens", "64", "--out", out, "--text", "fortunes", "--randomize", "--randomize-std", "0.02")[0] == 0
+    with h5py.File(out) as f:
+        assert f.attrs["randomization_rule"] == "fixed" and f.attrs["randomization_std"] == 0.02
+        assert f["mlp/W_in"][:].astype(np.float64).std() == pytest.approx(0.02, rel=0.01)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -287,6 +306,9 @@ def test_minilm_pretrained_and_randomized(tmp_path):
     (["--max-length", "600"], "--max-length 600 exceeds the model's 512 positions"),
     (["--model-dir", "/nonexistent/pythia"], "--model-dir /nonexistent/pythia is not a folder"),
     (["--seed", "-1"], "--seed -1 must be in 0..2^63-1"),
+    (["--randomize-std", "0.02"], "--randomize-std needs --randomize"),
+    (["--randomize", "--randomize-std", "-1"], "--randomize-std -1.0 must be a positive finite number"),
+    (["--randomize", "--randomize-std", "nan"], "--randomize-std nan must be a positive finite number"),
     (["--text", "debian-reference-en", "--tokens", "50000000"], "--tokens 50000000: the text (debian-reference-en) gives only"),
     (["--tokens", "40", "--held-out-fraction", "0.5", "--text", "fortunes", "--max-length", "128"],
      "no document boundary"),
