@@ -68,6 +68,7 @@ let package = Package(
         .target(name: "_JSAETestSupport", dependencies: ["JSAECore", "JSAEIO"]),
         .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "_JSAETestSupport"]),
         .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAERuns", "_JSAETestSupport"]),
+        .testTarget(name: "JSAEReportTests", dependencies: ["JSAEReport", "JSAECore", "JSAEIO", "_JSAETestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAERuns", "JSAEReport", "_JSAETestSupport", "CZlib"]),
         // Hostile input and faults (issue 10): quick and seeded; the long
         // campaign in the same target runs only with JSAE_FUZZ_CAMPAIGN=N

@@ -81,20 +81,54 @@ public final class DeadLatentTracker: @unchecked Sendable {
     }
 }
 
+/// Counts of Jacobian entries against the paper's thresholds, three ways:
+/// |J| > t (this package's headline), |J| ≥ t, and t ≤ |J| ≤ 1.1 (the
+/// authors' headline: their histogram spans [0, 1.1] in 0.001 bins and
+/// counts the bins from t up, so entries above 1.1 fall outside it).
+/// Accumulated in integers, so any split of J into parts adds up exactly.
+public struct ThresholdCounts: Codable, Sendable, Equatable {
+    /// The upper edge of the authors' histogram.
+    public static let authorsHistogramMax = 1.1
+    public var entries = 0
+    /// For each t of `JacobianStats.thresholds`.
+    public var above: [Int], atLeast: [Int], atLeastWithinHistogram: [Int]
+    public init() {
+        let n = JacobianStats.thresholds.count
+        above = [Int](repeating: 0, count: n); atLeast = above; atLeastWithinHistogram = above
+    }
+    /// One pass over J (a final evaluation's is 67M entries).
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
+    public init<T: JSAEScalar>(_ J: [T]) {
+        self.init()
+        add(J)
+    }
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
+    public mutating func add<T: JSAEScalar>(_ J: [T]) {
+        let t = JacobianStats.thresholds, cap = Self.authorsHistogramMax
+        for v in J {
+            let a = Double(abs(v))
+            for i in t.indices where a >= t[i] {
+                atLeast[i] += 1
+                if a > t[i] { above[i] += 1 }
+                if a <= cap { atLeastWithinHistogram[i] += 1 }
+            }
+        }
+        entries += J.count
+    }
+    func shares(_ counts: [Int]) -> [Double] { counts.map { Double($0) / Double(max(entries, 1)) } }
+    /// Shares of |J| > t: the report's headline.
+    public var sharesAbove: [Double] { shares(above) }
+    /// Shares of |J| ≥ t.
+    public var sharesAtLeast: [Double] { shares(atLeast) }
+    /// Shares of t ≤ |J| ≤ 1.1, as the authors' histogram counts them.
+    public var sharesAuthors: [Double] { shares(atLeastWithinHistogram) }
+}
+
 /// Share of the entries of J (any number of tokens) with |J| > t, for each t
 /// of `JacobianStats.thresholds`.
-/// One pass over J (a final evaluation's is 67M entries).
-@_specialize(exported: true, where T == Float)
-@_specialize(exported: true, where T == Double)
-public func jacobianShares<T: JSAEScalar>(_ J: [T]) -> [Double] {
-    let t = JacobianStats.thresholds
-    var above = [Int](repeating: 0, count: t.count)
-    for v in J {
-        let a = Double(abs(v))
-        for i in t.indices where a > t[i] { above[i] += 1 }
-    }
-    return above.map { Double($0) / Double(max(J.count, 1)) }
-}
+public func jacobianShares<T: JSAEScalar>(_ J: [T]) -> [Double] { ThresholdCounts(J).sharesAbove }
 
 extension JSAEModel {
     /// EV and L0 of both SAEs on the batch in `ws`; records active latents.
@@ -138,6 +172,22 @@ public func classifyResponse(grid: [Double], values: [Double], tolerance: Double
     if leading > 0 && leading < n - 1 && isLinear(grid[leading...], values[leading...], tolerance) { return .jumpReLU }
     if trailing > 0 && trailing < n - 1 && isLinear(grid[..<(n - trailing)], values[..<(n - trailing)], tolerance) { return .jumpReLU }
     return .other
+}
+
+/// `runners/linear.py`'s classification, as written there: linear when every
+/// least-squares residual is below the tolerance; else JumpReLU when the
+/// exact zeros form one contiguous run that includes the first or the last
+/// point and the (at least 2) points outside that run's u-range are linear;
+/// else other.
+public func classifyResponseAsAuthors(grid: [Double], values: [Double], tolerance: Double = 1e-2) -> ResponseShape {
+    precondition(grid.count == values.count && grid.count >= 2)
+    if isLinear(grid[...], values[...], tolerance) { return .linear }
+    guard let first = values.firstIndex(of: 0), let last = values.lastIndex(of: 0) else { return .other }
+    guard values[first...last].allSatisfy({ $0 == 0 }), values.first == 0 || values.last == 0 else { return .other }
+    let lo = grid[first], hi = grid[last]
+    let outside = grid.indices.filter { grid[$0] > hi || grid[$0] < lo }
+    guard outside.count >= 2 else { return .other }
+    return isLinear(ArraySlice(outside.map { grid[$0] }), ArraySlice(outside.map { values[$0] }), tolerance) ? .jumpReLU : .other
 }
 
 func isLinear(_ x: ArraySlice<Double>, _ y: ArraySlice<Double>, _ tol: Double) -> Bool {

@@ -9,6 +9,9 @@ public struct LayerResult: Codable, Sendable {
     public var data: DataFacts
     public var jsae: RunSummary
     public var traditional: RunSummary
+    /// The German-text unit of this layer's pairs (paper §5.2), and its verdicts.
+    public var german: GermanAnalysis? = nil
+    public var germanVerdicts: [String]? = nil
 }
 
 public struct LayerSweepSummary: Codable, Sendable {
@@ -46,15 +49,18 @@ public func reproduceLayers(_ options: ReproduceOptions, layers: [Int], pattern:
 
     let runPlans = layers.flatMap { l in [RunPlan(name: "jsae-l\(l)", data: "l\(l)", lambda: lambda), RunPlan(name: "traditional-l\(l)", data: "l\(l)", lambda: 0)] }
     let progress = PlanProgress(runPlans, steps: o.trainingSteps, runsAtOnce: o.runsAtOnce, log: log)
-    let evals = try layers.enumerated().map { i, layer in try splits[i].evalSet(heldOutFile: o.outDir + "/data/heldout-l\(layer).h5") }
+    let evals = try layers.enumerated().map { i, layer in try splits[i].evalSet(heldOutFile: o.outDir + "/data/heldout-l\(layer).h5", processedEmulation: true) }
     let runs = try withRunThreads(o) { perRun in
         try runPlan(runPlans, runsAtOnce: o.runsAtOnce, shouldStop: shouldStop) { p, stop in
             let i = runPlans.firstIndex { $0.name == p.name }! / 2
             return try trainAndEvaluate(p, split: splits[i], eval: evals[i], d: d, m: m, o: perRun, progress: progress, shouldStop: stop)
         }
     }
-    let results = layers.indices.map { i in
-        LayerResult(layer: layers[i], data: splits[i].facts(evals[i]), jsae: runs[2 * i], traditional: runs[2 * i + 1])
+    let results = try layers.indices.map { i in
+        let (j, t) = (runs[2 * i], runs[2 * i + 1])
+        let german = try germanAnalysis([j, t], names: [j.name, t.name], eval: evals[i], reader: readers[i], text: try TokenText.read(for: readers[i]), o: o)
+        return LayerResult(layer: layers[i], data: splits[i].facts(evals[i]), jsae: j, traditional: t,
+                           german: german, germanVerdicts: judgeGerman(german, jsae: j.name, traditional: t.name))
     }
     var prov = provenance
     prov["total wall seconds (this session)"] = String(format: "%.0f", Date().timeIntervalSince(start))
@@ -99,6 +105,16 @@ func renderLayersReport(_ s: LayerSweepSummary, lambda: Double, d: Int, m: Int, 
         r += "\(l.jsae.deadIn) / \(l.jsae.deadOut) | \(l.data.trainingRows) | \(l.jsae.wallSeconds.map { duration($0) } ?? "") / \(l.traditional.wallSeconds.map { duration($0) } ?? "") |\n"
     }
     r += "\n![shares by layer](layers-shares.png)\n\n![EV by layer](layers-ev.png)\n\n"
+    r += "## A German-text computational unit per layer (paper §5.2)\n\n"
+    r += "The rule and the criterion are the main report's: \(GermanRule.statement).\n\n"
+    r += "| layer | pair | output latent | meets the rule | German precision | German recall | top-5 share of its \\|J\\| | top-5 inputs with German precision ≥ 80% |\n|---|---|---|---|---|---|---|---|\n"
+    for l in s.layers {
+        if let why = l.german?.unavailable { r += "| \(l.layer) | | not tested: \(why) | | | | | |\n"; continue }
+        for u in l.german?.units ?? [] {
+            r += "| \(l.layer) | \(u.run) | \(u.output.latent) | \(u.qualifies ? "yes" : "no (best F1)") | \(pct(u.output.precision)) | \(pct(u.output.recall)) | \(pct(u.topFiveShare)) | \(u.germanInputs) of 5 |\n"
+        }
+    }
+    r += "\n" + s.layers.flatMap { l in (l.germanVerdicts ?? []).map { "- layer \(l.layer): " + $0 } }.joined(separator: "\n") + "\n\n"
     r += "## How this report was made\n\n| | |\n|---|---|\n"
     r += s.provenance.sorted { $0.key < $1.key }.map { "| \($0.key) | \($0.value.replacingOccurrences(of: "|", with: "\\|")) |" }.joined(separator: "\n") + "\n"
     return r

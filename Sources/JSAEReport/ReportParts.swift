@@ -52,6 +52,20 @@ func writeScalePlots(_ runs: [RunSummary], o: ReproduceOptions) throws {
 
 let jsaeLight: RGB = (140, 190, 230), tradLight: RGB = (250, 190, 130)
 
+/// A latent's 3 top-activating evaluated tokens, in context (or row numbers without text).
+/// - indices, values: [tokens, k] codes of the evaluated rows `rows`
+func topExamples(indices: [Int], values: [Float], k: Int, latent: Int, rows: RowSelection, text: TokenText?) -> [String] {
+    var hits: [(Float, Int)] = []
+    for b in 0..<(indices.count / k) {
+        for j in 0..<k where indices[b * k + j] == latent && values[b * k + j] > 0 { hits.append((values[b * k + j], b)) }
+    }
+    return hits.sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }.prefix(3).map { v, b in
+        let row = rows[b]
+        guard let text else { return String(format: "row %d (%.2f)", row, v) }
+        return String(format: "%.2f: ", v) + text.context(row)
+    }
+}
+
 /// One strong input→output connection and each latent's top tokens in context.
 struct Connection {
     var input: Int, output: Int, meanAbsJ: Double
@@ -78,13 +92,7 @@ func strongestConnections(_ model: JSAEModel<Float>, run: RunSummary, eval: Eval
     let top = pairs.sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }.prefix(o.topConnections)
 
     func examples(_ indices: [Int], _ values: [Float], _ latent: Int) -> [String] {
-        var hits: [(Float, Int)] = []
-        for b in 0..<T { for j in 0..<k where indices[b * k + j] == latent && values[b * k + j] > 0 { hits.append((values[b * k + j], b)) } }
-        return hits.sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }.prefix(3).map { v, b in
-            let row = eval.rows[b]
-            guard let text else { return String(format: "row %d (%.2f)", row, v) }
-            return String(format: "%.2f: ", v) + text.context(row)
-        }
+        topExamples(indices: indices, values: values, k: k, latent: latent, rows: eval.rows, text: text)
     }
     return top.map { key, sum in
         Connection(input: key / mOut, output: key % mOut, meanAbsJ: sum / Double(T),
@@ -121,11 +129,12 @@ func renderReport(_ s: ReproduceSummary, lambda: Double, d: Int, m: Int, o: Repr
         }
         if let pkgs = pre?.textPackages { r += "\nText: \(pkgs).\n" }
         r += o.excludeSpecial
-            ? "\nSpecial-token positions ([CLS], [SEP]; `/text/special`) are left out of training and evaluation (`--include-special` keeps them): they are sequence markers, not text, and their MLP inputs are outliers in norm (table), as a BOS position is in GPT-style models, which SAE practice drops (SAELens: `exclude_special_tokens`). In an earlier 150k-token run that kept them, every one of the strongest connections was a [CLS]-position latent.\n\n"
+            ? "\nSpecial-token positions ([CLS], [SEP]; `/text/special`) are left out of training and evaluation (`--include-special` keeps them): they are sequence markers, not text, and their MLP inputs are outliers in norm (table), as a BOS position is in GPT-style models, which SAE practice drops (SAELens: `exclude_special_tokens`).\n\n"
             : "\nSpecial-token positions are kept (`--include-special`).\n\n"
     }
     r += "## Verdicts\n\n" + s.verdicts.map { "- " + $0 }.joined(separator: "\n") + "\n\n"
     if let trends = s.trends, !trends.isEmpty { r += "### Trends along the scale curve\n\n" + trends.map { "- " + $0 }.joined(separator: "\n") + "\n\n" }
+    r += renderProtocol(s, o: o)
     r += "## Jacobian sparsity (share of |J| above each threshold, held-out tokens)\n\n"
     r += "| run | point | > 0.005 | > 0.01 | > 0.015 | > 0.02 | paper, > 0.01 |\n|---|---|---|---|---|---|---|\n"
     for run in main {
@@ -135,6 +144,7 @@ func renderReport(_ s: ReproduceSummary, lambda: Double, d: Int, m: Int, o: Repr
         }
     }
     r += "\n`trueInput`: J at the true MLP input (the training loss); `reconstruction`: J of the paper's f_s at x̂.\n\n"
+    r += renderThresholdCounts(s.runs)
     r += "## Reconstruction (held-out, true input)\n\n"
     r += "| run | EV in | EV out | MSE in | MSE out | L0 in | L0 out | dead in | dead out |\n|---|---|---|---|---|---|---|---|---|\n"
     for run in main {
@@ -169,13 +179,9 @@ func renderReport(_ s: ReproduceSummary, lambda: Double, d: Int, m: Int, o: Repr
         }
         r += "\n"
     }
-    r += "## f_s linearity and ablation (\(o.samples) sampled connections per run, at x̂)\n\n"
-    r += "| run | linear | JumpReLU | other | ablation agrees | paper |\n|---|---|---|---|---|---|\n"
-    for run in main {
-        let l = run.linearity
-        let p = run.name == "jsae-pretrained" ? "86.8 / 10.4 / 2.8%; ablation 97.5%" : (run.name == "traditional-pretrained" ? "71.9 / 14.5 / 13.6%" : "")
-        r += "| \(run.name) | \(pct(l["linear"] ?? 0)) | \(pct(l["JumpReLU"] ?? 0)) | \(pct(l["other"] ?? 0)) | \(pct(run.ablationAgreement)) | \(p) |\n"
-    }
+    r += renderConnectionAnalyses(s.runs)
+    r += renderProcessed(s.runs)
+    if let g = s.german { r += renderGerman(g) }
     let sweep = s.runs.filter { $0.data == "pretrained" }.sorted { $0.lambda < $1.lambda }
     if sweep.count > 2 {
         r += "\n## λ sweep (pre-trained)\n\n| λ | > 0.01 | mean EV |\n|---|---|---|\n"

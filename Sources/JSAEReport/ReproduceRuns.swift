@@ -47,7 +47,7 @@ struct DataSplit {
 
     /// Reads the evaluated rows (and writes them as an activations file, the
     /// input of the forward files), with the MLP output y at the true input.
-    func evalSet(heldOutFile: String) throws -> EvalSet {
+    func evalSet(heldOutFile: String, processedEmulation: Bool = false) throws -> EvalSet {
         let x: Matrix<Float> = try eval.read(0..<eval.count, of: "/x", from: reader)
         let mlp: MLP<Float> = try MLPFile.read(reader.file, d: reader.d)
         try atomicWrite(to: heldOutFile) { tmp in
@@ -64,7 +64,27 @@ struct DataSplit {
             try f.write("/mlp/W_out", mlp.wOut); try f.write("/mlp/b_out", shape: [mlp.d], mlp.bOut)
             try f.finish()
         }
-        return EvalSet(path: heldOutFile, rows: eval, x: x, y: mlp.forward(x).y)
+        var set = EvalSet(path: heldOutFile, rows: eval, x: x, y: mlp.forward(x).y)
+        // The emulation of the authors' analysis path applies to pre-trained models only (ProcessedModel).
+        if processedEmulation, let ln = try ProcessedModel.layerNorm(reader) {
+            let path = (heldOutFile as NSString).deletingPathExtension + "-processed.h5"
+            let folded = try ProcessedModel.mlp(mlp, w: ln.w, b: ln.b)
+            let xn = ProcessedModel.inputs(x, w: ln.w, b: ln.b)
+            try atomicWrite(to: path) { tmp in
+                let f = try HDF5File.create(tmp)
+                try FileFormat.writeHeader(f, kind: .activations)
+                try f.setAttribute("tokens", .int(eval.count))
+                try f.setAttribute("activation", .string(mlp.activation.rawValue))
+                try f.setAttribute("rows_of", .string("\(heldOutFile), as TransformerLens' processed model reads them: "
+                                                      + "the LayerNorm output before its affine part, the MLP folded and centred"))
+                try f.write("/x", xn)
+                try f.write("/mlp/W_in", folded.wIn); try f.write("/mlp/b_in", shape: [folded.dMlp], folded.bIn)
+                try f.write("/mlp/W_out", folded.wOut); try f.write("/mlp/b_out", shape: [folded.d], folded.bOut)
+                try f.finish()
+            }
+            set.processed = ProcessedSet(path: path, x: xn, mlp: folded)
+        }
+        return set
     }
 
     func facts(_ e: EvalSet) -> DataFacts {
@@ -80,14 +100,20 @@ struct DataSplit {
             if n.1 > 0 { normOther = n.0 / Double(n.1) }
         }
         let excluded = special.map { flags in o.excludeSpecial ? flags.reduce(0) { $0 + ($1 ? 1 : 0) } : 0 }
-        let attr = { (k: String) in (try? reader.file.stringAttribute(k)) ?? nil }
-        return DataFacts(file: reader.path, rows: reader.tokens, heldOutStartRow: heldStart,
-                         split: heldFromFile ? "document-level (heldout_start_row in the file)" : "last \(Int(o.heldOutFraction * 100))% of the rows (the file records no split)",
-                         trainingRows: train.count, evaluatedRows: e.rows.count, specialRowsExcluded: excluded,
-                         meanNormSpecial: normSpecial, meanNormOther: normOther,
-                         outputMeanSquare: squaredDistance(e.y, Matrix(rows: e.y.rows, cols: e.y.cols)) / Double(max(e.y.count, 1)),
-                         textPackages: attr("text_packages"), sourceModel: attr("source_model"),
-                         layer: (try? reader.file.intAttribute("layer")) ?? nil)
+        let f = reader.file
+        let attr = { (k: String) -> String? in (try? f.stringAttribute(k)) ?? nil }
+        let intAttr = { (k: String) -> Int? in (try? f.intAttribute(k)) ?? nil }
+        let std: Double? = (try? f.doubleAttribute("randomization_std")) ?? nil
+        let split = heldFromFile ? "document-level (heldout_start_row in the file)" : "last \(Int(o.heldOutFraction * 100))% of the rows (the file records no split)"
+        let meanSquare = squaredDistance(e.y, Matrix(rows: e.y.rows, cols: e.y.cols)) / Double(max(e.y.count, 1))
+        var facts = DataFacts(file: reader.path, rows: reader.tokens, heldOutStartRow: heldStart, split: split,
+                              trainingRows: train.count, evaluatedRows: e.rows.count, specialRowsExcluded: excluded,
+                              meanNormSpecial: normSpecial, meanNormOther: normOther, outputMeanSquare: meanSquare,
+                              textPackages: attr("text_packages"), sourceModel: attr("source_model"), layer: intAttr("layer"))
+        facts.randomizationRule = attr("randomization_rule")
+        facts.randomizationStd = std
+        facts.maxLength = intAttr("max_length")
+        return facts
     }
 }
 
@@ -98,6 +124,17 @@ struct EvalSet {
     let x: Matrix<Float>
     /// The MLP output at the true input.
     let y: Matrix<Float>
+    /// The same rows as the authors' analysis scripts feed a pre-trained
+    /// model's pair (nil: not pre-trained data, or the file has no /ln_in).
+    var processed: ProcessedSet? = nil
+}
+
+/// The held-out rows and MLP of TransformerLens' processed model (ProcessedModel).
+struct ProcessedSet {
+    /// An activations file of x_n and the folded MLP, the input of the processed forward files.
+    let path: String
+    let x: Matrix<Float>
+    let mlp: MLP<Float>
 }
 
 struct RunPlan { var name: String, data: String, lambda: Double }
@@ -140,12 +177,20 @@ struct PlanRecord: Codable {
             guard let data = FileManager.default.contents(atPath: path), let old = try? JSONDecoder().decode(PlanRecord.self, from: data) else {
                 throw JSAEError(file: path, "is not a reproduction plan (remove it, or choose another --out)")
             }
-            if old.options != options || old.inputs != inputs {
-                let key = (Set(old.options.keys).union(options.keys)).sorted().first { old.options[$0] != options[$0] }
+            let training = { (o: [String: String]) in o.filter { !ReproduceOptions.evaluationOnly.contains($0.key) } }
+            if training(old.options) != training(options) || old.inputs != inputs {
+                let key = (Set(old.options.keys).union(options.keys)).sorted().first { old.options[$0] != options[$0] && !ReproduceOptions.evaluationOnly.contains($0) }
                 let what = key.map { "\($0) was \(old.options[$0] ?? "unset"), now \(options[$0] ?? "unset")" } ?? "the input files changed"
                 throw JSAEError(file: path, "holds a reproduction with other settings (\(what)): rerun with the same ones to resume, or choose another --out")
             }
             log("resuming the reproduction in \(dir) (same settings and inputs as \(path))")
+            if old.options != options {
+                log("evaluation settings changed (\(ReproduceOptions.evaluationOnly.sorted().joined(separator: ", "))): finished runs are evaluated again")
+                // The runs' OpenBLAS thread count stays the one they trained on.
+                var merged = self
+                merged.blasThreadsPerRun = old.blasThreadsPerRun ?? blasThreadsPerRun
+                try writeJSON(merged, to: path)
+            }
             if let before = old.blasThreadsPerRun, let now = blasThreadsPerRun, before != now {
                 log("note: its runs trained on \(before) OpenBLAS thread\(before == 1 ? "" : "s") each, these on \(now) (--threads / --runs-at-once): "
                     + "a resumed run's numbers will differ from an uninterrupted one's in their last bits")
@@ -299,7 +344,10 @@ func duration(_ s: Double) -> String {
 }
 
 /// Record of a finished run (`runs/<name>/run.json`), reused on resume.
-struct FinishedRun: Codable { var summary: RunSummary }
+/// `evaluation` names the final evaluation it holds (`ReproduceOptions.evaluationID`):
+/// a run finished under another one is evaluated again from its model.h5,
+/// without retraining.
+struct FinishedRun: Codable { var summary: RunSummary; var evaluation: String? }
 
 /// Trains one run (resuming from its folder when it has a checkpoint, or
 /// reusing it when it finished), evaluating the scale-curve snapshots on the
@@ -309,9 +357,28 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
     let dir = o.outDir + "/runs/" + p.name
     let finishedPath = dir + "/run.json", snapshotsPath = dir + "/snapshots.json"
     if let data = FileManager.default.contents(atPath: finishedPath), let done = try? JSONDecoder().decode(FinishedRun.self, from: data) {
-        progress.say("[\(p.name)] finished earlier: reusing \(finishedPath)")
+        if done.evaluation == o.evaluationID {
+            progress.say("[\(p.name)] finished earlier: reusing \(finishedPath)")
+            progress.done(p.name)
+            return done.summary
+        }
+        progress.say("[\(p.name)] finished earlier under another evaluation (\(done.evaluation ?? "unversioned")): evaluating its model again, "
+                     + "training untouched")
+        let started = Date()
+        let model: JSAEModel<Float> = try ModelFile.read(dir + "/model.h5")
+        var summary = try evaluate(model, name: p.name, data: p.data, lambda: p.lambda, eval: eval, o: o)
+        let old = done.summary
+        summary.steps = old.steps; summary.trainedTokens = old.trainedTokens; summary.trainingRows = old.trainingRows
+        summary.epochs = old.epochs; summary.shuffleBufferBatches = old.shuffleBufferBatches
+        if let snaps = old.snapshots {
+            // The last point is the final evaluation's, which is unchanged by construction only in its shared measures.
+            let end = Snapshot(finalEvaluation: summary, step: old.steps ?? 0, tokens: old.trainedTokens ?? 0)
+            summary.snapshots = snaps.filter { $0.step != end.step } + [end]
+        }
+        summary.wallSeconds = (old.wallSeconds ?? 0) + Date().timeIntervalSince(started)
+        try writeJSON(FinishedRun(summary: summary, evaluation: o.evaluationID), to: finishedPath)
         progress.done(p.name)
-        return done.summary
+        return summary
     }
     let started = Date()
     try createOutputFolder(dir)
@@ -388,7 +455,7 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
         summary.snapshots = snapshots
     }
     summary.wallSeconds = wall + Date().timeIntervalSince(started)
-    try writeJSON(FinishedRun(summary: summary), to: finishedPath)
+    try writeJSON(FinishedRun(summary: summary, evaluation: o.evaluationID), to: finishedPath)
     progress.done(p.name)
     return summary
 }
@@ -419,7 +486,7 @@ func evaluateSnapshot(_ model: JSAEModel<Float>, eval: EvalSet, step: Int, batch
     let ws = Workspace<Float>(model.workspaceShape(tokens: min(chunk, n)), purpose: .storeJacobian, threads: threads)
     model.updateJacobianFactors(ws)
     var xHat = Matrix<Float>(rows: n, cols: d), yHat = Matrix<Float>(rows: n, cols: d), y = Matrix<Float>(rows: n, cols: d)
-    var above = [Int](repeating: 0, count: JacobianStats.thresholds.count), entries = 0
+    var counts = ThresholdCounts()
     var activeIn = [Bool](repeating: false, count: model.saeIn.m), activeOut = [Bool](repeating: false, count: model.saeOut!.m)
     var l0In = 0, l0Out = 0
     var sums = LossSums()
@@ -429,39 +496,42 @@ func evaluateSnapshot(_ model: JSAEModel<Float>, eval: EvalSet, step: Int, batch
         xHat.data.replaceSubrange((rows.lowerBound * d)..<(rows.upperBound * d), with: r.xHat.data)
         yHat.data.replaceSubrange((rows.lowerBound * d)..<(rows.upperBound * d), with: r.yHat!.data)
         y.data.replaceSubrange((rows.lowerBound * d)..<(rows.upperBound * d), with: r.y!.data)
-        for v in r.jacobian! {
-            let a = Double(abs(v))
-            for (i, t) in JacobianStats.thresholds.enumerated() where a > t { above[i] += 1 }
-        }
-        entries += r.jacobian!.count
+        counts.add(r.jacobian!)
         for (i, v) in r.codesIn.values.enumerated() where v > 0 { activeIn[r.codesIn.indices[i]] = true; l0In += 1 }
         for (i, v) in r.codesOut!.values.enumerated() where v > 0 { activeOut[r.codesOut!.indices[i]] = true; l0Out += 1 }
         sums.add(r.sums)
     }
     let c = sums.components(lambda: 0)
-    return Snapshot(step: step, tokens: step * batch, shares: above.map { Double($0) / Double(max(entries, 1)) },
+    return Snapshot(step: step, tokens: step * batch, shares: counts.sharesAbove,
                     explainedVarianceIn: explainedVariance(eval.x, xHat), explainedVarianceOut: explainedVariance(y, yHat),
                     mseIn: c.mseIn, mseOut: c.mseOut, jacobianL1: c.jacobianL1,
                     l0In: Double(l0In) / Double(n), l0Out: Double(l0Out) / Double(n),
                     deadIn: activeIn.filter { !$0 }.count, deadOut: activeOut.filter { !$0 }.count)
 }
 
-/// The final evaluation: forward files at both evaluation points, the
-/// reconstruction metrics, f_s linearity and ablation.
+/// The final evaluation: forward files at both evaluation points (and, on
+/// pre-trained data with /ln_in, of the processed model), the threshold
+/// counts, the reconstruction metrics, and f_s linearity and ablation in
+/// both variants.
 func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Double, eval: EvalSet, o: ReproduceOptions) throws -> RunSummary {
-    var files: [String: String] = [:], shares: [String: [Double]] = [:]
+    var files: [String: String] = [:], shares: [String: [Double]] = [:], counts: [String: ThresholdCounts] = [:]
     var forwards: [EvaluationPoint: ForwardFile<Float>] = [:]
     let reader = try ActivationsReader(eval.path)
     var jacobianL1 = 0.0
-    for point in EvaluationPoint.allCases {
-        let path = o.outDir + "/forward/\(name).\(point.rawValue).h5"
+    func forward(_ m: JSAEModel<Float>, _ r: ActivationsReader, point: EvaluationPoint, key: String) throws -> (ForwardFile<Float>, LossComponents) {
+        let path = o.outDir + "/forward/\(name).\(key).h5"
         var fo = ForwardOptions()
         fo.point = point; fo.lambda = lambda; fo.threads = o.threads
-        let c = try runForward(model: model, activations: reader, modelPath: o.outDir + "/runs/\(name)/model.h5",
-                               outPath: path, options: fo)
-        if point == .trueInput { jacobianL1 = c.jacobianL1 }
+        let c = try runForward(model: m, activations: r, modelPath: o.outDir + "/runs/\(name)/model.h5", outPath: path, options: fo)
         let f = try ForwardFile<Float>(path)
-        files[point.rawValue] = path; shares[point.rawValue] = jacobianShares(f.jacobian ?? []); forwards[point] = f
+        let n = ThresholdCounts(f.jacobian ?? [])
+        files[key] = path; counts[key] = n; shares[key] = n.sharesAbove
+        return (f, c)
+    }
+    for point in EvaluationPoint.allCases {
+        let (f, c) = try forward(model, reader, point: point, key: point.rawValue)
+        if point == .trueInput { jacobianL1 = c.jacobianL1 }
+        forwards[point] = f
     }
     // Reconstruction metrics at the true input (the output SAE's target is f(x)).
     let t = forwards[.trueInput]!
@@ -472,33 +542,23 @@ func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Dou
     tracker.record(SparseCodes(indices: t.inIndices, values: t.inValues, k: t.k), output: false, step: 0)
     tracker.record(SparseCodes(indices: t.outIndices!, values: t.outValues!, k: t.k), output: true, step: 0)
     let dead = tracker.dead(atStep: 1, window: 1)
-    let (lin, agree, n) = linearityAndAblation(model, x: x, forward: forwards[.reconstruction]!, o: o)
+    func analysis(_ m: JSAEModel<Float>, _ v: AnalysisVariant, _ path: ModelPath, bases: Matrix<Float>, _ f: ForwardFile<Float>) -> ConnectionAnalysis {
+        connectionAnalysis(m, variant: v, path: path, bases: bases, forward: f, linearitySamples: o.linearitySamples,
+                           ablationSamples: o.ablationSamples, seed: o.seed, threads: o.threads)
+    }
+    var analyses = [analysis(model, .authors, .consistent, bases: x, t),
+                    analysis(model, .reconstruction, .consistent, bases: forwards[.reconstruction]!.xHat, forwards[.reconstruction]!)]
+    if let processed = eval.processed {
+        let pm = try JSAEModel(saeIn: model.saeIn, saeOut: model.saeOut, mlp: processed.mlp)
+        let (f, _) = try forward(pm, try ActivationsReader(processed.path), point: .trueInput, key: ModelPath.processed.rawValue + "-" + EvaluationPoint.trueInput.rawValue)
+        analyses.append(analysis(pm, .authors, .processed, bases: processed.x, f))
+    }
+    let xhatVariant = analyses[1]
     return RunSummary(name: name, data: data, lambda: lambda, forwardFiles: files, shares: shares,
                       explainedVarianceIn: explainedVariance(x, t.xHat), explainedVarianceOut: explainedVariance(t.y!, t.yHat!),
                       mseIn: t.mseIn, mseOut: t.mseOut ?? 0, l0In: l0(t.inValues), l0Out: l0(t.outValues!),
                       deadIn: dead.input, deadOut: dead.output,
-                      linearity: lin, ablationAgreement: agree, samples: n, jacobianL1: jacobianL1)
-}
-
-/// f_s (the paper's point, x̂) along sampled (token, active input latent,
-/// active output latent) triples: shape shares and ablation agreement.
-func linearityAndAblation(_ model: JSAEModel<Float>, x: Matrix<Float>, forward f: ForwardFile<Float>,
-                          o: ReproduceOptions) -> ([String: Double], Double, Int) {
-    var g = SeededGenerator(seed: o.seed &+ 17)
-    let k = f.k
-    var counts = [String: Int](), agree = 0, n = 0, tries = 0
-    while n < o.samples && tries < 20 * o.samples {
-        tries += 1
-        let b = Int.random(in: 0..<x.rows, using: &g)
-        let ps = (0..<k).filter { f.inValues[b * k + $0] > 0 }, qs = (0..<k).filter { f.outValues![b * k + $0] > 0 }
-        guard let p = ps.randomElement(using: &g), let q = qs.randomElement(using: &g) else { continue }
-        let j = f.inIndices[b * k + p], i = f.outIndices![b * k + q]
-        let curve = model.response(token: x.row(b), inputLatent: j, outputLatent: i, point: .reconstruction)
-        counts[classifyResponse(grid: curve.grid, values: curve.values).rawValue, default: 0] += 1
-        let J = Double(f.jacobian![b * k * k + q * k + p])
-        if model.ablation(token: x.row(b), inputLatent: j, outputLatent: i, jacobianEntry: J, point: .reconstruction).agrees { agree += 1 }
-        n += 1
-    }
-    let shares = Dictionary(uniqueKeysWithValues: ResponseShape.allCases.map { ($0.rawValue, Double(counts[$0.rawValue] ?? 0) / Double(max(n, 1))) })
-    return (shares, Double(agree) / Double(max(n, 1)), n)
+                      linearity: ["linear": xhatVariant.linear.share, "JumpReLU": xhatVariant.jumpReLU.share, "other": xhatVariant.other.share],
+                      ablationAgreement: xhatVariant.ablationAgrees.share, samples: xhatVariant.linear.total, jacobianL1: jacobianL1,
+                      thresholdCounts: counts, analyses: analyses)
 }

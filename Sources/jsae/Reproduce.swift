@@ -39,14 +39,15 @@ struct ReproduceCommand: ParsableCommand {
     @Option(help: "Held-out tokens evaluated (default: all; --full: 65536).") var evalTokens: Int?
     @Flag(help: "Keep special-token rows ([CLS], [SEP]: /text/special) in training and evaluation.") var includeSpecial = false
     @Option(help: "Peak learning rate.") var lr: Double?
-    @Option(help: "Sampled connections per run for f_s linearity and ablation.") var samples: Int?
+    @Option(help: "Sampled connections per run and variant for f_s linearity (default 10000; --quick 320).") var samples: Int?
+    @Option(help: "Sampled connections per run and variant for the ablation check (default 100000; --quick 3200).") var ablationSamples: Int?
     @Option(help: "Runs trained at the same time, each on --threads / --runs-at-once threads (default: 2 when there are 2 threads or more). A run's numbers depend on its thread count (see --threads), not on the runs beside it.")
     var runsAtOnce: Int?
     @Option(help: "Comma-separated extra λ values trained on the pre-trained data for the sweep, e.g. 0.01,0.5,3.")
     var lambdaSweep: String?
 
     func validate() throws {
-        for (name, v) in [("steps", steps), ("samples", samples), ("tokens", tokens), ("eval-tokens", evalTokens), ("runs-at-once", runsAtOnce)] {
+        for (name, v) in [("steps", steps), ("samples", samples), ("ablation-samples", ablationSamples), ("tokens", tokens), ("eval-tokens", evalTokens), ("runs-at-once", runsAtOnce)] {
             if let v, v < 1 { throw ValidationError("--\(name) must be at least 1") }
         }
         if quick && full { throw ValidationError("--quick and --full exclude each other") }
@@ -80,7 +81,8 @@ struct ReproduceCommand: ParsableCommand {
             o.seed = seedOption.seed
             o.threads = threadOptions.apply()
             o.runsAtOnce = runsAtOnce ?? min(2, o.threads)
-            if let samples { o.samples = samples }
+            if let samples { o.linearitySamples = samples }
+            if let ablationSamples { o.ablationSamples = ablationSamples }
             o.lambdaSweep = lambdaSweep.flatMap { parseNumbers($0, Double.self) } ?? []
             try requireFits(expansion: o.expansion, batch: o.batch)
             let start = Date()

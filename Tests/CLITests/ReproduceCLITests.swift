@@ -16,20 +16,23 @@ struct ReproduceCLITests {
         let dir = temporaryDirectory()
         // --quick, further shrunk so the debug build that `swift test` uses
         // finishes in seconds; the release build runs plain --quick in < 1 min.
-        let r = try jsae(["reproduce", "--quick", "--steps", "6", "--samples", "6", "--expansion", "2", "--batch", "128",
-                          "--pretrained", packageRoot + "/reproduce/sample/minilm-l3-pretrained.h5",
-                          "--randomized", packageRoot + "/reproduce/sample/minilm-l3-randomized.h5", "--out", dir])
+        let quickArgs = ["reproduce", "--quick", "--steps", "6", "--samples", "6", "--ablation-samples", "64", "--expansion", "2", "--batch", "128",
+                         "--pretrained", packageRoot + "/reproduce/sample/minilm-l3-pretrained.h5",
+                         "--randomized", packageRoot + "/reproduce/sample/minilm-l3-randomized.h5", "--out", dir]
+        let r = try jsae(quickArgs)
         #expect(r.status == 0, "\(r.stderr)")
         let verdicts = r.stdout.split(separator: "\n").filter { $0.hasPrefix("REPRODUCED:") || $0.hasPrefix("NOT REPRODUCED:") }
-        #expect(verdicts.count == 5)
+        // Five claims, the German unit and its comparison with the traditional pair (the sample has German documents).
+        #expect(verdicts.count == 7)
 
         let report = try String(contentsOfFile: dir + "/report.md", encoding: .utf8)
-        for section in ["## Verdicts", "## Jacobian sparsity", "## Reconstruction", "## f_s linearity and ablation",
+        for section in ["## Verdicts", "## Protocol", "## Jacobian sparsity", "### The headline share as the authors count it", "## Reconstruction",
+                        "## f_s linearity and ablation", "## The authors' analysis path, emulated", "## A German-text computational unit",
                         "## Plots", "## Strongest connections"] {
             #expect(report.contains(section), "missing \(section)")
         }
         for v in verdicts { #expect(report.contains(String(v)), "verdict not in the report: \(v)") }
-        for png in ["jacobian-distribution.png", "sparsity-bars.png", "lambda-sweep.png"] {
+        for png in ["jacobian-distribution.png", "sparsity-bars.png", "lambda-sweep.png", "german-unit.png"] {
             let plot = decodePlot(try Data(contentsOf: URL(fileURLWithPath: dir + "/" + png)))
             // A real plot: a well-formed PNG with axes, text and data in several colours.
             #expect(plot != nil && plot!.width >= 400 && plot!.colours >= 4, "\(png): \(String(describing: plot))")
@@ -59,6 +62,33 @@ struct ReproduceCLITests {
             }
             let lin = run.linearity.values.reduce(0, +)
             #expect(abs(lin - 1) < 1e-12 && run.samples == 6)
+            // Both variants on every run, the processed model on pre-trained data; the authors' linearity takes whole tokens of k.
+            let analyses = run.analyses ?? []
+            #expect(analyses.map { "\($0.variant.rawValue)/\($0.path.rawValue)" }
+                    == ["authors/consistent", "reconstruction/consistent"] + (run.data == "pretrained" ? ["authors/processed"] : []))
+            for a in analyses {
+                #expect(a.linear.count + a.jumpReLU.count + a.other.count == a.linear.total)
+                #expect(a.linear.total == (a.variant == .authors ? 32 : 6) && a.ablationAgrees.total == 64)
+            }
+            // The ≥ counts from the forward file, recomputed here.
+            let J = try ForwardFile<Double>(run.forwardFiles["trueInput"]!).jacobian!
+            #expect(run.thresholdCounts?["trueInput"]?.atLeast[1] == J.filter { abs($0) >= 0.01 }.count)
+        }
+        // The German unit: in summary.json and in the report, with the same latent.
+        let units = summary.german?.units ?? []
+        #expect(units.map(\.run) == ["jsae-pretrained", "traditional-pretrained"] && summary.german?.unavailable == nil)
+        for u in units { #expect(report.contains("### \(u.run): output \(u.output.latent)")) }
+
+        // Other evaluation settings on the finished folder: every run is evaluated again from its model, none retrained.
+        var args = quickArgs
+        args[args.firstIndex(of: "--samples")! + 1] = "7"
+        let again = try jsae(args)
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stderr.components(separatedBy: "finished earlier under another evaluation").count == 5 && !again.stderr.contains("] training:"),
+                "\(again.stderr)")
+        let after = try JSONDecoder().decode(ReproduceSummary.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json")))
+        for (x, y) in zip(summary.runs, after.runs) {
+            #expect(y.samples == 7 && x.explainedVarianceIn == y.explainedVarianceIn && x.shares == y.shares, "\(x.name)")
         }
     }
 
@@ -103,9 +133,9 @@ struct ReproduceCLITests {
                 && seen.range(of: "[traditional-pretrained] training")!.lowerBound < seen.range(of: "[jsae-pretrained] step 10/")?.lowerBound ?? seen.endIndex,
                 "two runs at once: \(seen)")
 
-        let other = try jsae(common.map { $0 == "6" ? "7" : $0 } + ["2", "--out", dir + "/cut"])
+        let other = try jsae(common.map { $0 == "200" ? "201" : $0 } + ["2", "--out", dir + "/cut"])
         #expect(other.status == 2 && other.stderr.split(separator: "\n").count == 1
-                && other.stderr.contains(dir + "/cut/plan.json") && other.stderr.contains("samples was 6, now 7"), "\(other.stderr)")
+                && other.stderr.contains(dir + "/cut/plan.json") && other.stderr.contains("evalTokens was 200, now 201"), "\(other.stderr)")
 
         let resumed = try jsae(common + ["2", "--out", dir + "/cut"])
         #expect(resumed.status == 0, "\(resumed.stderr)")
@@ -116,7 +146,9 @@ struct ReproduceCLITests {
 
         func runs(_ d: String) throws -> [RunSummary] {
             let s = try JSONDecoder().decode(ReproduceSummary.self, from: Data(contentsOf: URL(fileURLWithPath: d + "/summary.json")))
-            return s.runs.map { var r = $0; r.wallSeconds = nil; r.forwardFiles = [:]; return r }
+            // Wall times (of the runs and of the analyses) and paths differ between the two folders by nature.
+            return s.runs.map { var r = $0; r.wallSeconds = nil; r.forwardFiles = [:]
+                                r.analyses = r.analyses?.map { var a = $0; a.seconds = 0; return a }; return r }
         }
         let a = try runs(dir + "/whole"), b = try runs(dir + "/cut")
         #expect(a.count == 4 && b.count == 4)
@@ -177,7 +209,7 @@ struct ReproduceCLITests {
             (["--layers", "0-1"] + sample, "{layer}"),
             (["--layers", "0-1", "--snapshots", "100"], "--snapshots is not available with --layers"),
             // More tokens than the sample has training rows: refused before any work, naming the file.
-            (["--tokens", "100000"] + sample, "minilm-l3-pretrained.h5: has 2458 training rows"),
+            (["--tokens", "100000"] + sample, "minilm-l3-pretrained.h5: has 2346 training rows"),
         ]
         for (args, mention) in cases {
             let out = dir + "/out-\(UUID().uuidString)"

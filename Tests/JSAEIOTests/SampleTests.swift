@@ -49,5 +49,20 @@ struct SampleTests {
         #expect(wa == wb)  // biases kept
         let Wa: Matrix<Float> = try a.readMatrix("/mlp/W_in"), Wb: Matrix<Float> = try b.readMatrix("/mlp/W_in")
         #expect(Wa != Wb)  // weight matrices re-drawn
+        let la: [Float] = try a.readVector("/ln_in/weight"), lb: [Float] = try b.readVector("/ln_in/weight")
+        #expect(la == lb)  // LayerNorm kept
+    }
+
+    @Test("the randomised control is drawn at the authors' scale: its MLP output's mean square is within 2× of the pre-trained one's")
+    func controlScale() throws {
+        let a = try HDF5File.open(Self.files[0]), b = try HDF5File.open(Self.files[1])
+        #expect(try b.stringAttribute("randomization_rule") == "0.8/sqrt(d_model)")
+        #expect(abs(try b.doubleAttribute("randomization_std")! - 0.8 / Double(384).squareRoot()) < 1e-12)
+        func meanSquare(_ f: HDF5File) throws -> Double {
+            let y: Matrix<Double> = try f.readMatrix("/y")
+            return y.data.reduce(0) { $0 + $1 * $1 } / Double(y.count)
+        }
+        let ratio = try meanSquare(b) / meanSquare(a)
+        #expect(ratio > 0.5 && ratio < 2, "randomised / pre-trained mean y²/d = \(ratio)")
     }
 }
