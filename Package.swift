@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "JSAECore", dependencies: ["CBLAS"]),
         // Per-token Jacobian kernels in C, runtime-dispatched (AVX-512F, AVX2+FMA,
         // portable) through function-level target attributes: no compiler flags.
-        // Measured, tested, and not yet used by the step (README, "Benchmark").
+        // Measured and tested; the step does not use them (docs/performance.md).
         .target(name: "CJSAEKernels"),
         .target(name: "JSAEIO", dependencies: ["JSAECore", "CHDF5"]),
         // Drivers over files: training runs (batch stream, checkpoints, progress) and forward runs.
@@ -70,12 +70,12 @@ let package = Package(
         .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAERuns", "_JSAETestSupport"]),
         .testTarget(name: "JSAEReportTests", dependencies: ["JSAEReport", "JSAECore", "JSAEIO", "_JSAETestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAERuns", "JSAEReport", "_JSAETestSupport", "CZlib"]),
-        // Hostile input and faults (issue 10): quick and seeded; the long
+        // Hostile input and faults: quick and seeded; the long
         // campaign in the same target runs only with JSAE_FUZZ_CAMPAIGN=N
         // (ci/fuzz-campaign.sh).
         .testTarget(name: "FuzzTests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "_JSAETestSupport", "CHDF5"]),
-        // The C Jacobian kernel (issue 9, not yet in the training step) against a
-        // double-precision reference written in C, so it is fast in debug builds.
+        // The C Jacobian kernel against a double-precision reference written in C,
+        // so it is fast in debug builds.
         .target(name: "KernelReference", path: "Tests/KernelReference"),
         .testTarget(name: "KernelTests", dependencies: ["CJSAEKernels", "KernelReference"]),
     ]

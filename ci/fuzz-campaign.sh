@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long fuzz campaign of issue 10 (not run by CI: it takes several minutes).
+# The long fuzz campaign (not run by CI: it takes several minutes).
 #
 #   bash ci/fuzz-campaign.sh [N] [SEED]
 #

@@ -5,7 +5,7 @@ import JSAECore
 import JSAEIO
 import _JSAETestSupport
 
-/// Hostile input and faults (issue 10), quick and seeded: each case asserts
+/// Hostile input and faults, quick and seeded: each case asserts
 /// the outcome (a one-line refusal naming the file or flag, or success with
 /// the right output), that files which existed before are unchanged unless
 /// the command was meant to write them, and that no process dies by a signal.
