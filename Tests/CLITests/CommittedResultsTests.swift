@@ -29,6 +29,20 @@ struct CommittedResultsTests {
         }
     }
 
+    @Test("committed results name files relative to the repository, never a machine's absolute paths")
+    func relativePaths() throws {
+        for name in folders() {
+            for file in ["report.md", "summary.json", "README.md"] {
+                guard let text = try? String(contentsOfFile: root + "/\(name)/\(file)", encoding: .utf8) else { continue }
+                // JSONEncoder writes "/" as "\/".
+                let plain = text.replacingOccurrences(of: "\\/", with: "/")
+                for prefix in ["/work/", "/tmp/", "/root/", "/home/", "/opt/", "/usr/local/"] {
+                    #expect(!plain.contains(prefix), "\(name)/\(file) names an absolute path under \(prefix)")
+                }
+            }
+        }
+    }
+
     @Test("each summary.json agrees with its report.md, meets its token budget and trains on each token at most once")
     func consistent() throws {
         for name in folders() {
