@@ -12,7 +12,7 @@ private func rawFile(_ header: String, data: [UInt8] = [], declared: UInt64? = n
     withUnsafeBytes(of: (declared ?? UInt64(h.count)).littleEndian) { bytes += $0 }
     bytes += h + data
     let path = temporaryDirectory("jsae-st") + "/t.safetensors"
-    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
     return path
 }
 
@@ -121,7 +121,7 @@ struct SafetensorsTests {
         expectRefused(rawFile("", data: [], declared: 0), "start with '{'")
         // Shorter than the length field itself, and no file at all.
         let short = temporaryDirectory("jsae-st") + "/short.safetensors"
-        FileManager.default.createFile(atPath: short, contents: Data([1, 2, 3]))
+        _ = FileManager.default.createFile(atPath: short, contents: Data([1, 2, 3]))
         expectRefused(short, "too short")
         expectRefused(temporaryDirectory("jsae-st") + "/missing.safetensors", "does not exist")
     }
