@@ -95,7 +95,7 @@ struct ForeignConfig {
         case nil, is NSNull: return
         case let s as String where s == "none": return
         case let b as Bool where !b: return
-        case let s as String: throw JSAEError(file: path, "normalize_activations \"\(s)\" is not supported (only \"none\": the SAE expects rescaled inputs)")
+        case let s as String: throw JSAEError(file: path, "normalize_activations \(quoted(s)) is not supported (only \"none\": the SAE expects rescaled inputs)")
         default: throw JSAEError(file: path, "normalize_activations is not supported (only \"none\")")
         }
     }
@@ -103,9 +103,9 @@ struct ForeignConfig {
     /// k of a pre-6 SAELens or authors' config: activation_fn "topk" with activation_fn_kwargs.k.
     func flatTopK() throws -> Int {
         let arch = try string("architecture") ?? "standard"
-        guard arch == "standard" else { throw JSAEError(file: path, "architecture \"\(arch)\" is not supported (only TopK SAEs)") }
+        guard arch == "standard" else { throw JSAEError(file: path, "architecture \(quoted(arch)) is not supported (only TopK SAEs)") }
         let fn = try string("activation_fn_str") ?? string("activation_fn") ?? "relu"
-        guard fn == "topk" else { throw JSAEError(file: path, "activation_fn \"\(fn)\" is not supported (only \"topk\")") }
+        guard fn == "topk" else { throw JSAEError(file: path, "activation_fn \(quoted(fn)) is not supported (only \"topk\")") }
         guard let kwargs = try object("activation_fn_kwargs") else { throw JSAEError(file: path, "has no activation_fn_kwargs.k") }
         guard try bool("finetuning_scaling_factor") != true else { throw JSAEError(file: path, "finetuning_scaling_factor is not supported") }
         return try kwargs.requiredInt("k")
@@ -201,11 +201,11 @@ public enum ForeignImport {
             let k: Int
             if format == .saeLens6 {
                 let arch = try cfg.string("architecture") ?? "standard"
-                guard arch == "topk" else { throw JSAEError(file: cfg.path, "architecture \"\(arch)\" is not supported (only \"topk\")") }
+                guard arch == "topk" else { throw JSAEError(file: cfg.path, "architecture \(quoted(arch)) is not supported (only \"topk\")") }
                 k = try cfg.requiredInt("k")
                 guard try cfg.bool("rescale_acts_by_decoder_norm") != true else { throw JSAEError(file: cfg.path, "rescale_acts_by_decoder_norm is not supported") }
                 let reshape = try cfg.string("reshape_activations") ?? "none"
-                guard reshape == "none" else { throw JSAEError(file: cfg.path, "reshape_activations \"\(reshape)\" is not supported (only \"none\")") }
+                guard reshape == "none" else { throw JSAEError(file: cfg.path, "reshape_activations \(quoted(reshape)) is not supported (only \"none\")") }
             } else {
                 k = try cfg.flatTopK()
             }
@@ -225,7 +225,7 @@ public enum ForeignImport {
             return (info, sae)
         case .sparsify:
             let act = try cfg.string("activation") ?? "topk"
-            guard act == "topk" else { throw JSAEError(file: cfg.path, "activation \"\(act)\" is not supported (only \"topk\")") }
+            guard act == "topk" else { throw JSAEError(file: cfg.path, "activation \(quoted(act)) is not supported (only \"topk\")") }
             guard try cfg.bool("transcode") != true else { throw JSAEError(file: cfg.path, "transcode is true: a transcoder is not supported") }
             guard try cfg.bool("skip_connection") != true else { throw JSAEError(file: cfg.path, "skip_connection is true: not supported") }
             let k = try cfg.requiredInt("k")
@@ -278,21 +278,21 @@ private func readSAE(_ st: SafetensorsFile, _ path: String, names: (String, Stri
 
 /// A tensor's values, after checking its presence, exact shape and finiteness.
 private func tensor(_ st: SafetensorsFile, _ path: String, _ name: String, _ shape: [Int]) throws -> [Double] {
-    guard let t = st.tensors[name] else { throw JSAEError(file: path, "has no tensor \"\(name)\"") }
+    guard let t = st.tensors[name] else { throw JSAEError(file: path, "has no tensor \(quoted(name))") }
     guard t.shape == shape else {
-        throw JSAEError(file: path, "tensor \"\(name)\" has shape \(HDF5File.describe(t.shape)), expected \(HDF5File.describe(shape)) (from cfg.json)")
+        throw JSAEError(file: path, "tensor \(quoted(name)) has shape \(HDF5File.describe(t.shape)), expected \(HDF5File.describe(shape)) (from cfg.json)")
     }
     if let i = t.values.firstIndex(where: { !$0.isFinite }) {
-        throw JSAEError(file: path, "tensor \"\(name)\" contains \(t.values[i].isNaN ? "NaN" : "Inf") at flat index \(i)")
+        throw JSAEError(file: path, "tensor \(quoted(name)) contains \(t.values[i].isNaN ? "NaN" : "Inf") at flat index \(i)")
     }
     return t.values
 }
 
 /// A matrix tensor with `rows` rows (and `cols` columns when given).
 private func tensor(_ st: SafetensorsFile, _ path: String, _ name: String, rows: Int, cols: Int?) throws -> [Double] {
-    guard let t = st.tensors[name] else { throw JSAEError(file: path, "has no tensor \"\(name)\"") }
+    guard let t = st.tensors[name] else { throw JSAEError(file: path, "has no tensor \(quoted(name))") }
     guard t.shape.count == 2, t.shape[0] == rows, t.shape[1] >= 1, cols == nil || t.shape[1] == cols else {
-        throw JSAEError(file: path, "tensor \"\(name)\" has shape \(HDF5File.describe(t.shape)), expected [\(rows), \(cols.map(String.init) ?? "d_mlp")]")
+        throw JSAEError(file: path, "tensor \(quoted(name)) has shape \(HDF5File.describe(t.shape)), expected [\(rows), \(cols.map(String.init) ?? "d_mlp")]")
     }
     return try tensor(st, path, name, t.shape)
 }
@@ -307,12 +307,12 @@ private func attributing<R>(_ path: String, _ body: () throws -> R) throws -> R 
 private func chooseActivation(_ flag: Activation?, _ info: FolderInfo, fallback: Activation?, path: String) throws -> (Activation, String) {
     if let flag { return (flag, "--activation") }
     if let name = info.mlpActivation {
-        guard let a = Activation(rawValue: name) else { throw JSAEError(file: path, "jsae_mlp_activation \"\(name)\" is not gelu or gelu_tanh") }
+        guard let a = Activation(rawValue: name) else { throw JSAEError(file: path, "jsae_mlp_activation \(quoted(name)) is not gelu or gelu_tanh") }
         return (a, "jsae_mlp_activation in cfg.json")
     }
     if let model = info.modelName, let a = ForeignImport.activation(forModel: model) { return (a, "model_name \(model)") }
     if let fallback { return (fallback, "the MLP file's activation attribute") }
-    throw JSAEError(file: path, "cannot tell the MLP's activation from model_name \(info.modelName ?? "(none)"): give --activation gelu or gelu_tanh")
+    throw JSAEError(file: path, "cannot tell the MLP's activation from model_name \(info.modelName.map(quoted) ?? "(none)"): give --activation gelu or gelu_tanh")
 }
 
 extension ForeignImport {

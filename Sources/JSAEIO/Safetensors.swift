@@ -94,12 +94,12 @@ public struct SafetensorsFile: Sendable {
         }
         let json: Any
         do { json = try JSONSerialization.jsonObject(with: Data(header)) } catch {
-            throw JSAEError(file: path, "header is not valid JSON: \(text.prefix(60))…")
+            throw JSAEError(file: path, "header is not valid JSON: \(quoted(String(text.prefix(60))))")
         }
         // JSONSerialization keeps one of two equal keys silently; the
         // reference refuses such a header, so look for them here.
         if let dup = duplicateKey(in: header) {
-            throw JSAEError(file: path, "header has the key \"\(dup)\" twice in one object")
+            throw JSAEError(file: path, "header has the key \(quoted(dup)) twice in one object")
         }
         guard let top = json as? [String: Any] else { throw JSAEError(file: path, "header is not a JSON object") }
 
@@ -110,35 +110,35 @@ public struct SafetensorsFile: Sendable {
             if name == "__metadata__" {
                 guard let map = value as? [String: Any] else { throw JSAEError(file: path, "__metadata__ is not a JSON object") }
                 for (k, v) in map {
-                    guard let s = v as? String else { throw JSAEError(file: path, "__metadata__ value of \"\(k)\" is not a string") }
+                    guard let s = v as? String else { throw JSAEError(file: path, "__metadata__ value of \(quoted(k)) is not a string") }
                     result.metadata[k] = s
                 }
                 continue
             }
-            guard let info = value as? [String: Any] else { throw JSAEError(file: path, "tensor \"\(name)\" is not a JSON object") }
-            guard let dtypeName = info["dtype"] as? String else { throw JSAEError(file: path, "tensor \"\(name)\" has no dtype string") }
+            guard let info = value as? [String: Any] else { throw JSAEError(file: path, "tensor \(quoted(name)) is not a JSON object") }
+            guard let dtypeName = info["dtype"] as? String else { throw JSAEError(file: path, "tensor \(quoted(name)) has no dtype string") }
             guard let dtype = SafetensorsDType(rawValue: dtypeName) else {
-                throw JSAEError(file: path, "tensor \"\(name)\" has dtype \(dtypeName); supported: F32, F64, F16, BF16")
+                throw JSAEError(file: path, "tensor \(quoted(name)) has dtype \(quoted(dtypeName)); supported: F32, F64, F16, BF16")
             }
             guard let shapeAny = info["shape"] as? [Any], let shape = nonNegativeInts(shapeAny) else {
-                throw JSAEError(file: path, "tensor \"\(name)\" has a shape that is not a list of non-negative integers")
+                throw JSAEError(file: path, "tensor \(quoted(name)) has a shape that is not a list of non-negative integers")
             }
             guard let offAny = info["data_offsets"] as? [Any], offAny.count == 2, let off = nonNegativeInts(offAny) else {
-                throw JSAEError(file: path, "tensor \"\(name)\" has data_offsets that are not two non-negative integers")
+                throw JSAEError(file: path, "tensor \(quoted(name)) has data_offsets that are not two non-negative integers")
             }
             var count = 1
             for s in shape {
                 let (p, o) = count.multipliedReportingOverflow(by: s)
-                guard !o else { throw JSAEError(file: path, "tensor \"\(name)\" has shape \(HDF5File.describe(shape)), whose element count overflows") }
+                guard !o else { throw JSAEError(file: path, "tensor \(quoted(name)) has shape \(HDF5File.describe(shape)), whose element count overflows") }
                 count = p
             }
             let (bytes, o) = count.multipliedReportingOverflow(by: dtype.size)
-            guard !o else { throw JSAEError(file: path, "tensor \"\(name)\" has shape \(HDF5File.describe(shape)), whose byte count overflows") }
+            guard !o else { throw JSAEError(file: path, "tensor \(quoted(name)) has shape \(HDF5File.describe(shape)), whose byte count overflows") }
             guard off[1] >= off[0] else {
-                throw JSAEError(file: path, "tensor \"\(name)\" has data_offsets [\(off[0]), \(off[1])] that end before they begin")
+                throw JSAEError(file: path, "tensor \(quoted(name)) has data_offsets [\(off[0]), \(off[1])] that end before they begin")
             }
             guard off[1] - off[0] == bytes else {
-                throw JSAEError(file: path, "tensor \"\(name)\" spans \(off[1] - off[0]) bytes but \(dtype.rawValue) \(HDF5File.describe(shape)) needs \(bytes)")
+                throw JSAEError(file: path, "tensor \(quoted(name)) spans \(off[1] - off[0]) bytes but \(dtype.rawValue) \(HDF5File.describe(shape)) needs \(bytes)")
             }
             entries.append(Entry(name: name, dtype: dtype, shape: shape, count: count, begin: off[0], end: off[1]))
         }
@@ -150,7 +150,7 @@ public struct SafetensorsFile: Sendable {
         var at = 0
         for e in entries {
             guard e.begin == at else {
-                throw JSAEError(file: path, "tensor \"\(e.name)\" begins at data offset \(e.begin), expected \(at) "
+                throw JSAEError(file: path, "tensor \(quoted(e.name)) begins at data offset \(e.begin), expected \(at) "
                                 + (e.begin > at ? "(a gap)" : "(overlaps the tensor before it)"))
             }
             at = e.end
@@ -174,9 +174,9 @@ public struct SafetensorsFile: Sendable {
     /// header padded with spaces so that the data starts at a multiple of 8.
     public func write(to path: String) throws {
         for (name, t) in tensors {
-            guard t.dtype == .f32 || t.dtype == .f64 else { throw JSAEError(file: path, "tensor \"\(name)\": only F32 and F64 are written, not \(t.dtype.rawValue)") }
+            guard t.dtype == .f32 || t.dtype == .f64 else { throw JSAEError(file: path, "tensor \(quoted(name)): only F32 and F64 are written, not \(t.dtype.rawValue)") }
             guard t.shape.allSatisfy({ $0 >= 0 }), t.shape.reduce(1, *) == t.values.count else {
-                throw JSAEError(file: path, "tensor \"\(name)\" has \(t.values.count) values for shape \(HDF5File.describe(t.shape))")
+                throw JSAEError(file: path, "tensor \(quoted(name)) has \(t.values.count) values for shape \(HDF5File.describe(t.shape))")
             }
         }
         let order = tensors.keys.sorted {

@@ -69,9 +69,17 @@ func jsonString(_ s: String) -> String {
         case "\n": out += "\\n"
         case "\r": out += "\\r"
         case "\t": out += "\\t"
-        case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+        // Control characters and the Unicode line breaks, so a quoted value never breaks a line.
+        case _ where u.value < 0x20 || u.value == 0x85 || u.value == 0x2028 || u.value == 0x2029:
+            out += String(format: "\\u%04x", u.value)
         default: out.unicodeScalars.append(u)
         }
     }
     return out + "\""
+}
+
+/// A string from a file, quoted for a one-line message (escaped as JSON,
+/// at most 80 characters of it).
+func quoted(_ s: String) -> String {
+    jsonString(s.count > 80 ? String(s.prefix(80)) + "…" : s)
 }
