@@ -138,6 +138,7 @@ public enum ForeignImport {
         let subtract = try cfg.bool("apply_b_dec_to_input") ?? true
         let path = folder + "/sae_weights.safetensors"
         let st = try SafetensorsFile.read(path)
+        try requireNoScaling(st, path)
         let saeIn = try readSAE(st, path, names: ("_W_enc", "_b_enc", "_W_dec", "_b_dec"), d: d, m: m, k: k, subtract: subtract, transposedEncoder: false)
         let saeOut = try readSAE(st, path, names: ("_W_enc_out", "_b_enc_out", "_W_dec_out", "_b_dec_out"), d: d, m: m, k: k, subtract: subtract, transposedEncoder: false)
         let info = FolderInfo(format: .jsaePair, config: cfg, modelName: try cfg.string("model_name"), hookName: try cfg.string("hook_name"),
@@ -214,6 +215,7 @@ public enum ForeignImport {
             let subtract = try cfg.bool("apply_b_dec_to_input") ?? true
             let path = folder + "/sae_weights.safetensors"
             let st = try SafetensorsFile.read(path)
+            try requireNoScaling(st, path)
             // The authors' code (a SAELens 4 fork) names a single SAE's tensors with a leading underscore.
             let p = st.tensors["W_enc"] == nil && st.tensors["_W_enc"] != nil ? "_" : ""
             let sae = try readSAE(st, path, names: (p + "W_enc", p + "b_enc", p + "W_dec", p + "b_dec"), d: d, m: m, k: k, subtract: subtract, transposedEncoder: false)
@@ -273,6 +275,16 @@ private func readSAE(_ st: SafetensorsFile, _ path: String, names: (String, Stri
     }
     return try attributing(path) {
         try TopKSAE(wEnc: Matrix(rows: d, cols: m, data: wEnc), bEnc: bEnc, wDec: Matrix(rows: m, cols: d, data: wDec), bDec: bDec, k: k)
+    }
+}
+
+/// SAELens' loader drops a `scaling_factor` of all ones and otherwise
+/// multiplies the latents by it; the harness's TopK SAE has no such factor.
+private func requireNoScaling(_ st: SafetensorsFile, _ path: String) throws {
+    for name in ["scaling_factor", "finetuning_scaling_factor", "_finetuning_scaling_factor"] {
+        if let t = st.tensors[name], t.values.contains(where: { $0 != 1 }) {
+            throw JSAEError(file: path, "tensor \(quoted(name)) is not all ones: a latent scaling factor is not supported")
+        }
     }
 }
 

@@ -60,11 +60,10 @@ public struct SafetensorsFile: Sendable {
     public static let maxHeaderBytes = 100_000_000
 
     public static func read(_ path: String) throws -> SafetensorsFile {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw JSAEError(file: path, "does not exist")
-        }
-        guard !isDir.boolValue else { throw JSAEError(file: path, "is a folder, not a safetensors file") }
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw JSAEError(file: path, "does not exist") }
+        // A FIFO or a device would be read without end.
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw JSAEError(file: path, "is not a regular file") }
         // Mapped, not copied: a large file costs no memory until read, and the
         // only sizes used below are checked against the real file size.
         let bytes: Data

@@ -131,6 +131,30 @@ struct InteropCLITests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["a.h5", "b.h5", "c.h5", "lens", "pair"])
     }
 
+    @Test("export's hook names: TransformerLens' from source_model and layer, else the activations file's, else unknown")
+    func exportHooks() throws {
+        let dir = temporaryDirectory("jsae-interop")
+        let a = dir + "/a.h5"
+        #expect(try jsae(importArgs("authors") + ["--out", a]).status == 0)
+        let model: JSAEModel<Double> = try ModelFile.read(a)
+        func hooks(_ attributes: [String: AttributeValue], _ tag: String) throws -> [String?] {
+            let m = dir + "/\(tag).h5"
+            try ModelFile.write(model, to: m, attributes: attributes)
+            let r = try jsae(["export", m, "--format", "saelens", "--out", dir + "/\(tag)"])
+            #expect(r.status == 0, "\(r.stderr)")
+            return try ["sae_in", "sae_out"].map { side in
+                let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/\(tag)/\(side)/cfg.json"))) as? [String: Any]
+                return (cfg?["metadata"] as? [String: Any])?["hook_name"] as? String
+            }
+        }
+        #expect(try hooks(["source_model": .string("gpt2"), "layer": .int(7)], "tl") == ["blocks.7.ln2.hook_normalized", "blocks.7.hook_mlp_out"])
+        // A path is not a TransformerLens name: the hooks the activations file recorded.
+        let acts = interop + "/activations.h5"
+        #expect(try hooks(["source_model": .string("gpt-neox: /models/x"), "layer": .int(7), "activations_file": .string(acts)], "acts")
+                == ["blocks.3.ln2.hook_normalized", "blocks.3.hook_mlp_out"])
+        #expect(try hooks([:], "none") == ["unknown", "unknown"])
+    }
+
     @Test("export refuses an existing folder and a model it cannot express, leaving nothing")
     func exportRefuses() throws {
         let dir = temporaryDirectory("jsae-interop")
@@ -187,6 +211,11 @@ struct InteropCLITests {
         f = try copyOf("sparsify_in")
         try editWeights(f + "/sae.safetensors") { $0.tensors["encoder.weight"]!.shape = [8, 16] }
         try expectBadInput(pairArgs(f, lensOut), file: f + "/sae.safetensors", mentions: "expected [16, 8]", outDir: outDir)
+
+        // A latent scaling factor other than ones.
+        f = try copyOf("saelens_in")
+        try editWeights(f + "/sae_weights.safetensors") { $0.tensors["scaling_factor"] = SafetensorsTensor(dtype: .f32, shape: [16], values: [Double](repeating: 2, count: 16)) }
+        try expectBadInput(pairArgs(f, lensOut), file: f + "/sae_weights.safetensors", mentions: "scaling_factor", outDir: outDir)
 
         // Not a TopK SAE.
         f = try copyOf("authors")

@@ -124,6 +124,7 @@ struct SafetensorsTests {
         _ = FileManager.default.createFile(atPath: short, contents: Data([1, 2, 3]))
         expectRefused(short, "too short")
         expectRefused(temporaryDirectory("jsae-st") + "/missing.safetensors", "does not exist")
+        expectRefused(temporaryDirectory("jsae-st"), "not a regular file")
     }
 
     @Test("seeded byte flips and every truncation of a real file: read or refused, never a trap")
