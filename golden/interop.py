@@ -41,7 +41,7 @@ import h5py
 import numpy as np
 from safetensors.numpy import save_file
 
-INTEROP_VERSION = 1
+INTEROP_VERSION = 1  # and the constant in Tests/CLITests/InteropCLITests.swift
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "interop")
 D, D_SAE, D_MLP, K, T = 8, 16, 12, 4, 6

@@ -73,6 +73,8 @@ struct InteropCLITests {
         }
         f.close()
         let e = try HDF5File.open(interop + "/expected.h5")
+        let version = try e.intAttribute("interop_version")
+        try #require(version == 1, "golden/interop/expected.h5 has interop_version \(version.map(String.init) ?? "none"), expected 1: rerun golden/interop.py")
         let want: [Double] = try e.readFloats("/\(pair)/jacobian").data
         let wantIn = try e.readInts("/\(pair)/in_indices").data, wantOut = try e.readInts("/\(pair)/out_indices").data
         // The float32 pipeline (the default) against float64 numpy: J is a sum
