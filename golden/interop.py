@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fixtures for `jsae import` / `jsae export` (issue 19): SAE folders in the
+"""Fixtures for `jsae import` / `jsae export`: SAE folders in the
 formats other people train with, an activations file with the MLP, and the
 float64 Jacobians the imported pairs must give.
 
@@ -30,7 +30,7 @@ The formats, as their code writes them:
 Every such b_dec subtraction is folded into the harness's encoder bias:
 h = (x - b_dec) @ W_enc + b_enc = x @ W_enc + (b_enc - b_dec @ W_enc).
 
-Usage:  /work/venv/bin/python golden/interop.py   (writes golden/interop/)
+Usage:  python3 golden/interop.py   (writes golden/interop/; needs numpy, h5py, safetensors)
 """
 import json
 import math
