@@ -93,6 +93,11 @@ public func evaluatePair(modelPath: String, activationsPath: String, outDir: Str
         throw JSAEError(file: activationsPath, "has no \(fromFile ? "held-out " : "")rows to evaluate\(leaveOut ? " that are not special-token rows (--include-special keeps them)" : "")")
     }
     let text = try TokenText.read(for: reader)
+    // Read now what the evaluation reads later, so that a damaged file is refused before OUT exists:
+    // the evaluated rows (NaN, Inf), the document sources and the hooked LayerNorm.
+    _ = try rows.read(0..<rows.count, of: "/x", from: reader) as Matrix<Float>
+    _ = try languageLabels(reader, rows: rows)
+    _ = try ProcessedModel.layerNorm(reader)
     let inputs = EvaluationInputs(model: modelPath, activations: activationsPath,
                                   modelFingerprint: modelFingerprint(modelD), activationsFingerprint: try reader.fingerprint())
     try requireEvaluationFolder(outDir, for: inputs)

@@ -114,11 +114,18 @@ struct EvaluateCLITests {
         try ModelFile.write(randomModel(PairShape.sweep[0], seed: 4).model, to: d6)           // d 6, the fixture has d 8
         let m8 = randomModel(PairShape.sweep[3], seed: 5).model                                  // d 8
         try ModelFile.write(try JSAEModel(saeIn: m8.saeIn, saeOut: nil, mlp: m8.mlp), to: single)
+        // A NaN in an evaluated row is only met when the rows are read: it must still be refused before OUT exists.
+        let pair8 = dir + "/pair8.h5", nanActs = dir + "/nan.h5"
+        try ModelFile.write(m8, to: pair8)
+        var x = randomModel(PairShape.sweep[3], seed: 6).x
+        x[2, 1] = .nan
+        try writeActivations(x, to: nanActs)
         let cases: [(args: [String], names: String)] = [
             (["--model", dir + "/missing.h5", "--activations", acts], dir + "/missing.h5"),
             (["--model", d6, "--activations", acts], "has d = 6"),
             (["--model", single, "--activations", acts], "has no /sae_out"),
             (["--model", d6, "--activations", acts, "--eval-tokens", "0"], "--eval-tokens"),
+            (["--model", pair8, "--activations", nanActs], nanActs + ": /x contains NaN at row 2"),
         ]
         for (i, c) in cases.enumerated() {
             let out = dir + "/R\(i)"
