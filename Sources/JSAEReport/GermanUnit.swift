@@ -176,8 +176,10 @@ func judgeGerman(_ g: GermanAnalysis, jsae: String = RunName.jsaePretrained, tra
 }
 
 /// The German units of the pre-trained JSAE and traditional pairs, from their true-input forward files.
+/// - latents: the pairs' m_in and m_out (nil: expansion · d, as the reproduction trains them)
 func germanAnalysis(_ runs: [RunSummary], names: [String] = [RunName.jsaePretrained, RunName.traditionalPretrained],
-                    eval: EvalSet, reader: ActivationsReader, text: TokenText?, o: ReproduceOptions) throws -> GermanAnalysis {
+                    eval: EvalSet, reader: ActivationsReader, text: TokenText?, o: ReproduceOptions,
+                    latents: (input: Int, output: Int)? = nil) throws -> GermanAnalysis {
     var g = GermanAnalysis(rule: GermanRule.statement, units: [], unavailable: nil)
     guard let labels = try languageLabels(reader, rows: eval.rows) else {
         g.unavailable = "\(reader.path) records no document sources with a fortunes-de source (/text/doc_source, text_sources)"
@@ -187,7 +189,7 @@ func germanAnalysis(_ runs: [RunSummary], names: [String] = [RunName.jsaePretrai
         g.unavailable = "none of the \(labels.count) evaluated held-out tokens comes from a German (fortunes-de) document"
         return g
     }
-    let m = o.expansion * reader.d
+    let m = latents ?? (o.expansion * reader.d, o.expansion * reader.d)
     for name in names {
         guard let run = runs.first(where: { $0.name == name }), let path = run.forwardFiles[EvaluationPoint.trueInput.rawValue] else { continue }
         let f = try ForwardFile<Float>(path)
@@ -196,7 +198,7 @@ func germanAnalysis(_ runs: [RunSummary], names: [String] = [RunName.jsaePretrai
         }
         guard let outIndices = f.outIndices, let outValues = f.outValues, let J = f.jacobian else { continue }
         let codes = PairCodes(k: f.k, inIndices: f.inIndices, inValues: f.inValues, outIndices: outIndices, outValues: outValues, jacobian: J)
-        let unit = germanUnit(run: name, codes: codes, mIn: m, mOut: m, labels: labels) { output, latent in
+        let unit = germanUnit(run: name, codes: codes, mIn: m.input, mOut: m.output, labels: labels) { output, latent in
             output ? topExamples(indices: f.outIndices!, values: f.outValues!, k: f.k, latent: latent, rows: eval.rows, text: text)
                    : topExamples(indices: f.inIndices, values: f.inValues, k: f.k, latent: latent, rows: eval.rows, text: text)
         }
@@ -217,7 +219,9 @@ func writeGermanPlot(_ g: GermanAnalysis, o: ReproduceOptions) throws {
     ]
     try atomicWrite(Plots.groupedBars(groups, title: "THE GERMAN-TEXT OUTPUT LATENT OF EACH PAIR (HELD-OUT)", yLabel: "SHARE"),
                     to: o.outDir + "/german-unit.png")
-    func label(_ run: String) -> String { run == RunName.jsaePretrained ? "JSAE" : "TRADITIONAL" }
+    func label(_ run: String) -> String {
+        run == RunName.jsaePretrained ? "JSAE" : (run == RunName.traditionalPretrained ? "TRADITIONAL" : run.uppercased())
+    }
 }
 
 /// The report's German section.

@@ -61,13 +61,14 @@ private func pct(_ v: Double) -> String { String(format: "%.1f%%", 100 * v) }
 private func interval(_ p: Proportion) -> String { "\(pct(p.share)) [\(pct(p.low)), \(pct(p.high))]" }
 
 /// The headline share counted three ways, per run, at the true input.
-func renderThresholdCounts(_ runs: [RunSummary]) -> String {
+/// - names: the runs shown (`jsae evaluate` shows its one pair)
+func renderThresholdCounts(_ runs: [RunSummary], names: [String] = RunName.main) -> String {
     var r = "### The headline share as the authors count it\n\n"
     r += "The authors' `runners/histogram.py` pools all k² entries of every token into a histogram over [0, 1.1] in 0.001 bins, "
     r += "and their notebook counts the bins from t up: |J| ≥ t, with entries above 1.1 outside the histogram. This report's headline counts |J| > t.\n\n"
     r += "| run | > 0.01 (this report) | ≥ 0.01 | ≥ 0.01 and ≤ 1.1 (authors) | entries with \\|J\\| = 0.01 exactly | entries above 1.1 | ≥ 0.005 / 0.015 / 0.02 (authors) |\n"
     r += "|---|---|---|---|---|---|---|\n"
-    for run in runs where RunName.main.contains(run.name) {
+    for run in runs where names.contains(run.name) {
         guard let c = run.thresholdCounts?[EvaluationPoint.trueInput.rawValue] else { continue }
         let above11 = c.atLeast[0] - c.atLeastWithinHistogram[0]
         let others = [0, 2, 3].map { pct(c.sharesAuthors[$0]) }.joined(separator: " / ")
@@ -77,7 +78,8 @@ func renderThresholdCounts(_ runs: [RunSummary]) -> String {
 }
 
 /// Linearity and ablation, every run and variant, with 95% Wilson intervals.
-func renderConnectionAnalyses(_ runs: [RunSummary]) -> String {
+/// - names: the runs shown (`jsae evaluate` shows its one pair)
+func renderConnectionAnalyses(_ runs: [RunSummary], names: [String] = RunName.main) -> String {
     var r = "## f_s linearity and ablation\n\n"
     r += "Two variants (`ConnectionAnalyses.swift`); the verdicts use the authors'.\n\n"
     r += "- **authors**: as `runners/linear.py` and `runners/ablation.py` at b73cadb do it: at the true input x, K2 from the output SAE on f(x); "
@@ -89,7 +91,7 @@ func renderConnectionAnalyses(_ runs: [RunSummary]) -> String {
     r += "Ablation agrees when |J + Δ| < 0.1, Δ the output latent's change when one unit of the input latent is removed. "
     r += "Intervals are 95% Wilson intervals that treat samples as independent; samples from one token are not, so they are lower bounds on the uncertainty.\n\n"
     r += "| run | variant | model | linear | JumpReLU | other | ablation agrees | samples (linearity / ablation) | seconds |\n|---|---|---|---|---|---|---|---|---|\n"
-    for run in runs where RunName.main.contains(run.name) {
+    for run in runs where names.contains(run.name) {
         for a in run.analyses ?? [] {
             r += "| \(run.name) | \(a.variant == .authors ? "authors" : "x̂") | \(a.path.rawValue) | \(interval(a.linear)) | \(interval(a.jumpReLU)) | "
             r += "\(interval(a.other)) | \(interval(a.ablationAgrees)) | \(a.linear.total) / \(a.ablationAgrees.total) | \(String(format: "%.0f", a.seconds)) |\n"

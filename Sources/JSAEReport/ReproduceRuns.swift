@@ -48,43 +48,9 @@ struct DataSplit {
     /// Reads the evaluated rows (and writes them as an activations file, the
     /// input of the forward files), with the MLP output y at the true input.
     func evalSet(heldOutFile: String, processedEmulation: Bool = false) throws -> EvalSet {
-        let x: Matrix<Float> = try eval.read(0..<eval.count, of: "/x", from: reader)
-        let mlp: MLP<Float> = try MLPFile.read(reader.file, d: reader.d)
-        try atomicWrite(to: heldOutFile) { tmp in
-            let f = try HDF5File.create(tmp)
-            try FileFormat.writeHeader(f, kind: .activations)
-            for key in ["source_model", "layer", "hook_in", "hook_out", "text_source", "activation"] {
-                if let v = try reader.file.attribute(key) { try f.setAttribute(key, v) }
-            }
-            try f.setAttribute("tokens", .int(eval.count))
-            try f.setAttribute("rows_of", .string("\(reader.path): the first \(eval.count) held-out rows from row \(heldStart)"
-                                                  + (o.excludeSpecial && special != nil ? ", special-token rows left out" : "")))
-            try f.write("/x", x)
-            try f.write("/mlp/W_in", mlp.wIn); try f.write("/mlp/b_in", shape: [mlp.dMlp], mlp.bIn)
-            try f.write("/mlp/W_out", mlp.wOut); try f.write("/mlp/b_out", shape: [mlp.d], mlp.bOut)
-            try f.finish()
-        }
-        var set = EvalSet(path: heldOutFile, rows: eval, x: x, y: mlp.forward(x).y)
-        // The emulation of the authors' analysis path applies to pre-trained models only (ProcessedModel).
-        if processedEmulation, let ln = try ProcessedModel.layerNorm(reader) {
-            let path = (heldOutFile as NSString).deletingPathExtension + "-processed.h5"
-            let folded = try ProcessedModel.mlp(mlp, w: ln.w, b: ln.b)
-            let xn = ProcessedModel.inputs(x, w: ln.w, b: ln.b)
-            try atomicWrite(to: path) { tmp in
-                let f = try HDF5File.create(tmp)
-                try FileFormat.writeHeader(f, kind: .activations)
-                try f.setAttribute("tokens", .int(eval.count))
-                try f.setAttribute("activation", .string(mlp.activation.rawValue))
-                try f.setAttribute("rows_of", .string("\(heldOutFile), as TransformerLens' processed model reads them: "
-                                                      + "the LayerNorm output before its affine part, the MLP folded and centred"))
-                try f.write("/x", xn)
-                try f.write("/mlp/W_in", folded.wIn); try f.write("/mlp/b_in", shape: [folded.dMlp], folded.bIn)
-                try f.write("/mlp/W_out", folded.wOut); try f.write("/mlp/b_out", shape: [folded.d], folded.bOut)
-                try f.finish()
-            }
-            set.processed = ProcessedSet(path: path, x: xn, mlp: folded)
-        }
-        return set
+        let rowsOf = "\(reader.path): the first \(eval.count) held-out rows from row \(heldStart)"
+            + (o.excludeSpecial && special != nil ? ", special-token rows left out" : "")
+        return try writeEvalSet(reader: reader, rows: eval, rowsOf: rowsOf, mlp: nil, heldOutFile: heldOutFile, processedEmulation: processedEmulation)
     }
 
     func facts(_ e: EvalSet) -> DataFacts {
@@ -115,26 +81,6 @@ struct DataSplit {
         facts.maxLength = intAttr("max_length")
         return facts
     }
-}
-
-/// The held-out rows every run of one data file is evaluated on.
-struct EvalSet {
-    let path: String
-    let rows: RowSelection
-    let x: Matrix<Float>
-    /// The MLP output at the true input.
-    let y: Matrix<Float>
-    /// The same rows as the authors' analysis scripts feed a pre-trained
-    /// model's pair (nil: not pre-trained data, or the file has no /ln_in).
-    var processed: ProcessedSet? = nil
-}
-
-/// The held-out rows and MLP of TransformerLens' processed model (ProcessedModel).
-struct ProcessedSet {
-    /// An activations file of x_n and the folded MLP, the input of the processed forward files.
-    let path: String
-    let x: Matrix<Float>
-    let mlp: MLP<Float>
 }
 
 struct RunPlan { var name: String, data: String, lambda: Double }
@@ -513,7 +459,9 @@ func evaluateSnapshot(_ model: JSAEModel<Float>, eval: EvalSet, step: Int, batch
 /// pre-trained data with /ln_in, of the processed model), the threshold
 /// counts, the reconstruction metrics, and f_s linearity and ablation in
 /// both variants.
-func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Double, eval: EvalSet, o: ReproduceOptions) throws -> RunSummary {
+/// - modelPath: the model file the forward files name (nil: the run's runs/NAME/model.h5)
+func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Double, eval: EvalSet, o: ReproduceOptions,
+              modelPath: String? = nil) throws -> RunSummary {
     var files: [String: String] = [:], shares: [String: [Double]] = [:], counts: [String: ThresholdCounts] = [:]
     var forwards: [EvaluationPoint: ForwardFile<Float>] = [:]
     let reader = try ActivationsReader(eval.path)
@@ -522,7 +470,7 @@ func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Dou
         let path = o.outDir + "/forward/\(name).\(key).h5"
         var fo = ForwardOptions()
         fo.point = point; fo.lambda = lambda; fo.threads = o.threads
-        let c = try runForward(model: m, activations: r, modelPath: o.outDir + "/runs/\(name)/model.h5", outPath: path, options: fo)
+        let c = try runForward(model: m, activations: r, modelPath: modelPath ?? o.outDir + "/runs/\(name)/model.h5", outPath: path, options: fo)
         let f = try ForwardFile<Float>(path)
         let n = ThresholdCounts(f.jacobian ?? [])
         files[key] = path; counts[key] = n; shares[key] = n.sharesAbove

@@ -10,7 +10,7 @@ struct JSAECommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "jsae",
         abstract: "Jacobian Sparse Autoencoders: reference forward pass, Jacobian and file tools.",
-        subcommands: [Forward.self, Train.self, ReproduceCommand.self, Inspect.self, Import.self, Export.self])
+        subcommands: [Forward.self, Train.self, ReproduceCommand.self, EvaluateCommand.self, Inspect.self, Import.self, Export.self])
 
     static func main() { runWithOneLineErrors(JSAECommand.self, program: "jsae") }
 }
