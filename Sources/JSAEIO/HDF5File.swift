@@ -109,10 +109,15 @@ public final class HDF5File {
         }
         guard !isDir.boolValue else { throw JSAEError(file: path, "is a directory, not an HDF5 file") }
         // Readable at all? (Otherwise HDF5 would call it "not an HDF5 file".)
+        // The size is the opened file's (fstat follows a symbolic link, where
+        // the path's own attributes would give the link's length).
         let fd = Foundation.open(path, O_RDONLY)
         guard fd >= 0 else { throw JSAEError(file: path, "cannot be read: \(String(cString: strerror(errno)))") }
+        var st = stat()
+        let statted = fstat(fd, &st)
         Foundation.close(fd)
-        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        guard statted == 0 else { throw JSAEError(file: path, "cannot be read: \(String(cString: strerror(errno)))") }
+        let size = Int(st.st_size)
         guard size > 0 else { throw JSAEError(file: path, "is empty (0 bytes), not an HDF5 file") }
         path.withCString { jsae_guard_set_file($0) }
         guard H5Fis_hdf5(path) > 0 else { throw JSAEError(file: path, "is not an HDF5 file (or is truncated or corrupt)") }

@@ -23,6 +23,20 @@ struct HDF5Tests {
         #expect(asFloat == values.map { Float(Float16($0)) })
     }
 
+    @Test("a file reached through a symbolic link is read whole (its size is the target's, not the link's)")
+    func symbolicLink() throws {
+        let dir = temporaryDirectory()
+        var g = SeededGenerator(seed: 4)
+        let values = g.normals(4096)
+        let f = try HDF5File.create(dir + "/data.h5")
+        try f.write("/x", shape: [1024, 4], values)
+        f.close()
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link.h5", withDestinationPath: dir + "/data.h5")
+        let r = try HDF5File.open(dir + "/link.h5")
+        let x: [Double] = try r.readFloats("/x").data
+        #expect(x == values)
+    }
+
     @Test("float16 rows are widened exactly as HDF5's own conversion widens them, for every bit pattern")
     func float16RowsMatchHDF5Conversion() throws {
         // Every binary16 bit pattern: subnormals, ±0, ±Inf, NaNs and all
