@@ -81,6 +81,12 @@ struct JSAEBench: ParsableCommand {
     func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
     func bench() throws {
+        // Outputs are checked before the minutes of work whose results they hold.
+        for (path, wanted) in [(json, json != nil), (profilePath, !noProfile), (heapProfile, heapProfile != nil)] where wanted {
+            guard let path else { continue }
+            let parent = (path as NSString).deletingLastPathComponent
+            try requireFolder(parent.isEmpty ? "." : parent, for: path)
+        }
         let threads = threadOptions.apply()
         var shape = preset.shape
         if let d { shape.d = d }

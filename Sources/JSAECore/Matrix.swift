@@ -55,31 +55,6 @@ public struct Matrix<T: JSAEScalar>: Equatable, Sendable {
     }
 }
 
-/// C = A · B (or with transposes), through BLAS.
-/// - a: [m, k] after op, b: [k, n] after op; returns [m, n]
-public func matmul<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>,
-                                  transA: Bool = false, transB: Bool = false) -> Matrix<T> {
-    let m = transA ? a.cols : a.rows
-    let k = transA ? a.rows : a.cols
-    let kb = transB ? b.cols : b.rows
-    let n = transB ? b.rows : b.cols
-    precondition(k == kb, "matmul: inner dimensions \(k) and \(kb) differ")
-    if k == 0 { return Matrix<T>(rows: m, cols: n) }
-    var c = Matrix<T>.uninitialised(rows: m, cols: n)  // beta = 0 writes every entry
-    c.data.withUnsafeMutableBufferPointer { pc in
-        T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1, a: a.data, lda: a.cols, b: b.data, ldb: b.cols,
-               beta: 0, c: pc.baseAddress!, ldc: n)
-    }
-    return c
-}
-
-/// Adds the vector `bias` ([cols]) to every row of `m`.
-public func addRowBias<T: JSAEScalar>(_ m: inout Matrix<T>, _ bias: [T]) {
-    precondition(bias.count == m.cols)
-    let (rows, cols) = (m.rows, m.cols)
-    m.data.withUnsafeMutableBufferPointer { p in bias.withUnsafeBufferPointer { addRowBias(p.baseAddress!, $0.baseAddress!, rows: rows, cols: cols) } }
-}
-
 /// Adds `bias` ([cols]) to every row of m ([rows, cols]).
 func addRowBias<T: JSAEScalar>(_ m: UnsafeMutablePointer<T>, _ bias: UnsafePointer<T>, rows: Int, cols: Int) {
     for i in 0..<rows {

@@ -258,11 +258,7 @@ func renderEvaluation(_ s: EvaluationSummary, processed: Bool, randomized: Bool,
     r += "## Plots\n\n![|J| distribution](jacobian-distribution.png)\n\n"
     r += "## Strongest connections (largest mean |J| over the evaluated rows)\n\n"
     r += "Each latent's top-activating evaluated tokens, in context (**token**), or row numbers when the file has no text.\n\n"
-    for c in connections {
-        r += "- input \(c.input) → output \(c.output): mean |J| \(String(format: "%.4f", c.meanAbsJ))\n"
-        r += c.inputExamples.map { "  - in \(c.input): " + $0 }.joined(separator: "\n") + "\n"
-        r += c.outputExamples.map { "  - out \(c.output): " + $0 }.joined(separator: "\n") + "\n"
-    }
+    r += renderConnections(connections)
     r += "\n## How this report was made\n\n| | |\n|---|---|\n"
     r += s.provenance.sorted { $0.key < $1.key }.map { "| \($0.key) | \($0.value.replacingOccurrences(of: "|", with: "\\|")) |" }.joined(separator: "\n")
     r += "\n\nNumbers come from the forward files in `forward/` (kind `forward`; the evaluated rows are `data/heldout.h5`) and are repeated in `summary.json`.\n"

@@ -52,6 +52,15 @@ func writeScalePlots(_ runs: [RunSummary], o: ReproduceOptions) throws {
 
 let jsaeLight: RGB = (140, 190, 230), tradLight: RGB = (250, 190, 130)
 
+/// Each connection with its latents' top tokens, as a Markdown list.
+func renderConnections(_ connections: [Connection]) -> String {
+    connections.map { c in
+        "- input \(c.input) → output \(c.output): mean |J| \(String(format: "%.4f", c.meanAbsJ))\n"
+            + c.inputExamples.map { "  - in \(c.input): " + $0 }.joined(separator: "\n") + "\n"
+            + c.outputExamples.map { "  - out \(c.output): " + $0 }.joined(separator: "\n") + "\n"
+    }.joined()
+}
+
 /// A latent's 3 top-activating evaluated tokens, in context (or row numbers without text).
 /// - indices, values: [tokens, k] codes of the evaluated rows `rows`
 func topExamples(indices: [Int], values: [Float], k: Int, latent: Int, rows: RowSelection, text: TokenText?) -> [String] {
@@ -191,11 +200,7 @@ func renderReport(_ s: ReproduceSummary, lambda: Double, d: Int, m: Int, o: Repr
     r += "\n## Plots\n\n![|J| distribution](jacobian-distribution.png)\n\n![sparsity](sparsity-bars.png)\n\n![lambda sweep](lambda-sweep.png)\n\n"
     r += "## Strongest connections (JSAE, pre-trained: largest mean |J| over held-out tokens)\n\n"
     r += "Each latent's top-activating evaluated tokens, in context (**token**).\n\n"
-    for c in connections {
-        r += "- input \(c.input) → output \(c.output): mean |J| \(String(format: "%.4f", c.meanAbsJ))\n"
-        r += c.inputExamples.map { "  - in \(c.input): " + $0 }.joined(separator: "\n") + "\n"
-        r += c.outputExamples.map { "  - out \(c.output): " + $0 }.joined(separator: "\n") + "\n"
-    }
+    r += renderConnections(connections)
     if let prov = s.provenance, !prov.isEmpty {
         r += "\n## How this report was made\n\n"
         r += "| | |\n|---|---|\n" + prov.sorted { $0.key < $1.key }.map { "| \($0.key) | \($0.value.replacingOccurrences(of: "|", with: "\\|")) |" }.joined(separator: "\n") + "\n"

@@ -135,8 +135,14 @@ struct Inspect: ParsableCommand {
                 switch type {
                 case .group: print("  \(path)/")
                 case .dataset:
-                    let (shape, element) = try f.info(path)
-                    print("  \(path)  \(HDF5File.describe(shape))  \(element.name)")
+                    // inspect is how a user looks at a broken file: a shape no
+                    // reader accepts is described as such, not refused.
+                    do {
+                        let (shape, element) = try f.info(path)
+                        print("  \(path)  \(HDF5File.describe(shape))  \(element.name)")
+                    } catch let e as JSAEError {
+                        print("  \(path)  invalid shape: \(e.message)")
+                    }
                 }
             }
         }

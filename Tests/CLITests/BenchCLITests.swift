@@ -71,5 +71,12 @@ struct BenchCLITests {
         #expect(r.status == 2 && r.stderr.contains("/nonexistent/a.h5: no such file"), "\(r.stderr)")
         let k = try jsae(["--k", "99"] + Self.tiny.filter { $0 != "--k" && $0 != "4" }, binary: builtExecutable("jsae-bench"))
         #expect(k.status == 2 && k.stderr.contains("k = 99 exceeds m = 32"), "\(k.stderr)")
+        // An output path in a missing folder is refused before the benchmark runs (no ceiling line is logged).
+        let dir = temporaryDirectory()
+        for flags in [["--json", dir + "/missing/b.json"], ["--profile-path", dir + "/missing/p.prof"]] {
+            let o = try jsae(flags + Self.tiny.filter { $0 != "--no-profile" }, binary: builtExecutable("jsae-bench"))
+            #expect(o.status == 2 && o.stderr.contains(dir + "/missing") && !o.stderr.contains("ceiling:")
+                    && o.stderr.split(separator: "\n").count == 1, "\(flags): \(o.stderr)")
+        }
     }
 }

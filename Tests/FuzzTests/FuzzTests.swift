@@ -144,6 +144,10 @@ struct FuzzTests {
             #expect(!FileManager.default.fileExists(atPath: dir + "/run-\(name)/model.h5"))
             let b = try run(benchBin, ["--preset", "ci", "--activations", a, "--steps", "1", "--warmup", "0", "--no-profile", "--no-fingerprint"], timeout: 30)
             expectRefusal(b, naming: [a], "jsae-bench on \(name)")
+            // inspect describes the file, the overflowing shape marked as invalid.
+            let i = try jsae(["inspect", a], timeout: 30)
+            #expect(i.status == 0 && i.stdout.contains("/x"), "inspect \(name): \(i.stderr)")
+            #expect(i.stdout.contains("invalid shape") == (name == "overflow"), "inspect \(name): \(i.stdout)")
         }
     }
 
