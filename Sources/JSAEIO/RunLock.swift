@@ -45,7 +45,7 @@ public final class RunLock {
             Foundation.close(fd)
             if e == EWOULDBLOCK {
                 let pid = n > 0 ? String(decoding: buf.prefix(n), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
-                throw JSAEError(file: dir, "another jsae train (pid \(pid)) is writing into this folder; wait for it to finish or choose another --out")
+                throw JSAEError(file: dir, "another jsae process (pid \(pid)) is writing into this folder; wait for it to finish or choose another --out")
             }
             throw JSAEError(file: dir, "cannot lock \(fileName): \(String(cString: strerror(e)))")
         }

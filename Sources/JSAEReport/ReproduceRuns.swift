@@ -302,6 +302,9 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
                       progress: PlanProgress, shouldStop: () -> Bool) throws -> RunSummary {
     let dir = o.outDir + "/runs/" + p.name
     let finishedPath = dir + "/run.json", snapshotsPath = dir + "/snapshots.json"
+    // The report folder's lock is held: temporaries in the run's folder are a killed process's.
+    let removed = removeStaleTemporaries(in: dir)
+    if !removed.isEmpty { progress.say("[\(p.name)] removed \(removed.count) temporary file(s) left by killed runs: \(removed.joined(separator: ", "))") }
     if let data = FileManager.default.contents(atPath: finishedPath), let done = try? JSONDecoder().decode(FinishedRun.self, from: data) {
         if done.evaluation == o.evaluationID {
             progress.say("[\(p.name)] finished earlier: reusing \(finishedPath)")

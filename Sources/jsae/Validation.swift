@@ -87,7 +87,7 @@ extension Train {
         guard let dir = resume else { return nil }
         guard let latest = CheckpointFile.latest(in: dir) else {
             if let pid = RunLock.holder(of: dir) {   // a run still before its first checkpoint
-                throw JSAEError(file: dir, "another jsae train (pid \(pid)) is writing into this folder and has no checkpoint yet; wait for it")
+                throw JSAEError(file: dir, "another jsae process (pid \(pid)) is writing into this folder and has no checkpoint yet; wait for it")
             }
             throw JSAEError(file: dir, "no checkpoint-<9 digits>.h5 to resume from")
         }

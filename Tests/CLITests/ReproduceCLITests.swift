@@ -82,7 +82,11 @@ struct ReproduceCLITests {
         // Other evaluation settings on the finished folder: every run is evaluated again from its model, none retrained.
         var args = quickArgs
         args[args.firstIndex(of: "--samples")! + 1] = "7"
+        // A temporary that a killed process left in a run's folder (PID 2^22 + 1: above the largest PID Linux allows, so never running).
+        let stale = dir + "/runs/jsae-pretrained/.model.h5.tmp-4194305"
+        #expect(FileManager.default.createFile(atPath: stale, contents: Data("partial".utf8)))
         let again = try jsae(args)
+        #expect(!FileManager.default.fileExists(atPath: stale) && again.stderr.contains("removed 1 temporary file"), "\(again.stderr)")
         #expect(again.status == 0, "\(again.stderr)")
         #expect(again.stderr.components(separatedBy: "finished earlier under another evaluation").count == 5 && !again.stderr.contains("] training:"),
                 "\(again.stderr)")

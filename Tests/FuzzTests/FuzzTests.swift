@@ -360,7 +360,7 @@ struct FuzzTests {
         #expect(a.isRunning)
         for args in [["train", "--activations", f.acts, "--out", run] + tinyTrain + ["--steps", "2"], ["train", "--resume", run]] {
             let o = try jsae(args)
-            expectRefusal(o, naming: [run], mentions: "another jsae train (pid \(a.processIdentifier))", args.joined(separator: " "))
+            expectRefusal(o, naming: [run], mentions: "another jsae process (pid \(a.processIdentifier))", args.joined(separator: " "))
         }
         kill(a.processIdentifier, SIGINT)
         a.waitUntilExit()
