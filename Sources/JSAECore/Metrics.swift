@@ -208,13 +208,25 @@ extension JSAEModel {
         return (point == .trueInput ? x : saeIn.decode(codes).data, codes)
     }
 
-    /// Output latent `i`'s value (post-TopK, post-ReLU; 0 when not selected)
-    /// for each row of the MLP inputs `inputs` [n, d].
-    func outputLatent(_ inputs: Matrix<T>, _ i: Int) -> [T] {
-        let codes = saeOut!.encode(mlp!.forward(inputs).y)
-        return (0..<inputs.rows).map { r in
+    /// Output latent `latents[r]`'s value (post-TopK, post-ReLU; 0 when not
+    /// selected) at each row r of the MLP inputs `inputs` [n, d]. The
+    /// per-connection analyses, one token or a batch of many, read f_s here.
+    public func outputLatentValues(_ inputs: Matrix<T>, latents: [Int], threads: Int = Parallel.onlineCores) -> [T] {
+        precondition(saeOut != nil && mlp != nil && latents.count == inputs.rows)
+        let codes = saeOut!.encode(mlp!.forward(inputs, threads: threads).y, threads: threads)
+        return latents.enumerated().map { r, i in
             let slots = (r * codes.k)..<((r + 1) * codes.k)
             return slots.first { codes.indices[$0] == i }.map { codes.values[$0] } ?? 0
+        }
+    }
+
+    /// Writes `base + o·W_dec_x[j]` for each o of `offsets` into `inputs`
+    /// from row `at`: the MLP input with input latent j moved by o units,
+    /// everything else held (o = u − s_j sets it to u; o = −1 removes one unit).
+    public func moveAlongInputLatent(_ inputs: inout Matrix<T>, at: Int, base: [T], inputLatent j: Int, offsets: [Double]) {
+        let row = saeIn.decoderRow(j)
+        for (r, o) in offsets.enumerated() {
+            for c in 0..<d { inputs[at + r, c] = base[c] + T(o) * row[c] }
         }
     }
 
@@ -231,11 +243,8 @@ extension JSAEModel {
         let sj = Double(zip(codes.indices, codes.values).first { $0.0 == j }?.1 ?? 0)
         let g = grid ?? (0..<100).map { Double($0) * max(5, sj + 1) / 99 }
         var inputs = Matrix<T>(rows: g.count, cols: d)
-        let row = saeIn.decoderRow(j)
-        for (r, s) in g.enumerated() {
-            for c in 0..<d { inputs[r, c] = base[c] + T(s - sj) * row[c] }
-        }
-        return (g, outputLatent(inputs, i).map { Double($0) })
+        moveAlongInputLatent(&inputs, at: 0, base: base, inputLatent: j, offsets: g.map { $0 - sj })
+        return (g, outputLatentValues(inputs, latents: Array(repeating: i, count: g.count)).map { Double($0) })
     }
 
     /// The ablation check: remove one unit of input latent j (MLP input minus
@@ -247,9 +256,8 @@ extension JSAEModel {
         precondition(saeOut != nil && mlp != nil, "ablation needs the output SAE and the MLP")
         let (base, _) = basePoint(x, point: point)
         var inputs = Matrix<T>(rows: 2, cols: d)
-        let row = saeIn.decoderRow(j)
-        for c in 0..<d { inputs[0, c] = base[c]; inputs[1, c] = base[c] - row[c] }
-        let v = outputLatent(inputs, i).map { Double($0) }
+        moveAlongInputLatent(&inputs, at: 0, base: base, inputLatent: j, offsets: [0, -1])
+        let v = outputLatentValues(inputs, latents: [i, i]).map { Double($0) }
         let delta = v[1] - v[0]
         return (delta, abs(jacobianEntry + delta) < threshold)
     }

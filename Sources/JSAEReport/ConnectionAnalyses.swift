@@ -120,19 +120,6 @@ enum ConnectionSampling {
     }
 }
 
-extension JSAEModel where T == Float {
-    /// Output latent `latents[r]`'s value (full TopK, then ReLU; 0 when not
-    /// selected) at MLP input row r.
-    func outputLatentValues(_ inputs: Matrix<Float>, latents: [Int], threads: Int) -> [Double] {
-        let codes = saeOut!.encode(mlp!.forward(inputs, threads: threads).y, threads: threads)
-        let k = codes.k
-        return latents.enumerated().map { r, i in
-            let slots = (r * k)..<((r + 1) * k)
-            return slots.first { codes.indices[$0] == i }.map { Double(codes.values[$0]) } ?? 0
-        }
-    }
-}
-
 /// Runs both analyses of one variant on one run.
 /// - bases: the evaluation point per token of `f` ([tokens, d]: x for authors, x̂ for reconstruction)
 /// - f: the forward file at that point (codes, K2 and J)
@@ -152,14 +139,11 @@ func connectionAnalysis(_ model: JSAEModel<Float>, variant: AnalysisVariant, pat
         for (n, s) in batch.enumerated() {
             let j = f.inIndices[s.token * k + s.inSlot], sj = Double(f.inValues[s.token * k + s.inSlot])
             let g = (0..<grid).map { Double($0) * max(5, sj + 1) / Double(grid - 1) }
-            let row = model.saeIn.decoderRow(j), base = bases.row(s.token)
-            for (r, u) in g.enumerated() {
-                for c in 0..<d { inputs[n * grid + r, c] = base[c] + Float(u - sj) * row[c] }
-            }
+            model.moveAlongInputLatent(&inputs, at: n * grid, base: bases.row(s.token), inputLatent: j, offsets: g.map { $0 - sj })
             latents += Array(repeating: outIdx[s.token * k + s.outSlot], count: grid)
             grids.append(g)
         }
-        let values = model.outputLatentValues(inputs, latents: latents, threads: threads)
+        let values = model.outputLatentValues(inputs, latents: latents, threads: threads).map(Double.init)
         for n in batch.indices.map({ $0 - batch.startIndex }) {
             let curve = Array(values[(n * grid)..<((n + 1) * grid)])
             let shape = variant == .authors ? classifyResponseAsAuthors(grid: grids[n], values: curve)
@@ -174,12 +158,12 @@ func connectionAnalysis(_ model: JSAEModel<Float>, variant: AnalysisVariant, pat
         var inputs = Matrix<Float>(rows: 2 * batch.count, cols: d)
         var latents: [Int] = []
         for (n, s) in batch.enumerated() {
-            let row = model.saeIn.decoderRow(f.inIndices[s.token * k + s.inSlot]), base = bases.row(s.token)
-            for c in 0..<d { inputs[2 * n, c] = base[c]; inputs[2 * n + 1, c] = base[c] - row[c] }
+            model.moveAlongInputLatent(&inputs, at: 2 * n, base: bases.row(s.token), inputLatent: f.inIndices[s.token * k + s.inSlot],
+                                       offsets: [0, -1])
             let i = outIdx[s.token * k + s.outSlot]
             latents += [i, i]
         }
-        let v = model.outputLatentValues(inputs, latents: latents, threads: threads)
+        let v = model.outputLatentValues(inputs, latents: latents, threads: threads).map(Double.init)
         for (n, s) in batch.enumerated() {
             let delta = v[2 * n + 1] - v[2 * n]
             if abs(Double(J[s.token * k * k + s.outSlot * k + s.inSlot]) + delta) < 0.1 { agree += 1 }
