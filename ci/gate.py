@@ -7,6 +7,16 @@
         prints one table. Exit 0: no regression (improvements are reported,
         not failed); exit 3: a regression; exit 2: unusable input.
         GROUPS: a comma list of efficiency, memory, fingerprint (default all).
+    ci/gate.py ab DIR [--final] [--label TEXT] [--baseline ci/baseline.json]
+        Gates an A/B measurement: DIR holds ref-N.json and cur-N.json, pair
+        N being one 1-thread --interleave-ceiling run of the reference build
+        and one of the current build, back to back. Each pair gives the ratio
+        of the runs' median paired shares; the median ratio over pairs, with
+        an order-statistic interval, is held against 1 - efficiency_drop
+        (baseline "reference", defaults AB_DEFAULTS). Exit 0: the interval
+        lies above the floor; 3: below it; 4: it spans the floor and fewer
+        than max_pairs pairs were run (with --final, or at max_pairs, the
+        median decides).
     ci/gate.py update DIR [DIR ...] [--baseline ci/baseline.json]
         Writes the running core's baseline entry: the gated 1-thread shares
         pooled over all the measurements' rounds, the other
@@ -53,12 +63,14 @@ import datetime
 import difflib
 import glob
 import json
+import math
 import os
 import statistics
 import sys
 
 REGRESSION = 3
 BAD_INPUT = 2
+UNDECIDED = 4
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_BASELINE = os.path.join(HERE, "baseline.json")
 GROUPS = ("efficiency", "memory", "fingerprint")
@@ -93,6 +105,21 @@ CORE_TOLERANCES = {
     "efficiency_drop": 0.10,
     "memory_growth": 0.15,
 }
+
+
+# The paired comparison against the reference build (ci/baseline.json's
+# "reference"). Its band is 5%: a 10% slowdown is a ratio of 0.909, 4 points
+# below the floor, and an unchanged tree sits 5 points above it. Pairs of
+# runs minutes apart share the machine's state (clock, other tenants), so
+# their ratio moves far less than a share against a baseline recorded on
+# another day: idle, pair ratios spread about +-3%; under two concurrent
+# builds on both cores about +-5% (ci/gate-flake-proof.txt).
+AB_DEFAULTS = {"efficiency_drop": 0.05, "min_pairs": 4, "max_pairs": 12}
+# The median's interval [r(j), r(n+1-j)] from order statistics covers the
+# true median ratio with probability >= 1 - 2 * P(Binomial(n, 1/2) < j); at
+# 0.875 four pairs all on one side of the floor decide.
+AB_COVERAGE = 0.875
+AB_KEYS = (("sae_cpu_share_ratio", "saePaired"), ("jsae_cpu_share_ratio", "jsaePaired"))
 
 
 def fail(msg):
@@ -257,9 +284,8 @@ def compare(result, baseline, groups=GROUPS):
     return rows, failed, note
 
 
-def table(rows):
-    head = ("metric", "baseline", "value", "allowed", "status")
-    widths = [max(len(str(r[c])) for r in rows + [head]) for c in range(5)]
+def table(rows, head=("metric", "baseline", "value", "allowed", "status")):
+    widths = [max(len(str(r[c])) for r in rows + [head]) for c in range(len(head))]
     line = lambda r: "  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w) for i, (x, w) in enumerate(zip(r, widths)))
     return "\n".join([line(head), "-" * len(line(head))] + [line(r) for r in rows])
 
@@ -270,8 +296,11 @@ def check(directory, baseline_path, groups):
     if note:
         print(note)
     p = result["procedure"]
-    print(f"gate: OpenBLAS core {result['core']}, preset {result['preset']}, {p['rounds']} rounds of "
-          f"{p['steps']} steps, threads {p['threads']}")
+    if p["rounds"]:
+        print(f"gate: OpenBLAS core {result['core']}, preset {result['preset']}, {p['rounds']} rounds of "
+              f"{p['steps']} steps, threads {p['threads']}")
+    else:
+        print(f"gate: OpenBLAS core {result['core']}, preset {result['preset']}, one run, threads {p['threads']}")
     print(table(rows))
     if failed:
         print(f"gate: REGRESSION against {os.path.relpath(baseline_path)} "
@@ -281,7 +310,107 @@ def check(directory, baseline_path, groups):
     return 0
 
 
-def update(directories, baseline_path):
+def median_interval(values, coverage=AB_COVERAGE):
+    """A distribution-free interval for the median of `values`: the order
+    statistics r(j), r(n+1-j) with the largest j whose coverage (for any
+    continuous distribution) is at least `coverage`; None when n is too small
+    for any."""
+    v = sorted(values)
+    n = len(v)
+    best = 0
+    for j in range(1, n // 2 + 1):
+        below = sum(math.comb(n, i) for i in range(j)) / 2 ** n
+        if 1 - 2 * below >= coverage:
+            best = j
+    return (v[best - 1], v[n - best]) if best else None
+
+
+def run_share(run, key):
+    """The median over one run's steps of its paired 1-thread CPU shares."""
+    return statistics.median(paired_shares([run], key, "CPU"))
+
+
+def ab_load(directory):
+    """The pairs (reference run, current run) of an A/B measurement directory."""
+    if not os.path.isdir(directory):
+        fail(f"{directory}: not a directory")
+    refs = sorted(glob.glob(os.path.join(directory, "ref-*.json")), key=lambda p: int(p.rsplit("-", 1)[1][:-5]))
+    curs = sorted(glob.glob(os.path.join(directory, "cur-*.json")), key=lambda p: int(p.rsplit("-", 1)[1][:-5]))
+    if not refs or len(refs) != len(curs):
+        fail(f"{directory}: {len(refs)} ref-N.json and {len(curs)} cur-N.json; an A/B measurement needs equal, non-zero counts")
+    pairs = [(load(a), load(b)) for a, b in zip(refs, curs)]
+    for a, b in pairs:
+        for r in (a, b):
+            if not isinstance(r, dict) or "saePaired" not in r or "jsaePaired" not in r:
+                fail(f"{directory}: a run without --interleave-ceiling samples")
+        if a["environment"]["openblasCore"] != b["environment"]["openblasCore"] or a["preset"] != b["preset"]:
+            fail(f"{directory}: a pair from different cores or presets")
+    return pairs
+
+
+def ab_rows(pairs, tol, final):
+    """Rows (metric, reference, value, ratio [interval], allowed, status) and
+    the verdict: 0 pass, REGRESSION, or UNDECIDED (more pairs would decide)."""
+    floor = 1 - tol["efficiency_drop"]
+    rows, verdicts = [], []
+    for name, key in AB_KEYS:
+        try:
+            ref = [run_share(a, key) for a, _ in pairs]
+            cur = [run_share(b, key) for _, b in pairs]
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+            fail(f"a run's {key} samples are unusable: {e}")
+        ratios = [c / r for c, r in zip(cur, ref)]
+        med = statistics.median(ratios)
+        iv = median_interval(ratios)
+        if iv and iv[0] >= floor:
+            status = "improved" if iv[0] > 1 + tol["efficiency_drop"] else "ok"
+        elif iv and iv[1] < floor:
+            status = "FAIL"
+        elif final or len(pairs) >= tol["max_pairs"]:
+            # Out of pairs: the point estimate decides.
+            status = "FAIL" if med < floor else "ok"
+        else:
+            status = "undecided"
+        verdicts.append(status)
+        span = f"[{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "[-, -]"
+        rows.append((name, f"{100 * statistics.median(ref):.1f}%", f"{100 * statistics.median(cur):.1f}%",
+                     f"{med:.3f} {span}", f">= {floor:.3f}", status))
+    if "FAIL" in verdicts:
+        return rows, REGRESSION
+    if "undecided" in verdicts:
+        return rows, UNDECIDED
+    return rows, 0
+
+
+def ab_tolerances(baseline):
+    ref = baseline.get("reference", {}) if isinstance(baseline, dict) else {}
+    tol = {**AB_DEFAULTS, **{k: ref[k] for k in AB_DEFAULTS if k in ref}}
+    if not (0 < tol["efficiency_drop"] < 1) or not (1 <= tol["min_pairs"] <= tol["max_pairs"]):
+        fail(f"reference: efficiency_drop must be in (0, 1) and 1 <= min_pairs <= max_pairs, got {tol}")
+    return tol
+
+
+def ab(directory, baseline_path, final, label):
+    """Gates the current build's paired shares against the reference build's,
+    run by run, in one measurement."""
+    tol = ab_tolerances(load(baseline_path))
+    pairs = ab_load(directory)
+    rows, verdict = ab_rows(pairs, tol, final)
+    a = pairs[0][0]
+    print(f"gate: A/B against {label}, OpenBLAS core {a['environment']['openblasCore']}, preset {a['preset']}, "
+          f"{len(pairs)} pairs of {a['steps']} steps, 1 thread (ratio: median over pairs of current / reference share, "
+          f"[interval] covering the median with >= {100 * AB_COVERAGE:.1f}%)")
+    print(table(rows, ("metric", "reference", "current", "ratio [interval]", "allowed", "status")))
+    if verdict == REGRESSION:
+        print(f"gate: REGRESSION: the current build is slower than {label} beyond the {100 * tol['efficiency_drop']:.0f}% band")
+    elif verdict == UNDECIDED:
+        print("gate: undecided: the interval spans the floor; more pairs are needed")
+    else:
+        print("gate: no regression against the reference build")
+    return verdict
+
+
+def update(directories, baseline_path, reference_commit=None):
     results = [measure(d) for d in directories]
     core = results[0]["core"]
     if any(r["core"] != core for r in results):
@@ -307,7 +436,10 @@ def update(directories, baseline_path):
         "environment": results[0]["environment"],
         "recorded": datetime.date.today().isoformat(),
     }
-    new["version"] = 2
+    new["version"] = 3
+    if reference_commit:
+        new["reference"] = {**AB_DEFAULTS, **old.get("reference", {}), "commit": reference_commit,
+                            "recorded": datetime.date.today().isoformat()}
     new["cores"] = {**old.get("cores", {}), core: entry}
     new["fingerprintLoss"] = results[0]["fingerprintLoss"]
     # A file without a fallback gets this run's single-run figures as one.
@@ -388,7 +520,33 @@ def selftest():
         ok = True
     bad += not ok
     print(f"selftest: {'pass' if ok else 'WRONG'}: a run without a product after its last step is refused")
-    print(f"{len(cases) + 2 - bad} passed, {bad} failed")
+    # The A/B rule on synthetic pairs: a run whose steps all take t seconds
+    # against products of 1 s has share flops / t.
+    def pair(ref_t, cur_t):
+        run = lambda t: {"saePaired": {"flops": 1.0, "probeFlops": 1.0, "ceilingCPUSeconds": [1.0, 1.0], "stepCPUSeconds": [t]},
+                         "jsaePaired": {"flops": 1.0, "probeFlops": 1.0, "ceilingCPUSeconds": [1.0, 1.0], "stepCPUSeconds": [t]}}
+        return run(ref_t), run(cur_t)
+    tol = dict(AB_DEFAULTS)
+    ab_cases = [
+        ("A/B: four pairs within 3% of each other pass", [pair(1, t) for t in (0.98, 1.0, 1.02, 1.03)], False, 0),
+        ("A/B: four pairs 10% slower fail", [pair(1, t) for t in (1.08, 1.1, 1.12, 1.11)], False, REGRESSION),
+        ("A/B: one pair across the floor of four is undecided", [pair(1, t) for t in (1.0, 1.0, 1.01, 1.07)], False, UNDECIDED),
+        ("A/B: undecided at max_pairs: the median decides (pass)", [pair(1, t) for t in [1.07] * 4 + [1.0] * 8], False, 0),
+        ("A/B: undecided at max_pairs: the median decides (fail)", [pair(1, t) for t in [1.07] * 8 + [1.0] * 4], False, REGRESSION),
+        ("A/B: --final decides undecided pairs", [pair(1, t) for t in (1.0, 1.07, 1.07, 1.07)], True, REGRESSION),
+    ]
+    for name, pairs, final, want in ab_cases:
+        _, got = ab_rows(pairs, tol, final)
+        ok = got == want
+        bad += not ok
+        print(f"selftest: {'pass' if ok else 'WRONG'}: {name} -> exit {got}")
+    # Coverage by hand: n = 4, j = 1: 1 - 2/16 = 0.875; n = 10: j = 3 gives
+    # 1 - 2 * (1 + 10 + 45) / 1024 = 0.891, j = 4 gives 0.656.
+    ok = median_interval([4, 1, 3, 2]) == (1, 4) and median_interval(list(range(10))) == (2, 7) \
+        and median_interval([1, 2, 3]) is None
+    bad += not ok
+    print(f"selftest: {'pass' if ok else 'WRONG'}: the median's order-statistic interval")
+    print(f"{len(cases) + len(ab_cases) + 3 - bad} passed, {bad} failed")
     return 1 if bad else 0
 
 
@@ -408,10 +566,28 @@ if __name__ == "__main__":
             fail(f"--only takes a comma list of {', '.join(GROUPS)}")
         groups = tuple(args[i + 1].split(","))
         del args[i:i + 2]
+    label = "the reference build"
+    if "--label" in args:
+        i = args.index("--label")
+        if i + 1 >= len(args):
+            fail("--label needs a text")
+        label = args[i + 1]
+        del args[i:i + 2]
+    final = "--final" in args
+    args = [a for a in args if a != "--final"]
+    if args[:1] == ["ab"] and len(args) == 2:
+        sys.exit(ab(args[1], baseline, final, label))
     if args[:1] == ["check"] and len(args) == 2:
         sys.exit(check(args[1], baseline, groups))
+    reference_commit = None
+    if "--reference" in args:
+        i = args.index("--reference")
+        if i + 1 >= len(args) or len(args[i + 1]) != 40:
+            fail("--reference needs a full commit hash")
+        reference_commit = args[i + 1]
+        del args[i:i + 2]
     if args[:1] == ["update"] and len(args) >= 2:
-        sys.exit(update(args[1:], baseline))
+        sys.exit(update(args[1:], baseline, reference_commit))
     if args == ["selftest"]:
         sys.exit(selftest())
     print(__doc__, file=sys.stderr)
