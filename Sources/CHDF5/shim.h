@@ -1,6 +1,13 @@
 #ifndef JSAE_CHDF5_SHIM_H
 #define JSAE_CHDF5_SHIM_H
 #include <hdf5.h>
+#include <execinfo.h>
+#include <stdio.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <ucontext.h>
+#include <unistd.h>
 
 // HDF5 exposes its predefined types and defaults as macros that expand to
 // global variables behind H5open(); Swift cannot import those, so each one
@@ -86,24 +93,113 @@ static inline void jsae_guard_set_file(const char *path) {
     memcpy(jsae_guard_file, path, n);
     jsae_guard_file[n] = 0;
 }
-static void jsae_guard_handler(int sig) {
-    const char *a = ": error: ";
-    const char *b = ": HDF5 " JSAE_XSTR(H5_VERS_MAJOR) "." JSAE_XSTR(H5_VERS_MINOR) "." JSAE_XSTR(H5_VERS_RELEASE) " crashed (";
-    const char *c = sig == SIGSEGV ? "segmentation fault" : sig == SIGBUS ? "bus error" : "abort";
-    const char *d = ") while reading or writing this file; it is probably corrupt (see README, Failure behaviour)\n";
-    (void)!write(2, jsae_guard_prefix, strlen(jsae_guard_prefix));
-    (void)!write(2, a, strlen(a));
-    (void)!write(2, jsae_guard_file[0] ? jsae_guard_file : "(no file open)", jsae_guard_file[0] ? strlen(jsae_guard_file) : 14);
-    (void)!write(2, b, strlen(b));
-    (void)!write(2, c, strlen(c));
-    (void)!write(2, d, strlen(d));
+// The executable code of HDF5 and of the compression libraries it calls,
+// and of libc, as address ranges, collected when the guard is installed:
+// a crash is HDF5's only when the code that crashed (or, for an abort, the
+// code that called abort) is HDF5's. Anything else is a failure of jsae's
+// own, which the guard must not blame on the file.
+typedef struct { uintptr_t lo, hi; } jsae_guard_range;
+enum { jsae_guard_max_ranges = 32 };
+static inline jsae_guard_range *jsae_guard_ranges(int which) {   // 0: HDF5 and its filters, 1: libc
+    static jsae_guard_range r[2][jsae_guard_max_ranges];
+    return r[which];
+}
+static inline int *jsae_guard_range_count(int which) { static int n[2]; return &n[which]; }
+// From /proc/self/maps, once at installation (not in the handler): the
+// executable mappings of the libraries named above.
+static inline void jsae_guard_collect_ranges(void) {
+    *jsae_guard_range_count(0) = 0;
+    *jsae_guard_range_count(1) = 0;
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (!maps) return;
+    char line[4352];
+    while (fgets(line, sizeof line, maps)) {
+        unsigned long lo, hi;
+        char perms[8] = {0};
+        int at = 0;
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &lo, &hi, perms, &at) < 3 || perms[2] != 'x' || at == 0) continue;
+        const char *name = line + at;
+        const char *base = strrchr(name, '/');
+        base = base ? base + 1 : name;
+        int which;
+        if (strncmp(base, "libhdf5", 7) == 0 || strncmp(base, "libz.so", 7) == 0 || strncmp(base, "libsz.so", 8) == 0
+            || strncmp(base, "libaec.so", 9) == 0) which = 0;
+        else if (strncmp(base, "libc.so", 7) == 0) which = 1;
+        else continue;
+        int *n = jsae_guard_range_count(which);
+        if (*n < jsae_guard_max_ranges) jsae_guard_ranges(which)[(*n)++] = (jsae_guard_range){ lo, hi };
+    }
+    fclose(maps);
+}
+static inline int jsae_guard_in(int which, uintptr_t pc) {
+    for (int i = 0; i < *jsae_guard_range_count(which); i++) {
+        if (pc >= jsae_guard_ranges(which)[i].lo && pc < jsae_guard_ranges(which)[i].hi) return 1;
+    }
+    return 0;
+}
+// Whether the crash at `pc` is HDF5's. For SIGABRT `pc` is inside libc's
+// raise; the frames are then walked out of libc to abort's caller.
+static inline int jsae_guard_blames_hdf5(int sig, uintptr_t pc) {
+    if (sig != SIGABRT) return jsae_guard_in(0, pc);
+    void *frames[64];
+    int n = backtrace(frames, 64), i = 0;
+    while (i < n && !jsae_guard_in(1, (uintptr_t)frames[i])) i++;   // the handler's own frames
+    while (i < n && jsae_guard_in(1, (uintptr_t)frames[i])) i++;    // the trampoline, raise, abort
+    // A return address points just past its call: step back into it.
+    return i < n && jsae_guard_in(0, (uintptr_t)frames[i] - 1);
+}
+static inline uintptr_t jsae_guard_pc(void *ucontext) {
+    if (!ucontext) return 0;
+#if defined(__x86_64__)
+    return (uintptr_t)((ucontext_t *)ucontext)->uc_mcontext.gregs[16];   // REG_RIP
+#elif defined(__aarch64__)
+    return (uintptr_t)((ucontext_t *)ucontext)->uc_mcontext.pc;
+#else
+    return 0;
+#endif
+}
+static void jsae_guard_write(const char *s) { (void)!write(2, s, strlen(s)); }
+// Walking the frames takes the loader's lock; should the crash have happened
+// while it was held, the alarm ends the process instead of a hang.
+static void jsae_guard_alarm(int sig) {
+    (void)sig;
+    jsae_guard_write(jsae_guard_prefix);
+    jsae_guard_write(": error: crashed, and the crash could not be attributed; please report it with the command\n");
+    _exit(2);
+}
+static void jsae_guard_handler(int sig, siginfo_t *info, void *ucontext) {
+    (void)info;
+    signal(SIGALRM, jsae_guard_alarm);
+    alarm(5);
+    const char *what = sig == SIGSEGV ? "segmentation fault" : sig == SIGBUS ? "bus error" : "abort";
+    const char *file = jsae_guard_file[0] ? jsae_guard_file : "(no file open)";
+    jsae_guard_write(jsae_guard_prefix);
+    jsae_guard_write(": error: ");
+    jsae_guard_write(file);
+    if (jsae_guard_blames_hdf5(sig, jsae_guard_pc(ucontext))) {
+        jsae_guard_write(": HDF5 " JSAE_XSTR(H5_VERS_MAJOR) "." JSAE_XSTR(H5_VERS_MINOR) "." JSAE_XSTR(H5_VERS_RELEASE) " crashed (");
+        jsae_guard_write(what);
+        jsae_guard_write(") while reading or writing this file; it is probably corrupt (see README, Failure behaviour)\n");
+    } else {
+        jsae_guard_write(": ");
+        jsae_guard_write(jsae_guard_prefix);
+        jsae_guard_write(" itself failed (");
+        jsae_guard_write(what);
+        jsae_guard_write(") outside HDF5 while this was the last file opened: a bug in jsae, not a verdict on the file; please report it with the command\n");
+    }
     _exit(2);
 }
 static inline void jsae_guard_install(const char *prefix) {
     jsae_guard_prefix = prefix;
+    jsae_guard_collect_ranges();
+    // backtrace() loads its unwinder on first use, which may allocate:
+    // done here, not for the first time inside the handler.
+    void *warm[4];
+    (void)backtrace(warm, 4);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = jsae_guard_handler;
+    sa.sa_sigaction = jsae_guard_handler;
+    sa.sa_flags = SA_SIGINFO;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, NULL);
     sigaction(SIGBUS, &sa, NULL);

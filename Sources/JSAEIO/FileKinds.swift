@@ -110,14 +110,25 @@ public func writeTensors<T: JSAEScalar>(_ file: HDF5File, _ t: SAETensors<T>, pa
 
 /// Reads four tensors written by `writeTensors`, checking shapes and finiteness.
 func readTensors<T: JSAEScalar>(_ file: HDF5File, d: Int, m: Int, path: (String) -> String) throws -> SAETensors<T> {
-    var t = SAETensors<T>(d: d, m: m)
+    // Every tensor is read, and so checked against the memory and the data
+    // the file really holds, before the d × m buffers are allocated: d and m
+    // come from a shape the file declares, which may be anything.
+    var read: [SAETensors<T>.Name: [T]] = [:]
     for name in SAETensors<T>.Name.allCases {
         let dataset = path(name.rawValue)
-        let shape = t.shape(name)
+        let shape: [Int]
+        switch name {
+        case .wEnc: shape = [d, m]
+        case .bEnc: shape = [m]
+        case .wDec: shape = [m, d]
+        case .bDec: shape = [d]
+        }
         let values: [T] = try file.readFloats(dataset, shape: shape.map { $0 }).data
         try requireFinite(values, dataset, file, cols: shape.count == 2 ? shape[1] : 1)
-        t[name] = values
+        read[name] = values
     }
+    var t = SAETensors<T>(d: d, m: m)
+    for (name, values) in read { t[name] = values }
     return t
 }
 

@@ -155,6 +155,24 @@ func hugeDeclaredActivations(_ path: String, shape: [UInt64], chunk: [UInt64], w
     try chunkedActivations(path, shape: shape, chunk: chunk, written: writeFirstChunk ? [chunk] : [])
 }
 
+/// Replaces `dataset` in an existing file by a chunked float32 dataset that
+/// declares `shape` and holds no chunk: a file that claims a tensor it does
+/// not store.
+func replaceWithDeclaredOnly(_ path: String, _ dataset: String, shape: [UInt64], chunk: [UInt64]) throws {
+    let fid = H5Fopen(path, jsae_h5f_acc_rdwr(), jsae_h5p_default())
+    #expect(fid >= 0)
+    #expect(H5Ldelete(fid, dataset, jsae_h5p_default()) >= 0)
+    var dims = shape
+    let sid = H5Screate_simple(Int32(dims.count), &dims, nil)
+    let dcpl = H5Pcreate(jsae_h5p_dataset_create())
+    var c = chunk
+    H5Pset_chunk(dcpl, Int32(c.count), &c)
+    let did = H5Dcreate2(fid, dataset, jsae_h5t_ieee_f32le(), sid, jsae_h5p_default(), dcpl, jsae_h5p_default())
+    #expect(did >= 0)
+    H5Dclose(did); H5Pclose(dcpl); H5Sclose(sid)
+    #expect(H5Fclose(fid) >= 0)
+}
+
 /// An activations file whose /x is chunked (as h5py and the exporter write
 /// it) with the given hyperslabs, each starting at the origin-aligned chunk
 /// grid's next free block, written with x[r, c] = r + c/1000.

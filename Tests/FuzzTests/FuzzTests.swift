@@ -151,6 +151,43 @@ struct FuzzTests {
         }
     }
 
+    @Test("a model whose W_enc declares a huge shape it does not store is refused naming the file, before any allocation")
+    func hugeModelShape() throws {
+        let dir = temporaryDirectory("jsae-fuzz")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let f = try pairFixture(dir)
+        let model = dir + "/huge-model.h5"
+        try FileManager.default.copyItem(atPath: f.model, toPath: model)
+        let d = try HDF5File.open(model).info("/sae_in/W_enc").shape[0]
+        // [d, 2^40] float32: tens of terabytes, a count that does not overflow.
+        try replaceWithDeclaredOnly(model, "/sae_in/W_enc", shape: [UInt64(d), 1 << 40], chunk: [UInt64(d), 1024])
+        let o = try jsae(["forward", "--model", model, "--activations", f.acts, "--out", dir + "/o.h5"], timeout: 30)
+        expectRefusal(o, naming: [model], mentions: "W_enc", "forward")
+        #expect(!o.stderr.contains("crashed") && !o.stderr.contains("Fatal error"), "\(o.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/o.h5"))
+        let i = try jsae(["inspect", model], timeout: 30)
+        #expect(i.status == 0 && i.stdout.contains("W_enc"), "inspect: \(i.stderr)")
+    }
+
+    @Test("the crash guard blames HDF5 only for a crash in HDF5's code or its filters'")
+    func crashGuardAttribution() throws {
+        jsae_guard_collect_ranges()
+        func address(_ symbol: String) -> UInt {
+            UInt(bitPattern: dlsym(nil /* RTLD_DEFAULT: the global scope */, symbol))
+        }
+        let h5 = address("H5Dread"), deflate = address("inflate"), strlen = address("strlen")
+        #expect(h5 != 0 && deflate != 0 && strlen != 0)
+        let ours: @convention(c) () -> Void = { }
+        let own = UInt(bitPattern: unsafeBitCast(ours, to: Int.self))
+        #expect(jsae_guard_blames_hdf5(SIGSEGV, h5 + 16) == 1, "a fault inside H5Dread")
+        #expect(jsae_guard_blames_hdf5(SIGBUS, deflate + 16) == 1, "a fault inside zlib, HDF5's deflate filter")
+        #expect(jsae_guard_blames_hdf5(SIGSEGV, own) == 0, "a fault in the package's own code")
+        #expect(jsae_guard_blames_hdf5(SIGSEGV, strlen) == 0, "a fault in libc")
+        // An abort whose caller is this test's code, not HDF5's: the walk
+        // out of libc finds no HDF5 frame.
+        #expect(jsae_guard_blames_hdf5(SIGABRT, 0) == 0)
+    }
+
     @Test("a chunked /x with every chunk written (as h5py writes it, fixed or unlimited rows) is read, row for row")
     func chunkedActivationsAreRead() throws {
         let dir = temporaryDirectory("jsae-fuzz")
