@@ -112,7 +112,8 @@ struct JSAEBench: ParsableCommand {
             + "\(warmup) warm-up + \(nSteps) timed steps, \(threads) threads, OpenBLAS \(BLASThreads.coreName)")
 
         log("ceiling: sgemm \(shape.batch)×\(shape.m)×\(shape.d) …")
-        let ceiling = sgemmCeiling(rows: shape.batch, cols: shape.m, inner: shape.d, reps: max(nSteps, 5))
+        let ceilingReps = max(nSteps, 5)
+        let before = ceilingSamples(rows: shape.batch, cols: shape.m, inner: shape.d, reps: ceilingReps)
         let probe = interleaveCeiling ? CeilingProbe(rows: shape.batch, cols: shape.m, inner: shape.d) : nil
         log("bandwidth: copy and triad over \(Bandwidth.arrayBytes() >> 20) MiB arrays …")
         let bandwidth = try Bandwidth.measure(threads: threads, reps: max(nSteps, 5))
@@ -145,6 +146,14 @@ struct JSAEBench: ParsableCommand {
             log("heap profiles: \(heapProfile).*.heap (google-pprof --text --inuse_space <exe> <file>)")
         }
         let jsaePeak = PeakMemory.bytes()
+        log("ceiling: \(ceilingReps) more products after the timed sections …")
+        let after = ceilingSamples(rows: shape.batch, cols: shape.m, inner: shape.d, reps: ceilingReps)
+        var sets = ["before": before.map(\.wall), "after": after.map(\.wall)]
+        var cpuSamples = (before + after).map(\.cpu)
+        for (name, p) in [("beside SAE steps", saePaired), ("beside JSAE steps", jsaePaired)] {
+            if let p { sets[name] = p.ceiling.map(\.wall); cpuSamples += p.ceiling.map(\.cpu) }
+        }
+        let ceiling = CeilingSpread(flops: 2 * Double(shape.batch) * Double(shape.m) * Double(shape.d), sets: sets, cpuSeconds: cpuSamples)
 
         var fingerprint: [Double]? = nil
         if !noFingerprint {
@@ -153,7 +162,7 @@ struct JSAEBench: ParsableCommand {
         }
 
         let report = Report(preset: preset.rawValue, shape: shape, steps: nSteps, warmup: warmup,
-                            ceilingGFLOPs: ceiling.gflops, ceilingCPUGFLOPs: ceiling.cpuGFLOPs, bandwidth: bandwidth,
+                            ceilingGFLOPs: ceiling.bestGFLOPs, ceilingCPUGFLOPs: ceiling.bestCPUGFLOPs, ceiling: ceiling, bandwidth: bandwidth,
                             saeSeconds: median(saeTimes), jsaeSeconds: median(jsaeTimes),
                             saeCPUSeconds: median(saeCPU), jsaeCPUSeconds: median(jsaeCPU),
                             saePaired: saePaired.map { $0.shares(flops: shape.saeFlops, probeFlops: probe!.flops) },

@@ -94,13 +94,33 @@ final class CeilingProbe {
     }
 }
 
-/// sgemm GFLOP/s at [rows × inner] · [inner × cols], median of `reps` after
-/// one warm-up, by the wall clock and by the process's CPU clock.
-func sgemmCeiling(rows: Int, cols: Int, inner: Int, reps: Int) -> (gflops: Double, seconds: [Double], cpuGFLOPs: Double) {
+/// `reps` ceiling products after one warm-up, on a probe that is freed on
+/// return (so that it is not counted in a section's peak memory).
+func ceilingSamples(rows: Int, cols: Int, inner: Int, reps: Int) -> [(wall: Double, cpu: Double)] {
     let probe = CeilingProbe(rows: rows, cols: cols, inner: inner)
     _ = probe.sample()
-    let samples = (0..<reps).map { _ in probe.sample() }
-    return (probe.flops / median(samples.map(\.wall)) / 1e9, samples.map(\.wall), probe.flops / median(samples.map(\.cpu)) / 1e9)
+    return (0..<reps).map { _ in probe.sample() }
+}
+
+/// The in-run sgemm ceiling from every product timed in the run: a set
+/// before the timed sections, one after them, and with --interleave-ceiling
+/// the products beside each step. The ceiling is the best of them: load on
+/// a shared machine only slows a product, so the best is the estimate of
+/// the machine's peak that a burst of load during one set cannot move, and
+/// the spread (best over worst, the sets' medians) says how steady the run was.
+struct CeilingSpread: Codable {
+    var flops: Double
+    /// Per set: the products' wall seconds.
+    var sets: [String: [Double]]
+    var cpuSeconds: [Double]
+
+    private var all: [Double] { sets.values.flatMap { $0 } }
+    var bestGFLOPs: Double { flops / all.min()! / 1e9 }
+    var worstGFLOPs: Double { flops / all.max()! / 1e9 }
+    var medianGFLOPs: Double { flops / median(all) / 1e9 }
+    var bestCPUGFLOPs: Double { flops / cpuSeconds.min()! / 1e9 }
+    var products: Int { all.count }
+    func setMedianGFLOPs(_ name: String) -> Double? { sets[name].flatMap { $0.isEmpty ? nil : flops / median($0) / 1e9 } }
 }
 
 /// Steps timed with a ceiling product before each and after the last

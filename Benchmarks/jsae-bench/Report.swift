@@ -7,10 +7,13 @@ struct Report {
     var shape: Shape
     var steps: Int
     var warmup: Int
+    /// The best of every ceiling product of the run (`CeilingSpread`).
     var ceilingGFLOPs: Double
     /// The ceiling by the process's CPU clock, and the steps' median CPU
     /// seconds: the same shares measured in work rather than wall time.
     var ceilingCPUGFLOPs: Double
+    /// Every ceiling product of the run, by set.
+    var ceiling: CeilingSpread
     var bandwidth: Bandwidth
     var saeSeconds: Double
     var jsaeSeconds: Double
@@ -91,7 +94,12 @@ struct Report {
         rows.append(["heap allocations per step (largest, bytes)", saeAllocations.description, jsaeAllocations.description, ""])
         var out = "jsae-bench \(preset): d \(shape.d), d_mlp \(shape.dMlp), m \(shape.m), k \(shape.k), batch \(shape.batch); "
             + "median of \(steps) steps after \(warmup) warm-up; \(environment.packageThreads) threads\n"
-        out += "in-run ceiling: sgemm \(shape.batch)×\(shape.m)×\(shape.d) = \(f(ceilingGFLOPs)) GFLOP/s\n"
+        let setMedians = ["before", "beside SAE steps", "beside JSAE steps", "after"].compactMap { name in
+            ceiling.setMedianGFLOPs(name).map { "\(name) \(f($0))" }
+        }.joined(separator: ", ")
+        out += "in-run ceiling: sgemm \(shape.batch)×\(shape.m)×\(shape.d) = \(f(ceilingGFLOPs)) GFLOP/s, the best of \(ceiling.products) products "
+            + "across the run; spread: worst \(f(ceiling.worstGFLOPs)) (best/worst \(f(ceiling.bestGFLOPs / ceiling.worstGFLOPs, 2))×), "
+            + "set medians: \(setMedians)\n"
         out += "in-run memory bandwidth: triad \(f(bandwidth.triadGBs)) GB/s, copy \(f(bandwidth.copyGBs)) GB/s "
             + "(\(bandwidth.arrayBytes >> 20) MiB arrays, median of \(bandwidth.reps), \(environment.packageThreads) threads)\n\n"
         out += render(rows)
@@ -165,6 +173,8 @@ struct Report {
                 "sae_largest_allocation_bytes": Double(saeAllocations.largest),
                 "jsae_largest_allocation_bytes": Double(jsaeAllocations.largest),
                 "ceiling_cpu_gflops": ceilingCPUGFLOPs,
+                "ceiling_median_gflops": ceiling.medianGFLOPs, "ceiling_worst_gflops": ceiling.worstGFLOPs,
+                "ceiling_best_over_worst": ceiling.bestGFLOPs / ceiling.worstGFLOPs,
                 "sae_cpu_ms_per_step": saeCPUSeconds * 1000, "jsae_cpu_ms_per_step": jsaeCPUSeconds * 1000,
                 "sae_cpu_efficiency": saeCPUEfficiency, "jsae_cpu_efficiency": jsaeCPUEfficiency,
                 "bandwidth_gbs": bandwidth.triadGBs, "bandwidth_copy_gbs": bandwidth.copyGBs,

@@ -28,6 +28,11 @@ struct BenchCLITests {
         let jsaeFlops = 4 * B * d * mm + 4 * B * d * h + 4 * mm * d * h + 6 * B * k * k * h + 4 * mm * d * h
         #expect(abs(m["jsae_gflops"]! * m["jsae_ms_per_step"]! / 1000 * 1e9 - jsaeFlops) < 1e-6 * jsaeFlops)
         #expect(abs(m["jsae_efficiency"]! - m["jsae_gflops"]! / m["ceiling_gflops"]!) < 1e-12)
+        // The ceiling is the best product of the run; its spread is reported beside it.
+        let (best, med, worst) = (m["ceiling_gflops"]!, m["ceiling_median_gflops"]!, m["ceiling_worst_gflops"]!)
+        #expect(best >= med && med >= worst && worst > 0, "ceiling best \(best), median \(med), worst \(worst)")
+        #expect(abs(m["ceiling_best_over_worst"]! - best / worst) < 1e-9 * best / worst)
+        #expect(r.stdout.contains("the best of 10 products across the run") && r.stdout.contains("set medians: before"), "\(r.stdout)")
         #expect(abs(m["jsae_tokens_per_s"]! - B / (m["jsae_ms_per_step"]! / 1000)) < 1e-6 * m["jsae_tokens_per_s"]!)
         // The paper's utilisation by the same count: 84 MFLOP/token · 23.1k tok/s / 35.6 TFLOP/s.
         #expect(abs(m["paper_jsae_utilisation"]! - 343.597383680e9 / 4096 * 23_100 / 35.6e12) < 1e-9)
