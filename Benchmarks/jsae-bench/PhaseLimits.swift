@@ -7,6 +7,13 @@ import JSAECore
 struct PhaseCost: Codable {
     var flops: Double
     var bytes: Double
+    /// For the per-token Jacobian phases: the bytes the per-token kernel moves
+    /// as it is written (every token gathers its own rows, every token's
+    /// gradient rows are scattered with a read and a write), against the
+    /// roofline's count of each row once. Their time at the bandwidth is the
+    /// floor of that formulation; the gap between the two floors is what a
+    /// token order that shares rows in cache could win.
+    var perTokenBytes: Double? = nil
 
     static let zero = PhaseCost(flops: 0, bytes: 0)
     static func + (a: PhaseCost, b: PhaseCost) -> PhaseCost { PhaseCost(flops: a.flops + b.flops, bytes: a.bytes + b.bytes) }
@@ -83,11 +90,12 @@ extension Shape {
         // wd1 and w2eᵀ the batch selects (at most min(m, B·k) of each), φ'
         // and both index sets; writes per-token |J| sums and counts (8 + 16 bytes).
         let rows = min(m, B * k)
-        c[.jacobianForward] = PhaseCost(flops: 2 * B * k * k * h, bytes: F * (2 * rows * h + B * h) + 2 * B * k * I + 24 * B)
+        c[.jacobianForward] = PhaseCost(flops: 2 * B * k * k * h, bytes: F * (2 * rows * h + B * h) + 2 * B * k * I + 24 * B,
+                                        perTokenBytes: F * (2 * B * k * h + B * h) + 2 * B * k * I + 24 * B)
         // G·R and Gᵀ·L per token (4·B·k²·h), scattered into dwd1 and dw2eᵀ
         // [m, h] each, written once (their inputs were counted by the forward,
         // with which the backward is fused).
-        c[.jacobianBackward] = PhaseCost(flops: 4 * B * k * k * h, bytes: F * 2 * m * h)
+        c[.jacobianBackward] = PhaseCost(flops: 4 * B * k * k * h, bytes: F * 2 * m * h, perTokenBytes: F * 2 * 2 * B * k * h)
         // dW_dec_x += dwd1·W_inᵀ, dW_enc_y += W_outᵀ·dw2e (4·m·d·h): reads
         // dwd1, dw2eᵀ, W_in, W_out; accumulates into both [m, d] gradients.
         c[.weightGradients] = PhaseCost(flops: 4 * m * d * h, bytes: F * (2 * m * h + 2 * d * h + 4 * m * d))
@@ -104,4 +112,7 @@ struct PhaseLimit: Codable {
     var ms: Double
     /// ms / limitMs: 1 is at the limit, 4 is four times slower than it.
     var overLimit: Double?
+    /// The per-token formulation's bytes (`PhaseCost.perTokenBytes`) at the
+    /// bandwidth, in ms, for the Jacobian phases.
+    var perTokenByteMs: Double? = nil
 }

@@ -62,7 +62,8 @@ struct Report {
             let limit = c.limitSeconds(ceilingGFLOPs: ceilingGFLOPs, bandwidthGBs: bandwidth.gbs)
             return (name, PhaseLimit(flops: c.flops, bytes: c.bytes, limitMs: limit * 1000,
                                      bound: c.bound(ceilingGFLOPs: ceilingGFLOPs, bandwidthGBs: bandwidth.gbs),
-                                     ms: seconds * 1000, overLimit: limit > 0 ? seconds / limit : nil))
+                                     ms: seconds * 1000, overLimit: limit > 0 ? seconds / limit : nil,
+                                     perTokenByteMs: c.perTokenBytes.map { $0 / (bandwidth.gbs * 1e9) * 1000 }))
         }
     }
     var saeLimits: [(String, PhaseLimit)] { limits(saePhases, pair: false) }
@@ -104,7 +105,8 @@ struct Report {
             + "(\(bandwidth.arrayBytes >> 20) MiB arrays, median of \(bandwidth.reps), \(environment.packageThreads) threads)\n\n"
         out += render(rows)
         out += "\n\nStep by phase (mean per step; shares of the median step; limit: the phase's FLOPs at the ceiling or its bytes "
-            + "at the triad bandwidth, whichever is longer; ×: time / limit; bound: what sets the JSAE limit):\n"
+            + "at the triad bandwidth, whichever is longer; ×: time / limit; bound: what sets the JSAE limit; per-token bytes: "
+            + "for the Jacobian, the bytes the per-token kernel moves, gathering and scattering each token's rows, at the same bandwidth):\n"
         let total = phases.reduce(0) { $0 + $1.1 }, saeTotal = saePhases.reduce(0) { $0 + $1.1 }
         let saeLim = Dictionary(uniqueKeysWithValues: saeLimits), jsaeLim = Dictionary(uniqueKeysWithValues: jsaeLimits)
         func limitCells(_ l: PhaseLimit?) -> [String] {
@@ -115,15 +117,19 @@ struct Report {
             guard let l else { return "" }
             return l.bound == "flops" ? f(l.flops / 1e9, 2) + " GFLOP" : f(l.bytes / 1e6, 0) + " MB"
         }
-        var prow: [[String]] = [["phase", "SAE ms", "share", "limit", "×", "JSAE ms", "share", "limit", "×", "bound"]]
+        func perToken(_ l: PhaseLimit?) -> String {
+            guard let l, let ms = l.perTokenByteMs else { return "" }
+            return f(ms) + " ms (" + f(l.ms / ms) + "×)"
+        }
+        var prow: [[String]] = [["phase", "SAE ms", "share", "limit", "×", "JSAE ms", "share", "limit", "×", "bound", "per-token bytes"]]
         for ((name, s), (_, a)) in zip(phases, saePhases) where s > 0 || a > 0 {
             prow.append([name, f(a * 1000), f(100 * a / saeSeconds) + "%"] + limitCells(saeLim[name])
-                        + [f(s * 1000), f(100 * s / jsaeSeconds) + "%"] + limitCells(jsaeLim[name]) + [bound(jsaeLim[name])])
+                        + [f(s * 1000), f(100 * s / jsaeSeconds) + "%"] + limitCells(jsaeLim[name]) + [bound(jsaeLim[name]), perToken(jsaeLim[name])])
         }
         prow.append(["(untimed: allocation, glue)", f(max(0, saeSeconds - saeTotal) * 1000), f(100 * max(0, saeSeconds - saeTotal) / saeSeconds) + "%", "", "",
-                     f(max(0, jsaeSeconds - total) * 1000), f(100 * max(0, jsaeSeconds - total) / jsaeSeconds) + "%", "", "", ""])
+                     f(max(0, jsaeSeconds - total) * 1000), f(100 * max(0, jsaeSeconds - total) / jsaeSeconds) + "%", "", "", "", ""])
         prow.append(["step (median) vs sum of limits", f(saeSeconds * 1000), "", f(saeLimitSeconds * 1000), f(saeSeconds / saeLimitSeconds) + "×",
-                     f(jsaeSeconds * 1000), "", f(jsaeLimitSeconds * 1000), f(jsaeSeconds / jsaeLimitSeconds) + "×", ""])
+                     f(jsaeSeconds * 1000), "", f(jsaeLimitSeconds * 1000), f(jsaeSeconds / jsaeLimitSeconds) + "×", "", ""])
         out += render(prow)
         return out
     }
