@@ -36,10 +36,6 @@ let package = Package(
 
         // MARK: Implementation
         .target(name: "JSAECore", dependencies: ["CBLAS"]),
-        // Per-token Jacobian kernels in C, runtime-dispatched (AVX-512F, AVX2+FMA,
-        // portable) through function-level target attributes: no compiler flags.
-        // Measured and tested; the step does not use them (docs/performance.md).
-        .target(name: "CJSAEKernels"),
         .target(name: "JSAEIO", dependencies: ["JSAECore", "CHDF5"]),
         // Drivers over files: training runs (batch stream, checkpoints, progress) and forward runs.
         .target(name: "JSAERuns", dependencies: ["JSAECore", "JSAEIO"]),
@@ -59,9 +55,6 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Benchmarks/jsae-bench", linkerSettings: tcmalloc),
 
-        .executableTarget(name: "jacobian-kernel-bench", dependencies: ["CJSAEKernels", "CBLAS"],
-                          path: "Benchmarks/jacobian-kernel-bench"),
-
         // MARK: Tests
         // Test-only code: golden-file loaders, naive reference maths, seeded fixtures.
         // jsae-bench uses its golden loader for the CI gate's fingerprint.
@@ -74,9 +67,5 @@ let package = Package(
         // campaign in the same target runs only with JSAE_FUZZ_CAMPAIGN=N
         // (ci/fuzz-campaign.sh).
         .testTarget(name: "FuzzTests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "_JSAETestSupport", "CHDF5"]),
-        // The C Jacobian kernel against a double-precision reference written in C,
-        // so it is fast in debug builds.
-        .target(name: "KernelReference", path: "Tests/KernelReference"),
-        .testTarget(name: "KernelTests", dependencies: ["CJSAEKernels", "KernelReference"]),
     ]
 )
