@@ -176,6 +176,21 @@ memory_fingerprint() {
   python3 ci/gate.py check "$1" --only memory,fingerprint > "$out/gate2.txt"
 }
 
+# load_note LOAD0: the load average at the start and now. On a machine with
+# more runnable processes than cores, every step is preempted many times and
+# pair ratios spread several times wider (measured: +-3% idle, up to +-8%
+# at a load of 8 on 2 cores), so a verdict there can be noise; the line says
+# so beside the table instead of hiding it.
+load_note() {
+  local now cores
+  now=$(cut -d' ' -f1 /proc/loadavg)
+  cores=$(nproc)
+  echo "gate: load average $1 at the start, $now at the end, on $cores cores"
+  if python3 -c 'import sys; sys.exit(0 if max(float(sys.argv[1]), float(sys.argv[2])) > int(sys.argv[3]) + 0.5 else 1)' "$1" "$now" "$cores"; then
+    echo "gate: the machine was oversubscribed during the measurement; pair ratios are noisier there and a verdict near the floor may not repeat"
+  fi
+}
+
 # worst RC...: the exit status that matters most: 2 (unusable) over 3 over 0.
 worst() {
   local w=0 rc
@@ -217,8 +232,10 @@ case "${1:-}" in
   "")
     if ref=$(reference_binary); then
       sha=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["reference"]["commit"][:12])' ci/baseline.json)
+      load0=$(cut -d' ' -f1 /proc/loadavg)
       ab_measure "$out/ab" "$ref" "$bench" "the reference build $sha" && rc1=0 || rc1=$?
       cat "$out/gate.txt" 2>/dev/null || true
+      load_note "$load0"
       memory_fingerprint "$out/m" && rc2=0 || rc2=$?
       cat "$out/gate2.txt" 2>/dev/null || true
       exit "$(worst "$rc1" "$rc2")"
