@@ -39,10 +39,10 @@ import re, sys
 text = open(sys.argv[1]).read()
 i, rc, secs, load, ended, want = sys.argv[2:8]
 def row(key):
-    m = re.search(rf"^\s*{key}\s+\S+\s+\S+\s+(\S+ \[[^\]]*\])\s+>= \S+\s+(\S+)", text, re.M)
+    m = re.search(rf"^\s*{key}\s+\S+ ms\s+\S+ ms\s+(\S+ \[[^\]]*\])\s+>= \S+\s+(\S+)", text, re.M)
     return m.groups() if m else ("?", "?")
 pairs = re.findall(r"(\d+) pairs of", text)
-s, j = row("sae_cpu_share_ratio"), row("jsae_cpu_share_ratio")
+s, j = row("sae_speed_ratio"), row("jsae_speed_ratio")
 fp = re.search(r"^fingerprint loss \(worst: step \d+\).*\s(\S+)$", text, re.M)
 mem = re.findall(r"^\w+_peak_bytes.*\s(\S+)$", text, re.M)
 print(f"{int(i):2}  ended {ended}  exit {rc}  {int(secs):4} s  load {load}  pairs {pairs[-1] if pairs else '?':>2}  "

@@ -10,8 +10,9 @@
     ci/gate.py ab DIR [--final] [--label TEXT] [--baseline ci/baseline.json]
         Gates an A/B measurement: DIR holds ref-N.json and cur-N.json, pair
         N being one 1-thread --interleave-ceiling run of the reference build
-        and one of the current build, back to back. Each pair gives the ratio
-        of the runs' median paired shares; the median ratio over pairs, with
+        and one of the current build, back to back. Each pair gives the speed
+        ratio, reference over current median step CPU time (the same FLOPs);
+        the median ratio over pairs, with
         an order-statistic interval, is held against 1 - efficiency_drop
         (baseline "reference", defaults AB_DEFAULTS). Exit 0: the interval
         lies above the floor; 3: below it; 4: it spans the floor and fewer
@@ -119,7 +120,7 @@ AB_DEFAULTS = {"efficiency_drop": 0.05, "min_pairs": 4, "max_pairs": 12}
 # true median ratio with probability >= 1 - 2 * P(Binomial(n, 1/2) < j); at
 # 0.875 four pairs all on one side of the floor decide.
 AB_COVERAGE = 0.875
-AB_KEYS = (("sae_cpu_share_ratio", "saePaired"), ("jsae_cpu_share_ratio", "jsaePaired"))
+AB_KEYS = (("sae_speed_ratio", "saePaired"), ("jsae_speed_ratio", "jsaePaired"))
 
 
 def fail(msg):
@@ -325,9 +326,12 @@ def median_interval(values, coverage=AB_COVERAGE):
     return (v[best - 1], v[n - best]) if best else None
 
 
-def run_share(run, key):
-    """The median over one run's steps of its paired 1-thread CPU shares."""
-    return statistics.median(paired_shares([run], key, "CPU"))
+def run_step_cpu(run, key):
+    """The median over one run's steps of the step's CPU seconds (1 thread)."""
+    t = run[key]["stepCPUSeconds"]
+    if not t or any(not (isinstance(x, (int, float)) and x > 0) for x in t):
+        raise ValueError(f"{key}: step CPU seconds must be positive numbers, got {t!r}")
+    return statistics.median(t)
 
 
 def ab_load(directory):
@@ -355,11 +359,14 @@ def ab_rows(pairs, tol, final):
     rows, verdicts = [], []
     for name, key in AB_KEYS:
         try:
-            ref = [run_share(a, key) for a, _ in pairs]
-            cur = [run_share(b, key) for _, b in pairs]
-        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+            ref = [run_step_cpu(a, key) for a, _ in pairs]
+            cur = [run_step_cpu(b, key) for _, b in pairs]
+        except (KeyError, TypeError, ValueError) as e:
             fail(f"a run's {key} samples are unusable: {e}")
-        ratios = [c / r for c, r in zip(cur, ref)]
+        # Speed ratio: the same FLOPs in both builds, so reference time over
+        # current time. Times, not shares of each build's own ceiling probe:
+        # a change to how the probe runs must not move the ratio.
+        ratios = [r / c for c, r in zip(cur, ref)]
         med = statistics.median(ratios)
         iv = median_interval(ratios)
         if iv and iv[0] >= floor:
@@ -373,7 +380,7 @@ def ab_rows(pairs, tol, final):
             status = "undecided"
         verdicts.append(status)
         span = f"[{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "[-, -]"
-        rows.append((name, f"{100 * statistics.median(ref):.1f}%", f"{100 * statistics.median(cur):.1f}%",
+        rows.append((name, f"{1000 * statistics.median(ref):.1f} ms", f"{1000 * statistics.median(cur):.1f} ms",
                      f"{med:.3f} {span}", f">= {floor:.3f}", status))
     if "FAIL" in verdicts:
         return rows, REGRESSION
@@ -398,7 +405,7 @@ def ab(directory, baseline_path, final, label):
     rows, verdict = ab_rows(pairs, tol, final)
     a = pairs[0][0]
     print(f"gate: A/B against {label}, OpenBLAS core {a['environment']['openblasCore']}, preset {a['preset']}, "
-          f"{len(pairs)} pairs of {a['steps']} steps, 1 thread (ratio: median over pairs of current / reference share, "
+          f"{len(pairs)} pairs of {a['steps']} steps, 1 thread (ratio: median over pairs of reference / current step CPU time, "
           f"[interval] covering the median with >= {100 * AB_COVERAGE:.1f}%)")
     print(table(rows, ("metric", "reference", "current", "ratio [interval]", "allowed", "status")))
     if verdict == REGRESSION:
