@@ -124,9 +124,10 @@ func jacobianForwardBackwardReference<T: JSAEScalar>(_ in_: JacobianInputs<T>, c
 /// backward (two more small gemms) while L and R are in cache.
 ///
 /// Tokens of a chunk are split across workers, each running its small gemms
-/// on single-threaded BLAS (OpenBLAS always is, see `BLASThreads`); the per-token row updates are then scattered by
-/// workers that own disjoint latent ranges, in token order. So the result is
-/// the same for any thread count and chunk size.
+/// on single-threaded BLAS (OpenBLAS always is, see `BLASThreads`); the
+/// per-token row updates are then scattered by workers that own disjoint
+/// latent ranges, in token order. So the result is the same for any thread
+/// count and chunk size.
 private func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
                                          backward: (dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>, coef: T)?,
                                          tokenAbs: UnsafeMutablePointer<Double>, tokenCounts: UnsafeMutablePointer<Int32>,
