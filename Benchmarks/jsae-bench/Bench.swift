@@ -61,6 +61,8 @@ struct JSAEBench: ParsableCommand {
     @Option(help: "Test hook for the CI gate: scale the fingerprint run's lr by (1 + this).") var perturbFingerprint: Double = 0
     @Option(help: "Test hook for the allocation count: allocate this many arrays inside every timed step.")
     var injectAllocations: Int = 0
+    @Flag(help: "Instead of the steps: time each dense product of a step at the preset's shape, tiled on the package's threads against one call on OpenBLAS's own threads, alternately, --steps pairs each (medians and the median ratio).")
+    var gemms = false
 
     func validate() throws {
         for (name, v) in [("d", d), ("d-mlp", dMlp), ("steps", steps), ("jacobian-chunk", jacobianChunk)] {
@@ -111,10 +113,14 @@ struct JSAEBench: ParsableCommand {
         log("jsae-bench: \(preset.rawValue) d \(shape.d) d_mlp \(shape.dMlp) m \(shape.m) k \(shape.k) batch \(shape.batch), "
             + "\(warmup) warm-up + \(nSteps) timed steps, \(threads) threads, OpenBLAS \(BLASThreads.coreName)")
 
+        if gemms {
+            print(gemmComparison(shape, threads: threads, pairs: nSteps, log: log))
+            return
+        }
         log("ceiling: sgemm \(shape.batch)×\(shape.m)×\(shape.d) …")
         let ceilingReps = max(nSteps, 5)
-        let before = ceilingSamples(rows: shape.batch, cols: shape.m, inner: shape.d, reps: ceilingReps)
-        let probe = interleaveCeiling ? CeilingProbe(rows: shape.batch, cols: shape.m, inner: shape.d) : nil
+        let before = ceilingSamples(rows: shape.batch, cols: shape.m, inner: shape.d, threads: threads, reps: ceilingReps)
+        let probe = interleaveCeiling ? CeilingProbe(rows: shape.batch, cols: shape.m, inner: shape.d, threads: threads) : nil
         log("bandwidth: copy and triad over \(Bandwidth.arrayBytes() >> 20) MiB arrays …")
         let bandwidth = try Bandwidth.measure(threads: threads, reps: max(nSteps, 5))
 
@@ -147,7 +153,7 @@ struct JSAEBench: ParsableCommand {
         }
         let jsaePeak = PeakMemory.bytes()
         log("ceiling: \(ceilingReps) more products after the timed sections …")
-        let after = ceilingSamples(rows: shape.batch, cols: shape.m, inner: shape.d, reps: ceilingReps)
+        let after = ceilingSamples(rows: shape.batch, cols: shape.m, inner: shape.d, threads: threads, reps: ceilingReps)
         var sets = ["before": before.map(\.wall), "after": after.map(\.wall)]
         var cpuSamples = (before + after).map(\.cpu)
         for (name, p) in [("beside SAE steps", saePaired), ("beside JSAE steps", jsaePaired)] {

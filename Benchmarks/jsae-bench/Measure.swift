@@ -68,15 +68,16 @@ enum PeakMemory {
 
 /// The in-run sgemm ceiling's product, [rows × inner] · [inner × cols] on
 /// seeded data, timed one call at a time by the wall and the process's CPU
-/// clock.
+/// clock. It runs as the step's products do: in tiles on the package's
+/// workers (`Parallel.gemm`), OpenBLAS on one thread.
 final class CeilingProbe {
-    let rows: Int, cols: Int, inner: Int
+    let rows: Int, cols: Int, inner: Int, threads: Int
     private let a: [Float], b: [Float]
     private var c: [Float]
     var flops: Double { 2 * Double(rows) * Double(cols) * Double(inner) }
 
-    init(rows: Int, cols: Int, inner: Int) {
-        self.rows = rows; self.cols = cols; self.inner = inner
+    init(rows: Int, cols: Int, inner: Int, threads: Int) {
+        self.rows = rows; self.cols = cols; self.inner = inner; self.threads = threads
         var g = SeededGenerator(seed: 1)
         a = (0..<(rows * inner)).map { _ in Float(g.normal()) }
         b = (0..<(inner * cols)).map { _ in Float(g.normal()) }
@@ -87,8 +88,8 @@ final class CeilingProbe {
     func sample() -> (wall: Double, cpu: Double) {
         let t0 = Clock.now(), c0 = Clock.cpu()
         a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
-            Float.gemm(transA: false, transB: false, m: rows, n: cols, k: inner, alpha: 1,
-                       a: pa.baseAddress!, lda: inner, b: pb.baseAddress!, ldb: cols, beta: 0, c: pc.baseAddress!, ldc: cols)
+            Parallel.gemm(transA: false, transB: false, m: rows, n: cols, k: inner, alpha: 1, a: pa.baseAddress!, lda: inner,
+                          b: pb.baseAddress!, ldb: cols, beta: 0, c: pc.baseAddress!, ldc: cols, threads: threads)
         } } }
         return (Clock.now() - t0, Clock.cpu() - c0)
     }
@@ -96,8 +97,8 @@ final class CeilingProbe {
 
 /// `reps` ceiling products after one warm-up, on a probe that is freed on
 /// return (so that it is not counted in a section's peak memory).
-func ceilingSamples(rows: Int, cols: Int, inner: Int, reps: Int) -> [(wall: Double, cpu: Double)] {
-    let probe = CeilingProbe(rows: rows, cols: cols, inner: inner)
+func ceilingSamples(rows: Int, cols: Int, inner: Int, threads: Int, reps: Int) -> [(wall: Double, cpu: Double)] {
+    let probe = CeilingProbe(rows: rows, cols: cols, inner: inner, threads: threads)
     _ = probe.sample()
     return (0..<reps).map { _ in probe.sample() }
 }

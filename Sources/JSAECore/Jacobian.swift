@@ -46,9 +46,11 @@ struct JacobianInputs<T: JSAEScalar> {
 /// - wd1: [m_in, d_mlp]; w2eT: [m_out, d_mlp]; wDecIn: [m_in, d]; wIn: [d, d_mlp]; wEncOut: [d, m_out]; wOut: [d_mlp, d]
 func jacobianFactors<T: JSAEScalar>(wd1: UnsafeMutablePointer<T>, w2eT: UnsafeMutablePointer<T>,
                                     wDecIn: UnsafePointer<T>, wIn: UnsafePointer<T>, wEncOut: UnsafePointer<T>, wOut: UnsafePointer<T>,
-                                    mIn: Int, mOut: Int, d: Int, dMlp: Int) {
-    T.gemm(transA: false, transB: false, m: mIn, n: dMlp, k: d, alpha: 1, a: wDecIn, lda: d, b: wIn, ldb: dMlp, beta: 0, c: wd1, ldc: dMlp)
-    T.gemm(transA: true, transB: true, m: mOut, n: dMlp, k: d, alpha: 1, a: wEncOut, lda: mOut, b: wOut, ldb: d, beta: 0, c: w2eT, ldc: dMlp)
+                                    mIn: Int, mOut: Int, d: Int, dMlp: Int, threads: Int) {
+    parallelGemm(transA: false, transB: false, m: mIn, n: dMlp, k: d, alpha: 1, a: wDecIn, lda: d, b: wIn, ldb: dMlp,
+                 beta: 0, c: wd1, ldc: dMlp, threads: threads)
+    parallelGemm(transA: true, transB: true, m: mOut, n: dMlp, k: d, alpha: 1, a: wEncOut, lda: mOut, b: wOut, ldb: d,
+                 beta: 0, c: w2eT, ldc: dMlp, threads: threads)
 }
 
 /// Scratch the Jacobian kernels need (elements of T), for `Workspace`.
@@ -122,15 +124,16 @@ func jacobianForwardBackwardReference<T: JSAEScalar>(_ in_: JacobianInputs<T>, c
 /// backward (two more small gemms) while L and R are in cache.
 ///
 /// Tokens of a chunk are split across workers, each running its small gemms
-/// on single-threaded BLAS; the per-token row updates are then scattered by
-/// workers that own disjoint latent ranges, in token order. So the result is
-/// the same for any thread count and chunk size.
+/// on single-threaded BLAS (OpenBLAS always is, see `BLASThreads`); the
+/// per-token row updates are then scattered by workers that own disjoint
+/// latent ranges, in token order. So the result is the same for any thread
+/// count and chunk size.
 private func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
                                          backward: (dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>, coef: T)?,
                                          tokenAbs: UnsafeMutablePointer<Double>, tokenCounts: UnsafeMutablePointer<Int32>,
                                          scratch: UnsafeMutablePointer<T>, _ in_: JacobianInputs<T>,
                                          chunk: Int, threads: Int) -> JacobianStats {
-    let B = in_.tokens, k = in_.k, dMlp = in_.dMlp, kk = k * k, mIn = in_.mIn, mOut = in_.mOut
+    let B = in_.tokens, k = in_.k, dMlp = in_.dMlp, kk = k * k
     precondition(chunk >= 1)
     let c = min(chunk, max(B, 1))
     let workers = JacobianScratch.workers(tokens: B, chunk: chunk, threads: threads)
@@ -150,43 +153,41 @@ private func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
         // Worker 0's own split between the forward part (gather, J,
         // statistics) and the backward part (G, two gemms).
         var w0Forward = 0.0, w0Backward = 0.0
-        Parallel.withSerialBLAS(threads: threads) {
-            Parallel.forRanges(n, threads: workers) { w, slots in
-                let L = sc.p + w * perWorker, R = L + k * dMlp, Jw = R + k * dMlp, G = Jw + kk
-                for slot in slots {
-                    let b = start + slot
-                    let f0 = w == 0 ? PhaseTimer.now() : 0
-                    let phi = in_.phi + b * dMlp
-                    for j in 0..<k {
-                        (L + j * dMlp).update(from: in_.w2eT + in_.k2[b * k + j] * dMlp, count: dMlp)
-                        let src = in_.wd1 + in_.k1[b * k + j] * dMlp, dst = R + j * dMlp
-                        for r in 0..<dMlp { dst[r] = src[r] * phi[r] }
-                    }
-                    let J = st.map { $0.p + b * kk } ?? Jw
-                    // J_b = L · Rᵀ : [k, d_mlp] × [d_mlp, k]
-                    T.gemm(transA: false, transB: true, m: k, n: k, k: dMlp, alpha: 1, a: L, lda: dMlp, b: R, ldb: dMlp, beta: 0, c: J, ldc: k)
-                    var a = 0.0
-                    var c0: Int32 = 0, c1: Int32 = 0, c2: Int32 = 0, c3: Int32 = 0
-                    for e in 0..<kk {
-                        let v = abs(J[e])
-                        a += Double(v)
-                        if v > t0 { c0 += 1 }
-                        if v > t1 { c1 += 1 }
-                        if v > t2 { c2 += 1 }
-                        if v > t3 { c3 += 1 }
-                    }
-                    abs_.p[b] = a
-                    cnt.p[b * 4] = c0; cnt.p[b * 4 + 1] = c1; cnt.p[b * 4 + 2] = c2; cnt.p[b * 4 + 3] = c3
-                    let f1 = w == 0 ? PhaseTimer.now() : 0
-                    if w == 0 { w0Forward += f1 - f0 }
-                    guard let bw = backward else { continue }
-                    // d|J|/dJ = sign(J), with sign(0) = 0 as torch.sign.
-                    for e in 0..<kk { G[e] = J[e] > 0 ? bw.coef : (J[e] < 0 ? -bw.coef : 0) }
-                    let outL = dL.p + slot * k * dMlp, outR = dR.p + slot * k * dMlp
-                    T.gemm(transA: false, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: R, ldb: dMlp, beta: 0, c: outL, ldc: dMlp)
-                    T.gemm(transA: true, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: L, ldb: dMlp, beta: 0, c: outR, ldc: dMlp)
-                    if w == 0 { w0Backward += PhaseTimer.now() - f1 }
+        Parallel.forRanges(n, threads: workers) { w, slots in
+            let L = sc.p + w * perWorker, R = L + k * dMlp, Jw = R + k * dMlp, G = Jw + kk
+            for slot in slots {
+                let b = start + slot
+                let f0 = w == 0 ? PhaseTimer.now() : 0
+                let phi = in_.phi + b * dMlp
+                for j in 0..<k {
+                    (L + j * dMlp).update(from: in_.w2eT + in_.k2[b * k + j] * dMlp, count: dMlp)
+                    let src = in_.wd1 + in_.k1[b * k + j] * dMlp, dst = R + j * dMlp
+                    for r in 0..<dMlp { dst[r] = src[r] * phi[r] }
                 }
+                let J = st.map { $0.p + b * kk } ?? Jw
+                // J_b = L · Rᵀ : [k, d_mlp] × [d_mlp, k]
+                T.gemm(transA: false, transB: true, m: k, n: k, k: dMlp, alpha: 1, a: L, lda: dMlp, b: R, ldb: dMlp, beta: 0, c: J, ldc: k)
+                var a = 0.0
+                var c0: Int32 = 0, c1: Int32 = 0, c2: Int32 = 0, c3: Int32 = 0
+                for e in 0..<kk {
+                    let v = abs(J[e])
+                    a += Double(v)
+                    if v > t0 { c0 += 1 }
+                    if v > t1 { c1 += 1 }
+                    if v > t2 { c2 += 1 }
+                    if v > t3 { c3 += 1 }
+                }
+                abs_.p[b] = a
+                cnt.p[b * 4] = c0; cnt.p[b * 4 + 1] = c1; cnt.p[b * 4 + 2] = c2; cnt.p[b * 4 + 3] = c3
+                let f1 = w == 0 ? PhaseTimer.now() : 0
+                if w == 0 { w0Forward += f1 - f0 }
+                guard let bw = backward else { continue }
+                // d|J|/dJ = sign(J), with sign(0) = 0 as torch.sign.
+                for e in 0..<kk { G[e] = J[e] > 0 ? bw.coef : (J[e] < 0 ? -bw.coef : 0) }
+                let outL = dL.p + slot * k * dMlp, outR = dR.p + slot * k * dMlp
+                T.gemm(transA: false, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: R, ldb: dMlp, beta: 0, c: outL, ldc: dMlp)
+                T.gemm(transA: true, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: L, ldb: dMlp, beta: 0, c: outR, ldc: dMlp)
+                if w == 0 { w0Backward += PhaseTimer.now() - f1 }
             }
         }
         let clock1 = PhaseTimer.now()

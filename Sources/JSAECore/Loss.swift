@@ -138,10 +138,10 @@ extension JSAEModel {
         guard lambda > 0, let mlp, let saeOut else { return }
         timed(timer, .weightGradients) {
             let w = mlp.pointers
-            T.gemm(transA: false, transB: true, m: saeIn.m, n: d, k: mlp.dMlp, alpha: 1, a: ws.dwd1.p, lda: mlp.dMlp,
-                   b: w.wIn, ldb: mlp.dMlp, beta: 1, c: ws.gradIn.mutablePointer(.wDec), ldc: d)
-            T.gemm(transA: true, transB: true, m: d, n: saeOut.m, k: mlp.dMlp, alpha: 1, a: w.wOut, lda: d,
-                   b: ws.dw2eT.p, ldb: mlp.dMlp, beta: 1, c: ws.gradOut.mutablePointer(.wEnc), ldc: saeOut.m)
+            parallelGemm(transA: false, transB: true, m: saeIn.m, n: d, k: mlp.dMlp, alpha: 1, a: ws.dwd1.p, lda: mlp.dMlp,
+                         b: w.wIn, ldb: mlp.dMlp, beta: 1, c: ws.gradIn.mutablePointer(.wDec), ldc: d, threads: threads)
+            parallelGemm(transA: true, transB: true, m: d, n: saeOut.m, k: mlp.dMlp, alpha: 1, a: w.wOut, lda: d,
+                         b: ws.dw2eT.p, ldb: mlp.dMlp, beta: 1, c: ws.gradOut.mutablePointer(.wEnc), ldc: saeOut.m, threads: threads)
         }
     }
 

@@ -105,7 +105,8 @@ struct MLPPointers<T> {
 func mlpForward<T: JSAEScalar>(y: UnsafeMutablePointer<T>, act: UnsafeMutablePointer<T>, phi: UnsafeMutablePointer<T>,
                                x: UnsafePointer<T>, _ w: MLPPointers<T>, activation: Activation,
                                tokens B: Int, d: Int, dMlp: Int, threads: Int) {
-    T.gemm(transA: false, transB: false, m: B, n: dMlp, k: d, alpha: 1, a: x, lda: d, b: w.wIn, ldb: dMlp, beta: 0, c: act, ldc: dMlp)
+    parallelGemm(transA: false, transB: false, m: B, n: dMlp, k: d, alpha: 1, a: x, lda: d, b: w.wIn, ldb: dMlp,
+                 beta: 0, c: act, ldc: dMlp, threads: threads)
     addRowBias(act, w.bIn, rows: B, cols: dMlp)
     let z = SharedPointer(act), pp = SharedPointer(phi)
     Parallel.forRanges(B * dMlp, threads: threads) { _, range in
@@ -115,6 +116,7 @@ func mlpForward<T: JSAEScalar>(y: UnsafeMutablePointer<T>, act: UnsafeMutablePoi
             z.p[i] = activation.value(v)
         }
     }
-    T.gemm(transA: false, transB: false, m: B, n: d, k: dMlp, alpha: 1, a: act, lda: dMlp, b: w.wOut, ldb: d, beta: 0, c: y, ldc: d)
+    parallelGemm(transA: false, transB: false, m: B, n: d, k: dMlp, alpha: 1, a: act, lda: dMlp, b: w.wOut, ldb: d,
+                 beta: 0, c: y, ldc: d, threads: threads)
     addRowBias(y, w.bOut, rows: B, cols: d)
 }

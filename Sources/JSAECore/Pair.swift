@@ -110,7 +110,8 @@ extension JSAEModel {
     func computeJacobianFactors(_ ws: Workspace<T>) {
         guard let saeOut, let mlp else { return }
         jacobianFactors(wd1: ws.wd1.p, w2eT: ws.w2eT.p, wDecIn: saeIn.tensors.pointer(.wDec), wIn: mlp.pointers.wIn,
-                        wEncOut: saeOut.tensors.pointer(.wEnc), wOut: mlp.pointers.wOut, mIn: saeIn.m, mOut: saeOut.m, d: d, dMlp: mlp.dMlp)
+                        wEncOut: saeOut.tensors.pointer(.wEnc), wOut: mlp.pointers.wOut, mIn: saeIn.m, mOut: saeOut.m, d: d, dMlp: mlp.dMlp,
+                        threads: ws.threads)
     }
 
     /// What the Jacobian kernels read from the workspace's cache.

@@ -1,12 +1,12 @@
 import Foundation
-import CBLAS
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The package's own (non-BLAS) loops on several cores. The thread count is
-/// always a value handed in (a `Workspace` carries the run's), never global
-/// state; results never depend on it (see `forRanges`).
+/// The package's own loops on several cores, the tiles of its large products
+/// included (`parallelGemm`). The thread count is always a value handed in
+/// (a `Workspace` carries the run's), never global state; results never
+/// depend on it (see `forRanges`).
 public enum Parallel {
     /// The online cores: the default thread count of a run.
     public static let onlineCores: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
@@ -25,18 +25,6 @@ public enum Parallel {
         let p = max(1, min(threads, n))
         if p == 1 { if n > 0 { body(0, 0..<n) }; return }
         WorkerPool.shared.run(parts: p) { i in body(i, (n * i / p)..<(n * (i + 1) / p)) }
-    }
-
-    /// Runs `body` with OpenBLAS single-threaded, so that small products
-    /// issued from our own parallel workers each run on their caller's core
-    /// instead of fighting over OpenBLAS's thread pool.
-    @inline(__always)
-    public static func withSerialBLAS<R>(threads: Int, _ body: () throws -> R) rethrows -> R {
-        let before = openblas_get_num_threads()
-        if threads <= 1 || before == 1 { return try body() }
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(before) }
-        return try body()
     }
 }
 

@@ -72,7 +72,7 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
             let n = min(chunk, B - start)
             timed(timer, .encoderGemm) {
                 encoderPreactivations(out: h, x: x + start * d, wEnc: tensors.pointer(.wEnc), bEnc: tensors.pointer(.bEnc),
-                                      tokens: n, d: d, m: m)
+                                      tokens: n, d: d, m: m, threads: threads)
             }
             timed(timer, .topK) { selectTopK(codes, at: start, h: h, tokens: n, m: m, k: k, threads: threads) }
         }
@@ -84,9 +84,10 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
 /// h = x @ W_enc + b_enc: the bias broadcast, then one gemm with beta = 1.
 /// - out: [n, m]; x: [n, d]; wEnc: [d, m]; bEnc: [m]
 func encoderPreactivations<T: JSAEScalar>(out h: UnsafeMutablePointer<T>, x: UnsafePointer<T>,
-                                          wEnc: UnsafePointer<T>, bEnc: UnsafePointer<T>, tokens n: Int, d: Int, m: Int) {
+                                          wEnc: UnsafePointer<T>, bEnc: UnsafePointer<T>, tokens n: Int, d: Int, m: Int, threads: Int) {
     for r in 0..<n { (h + r * m).update(from: bEnc, count: m) }
-    T.gemm(transA: false, transB: false, m: n, n: m, k: d, alpha: 1, a: x, lda: d, b: wEnc, ldb: m, beta: 1, c: h, ldc: m)
+    parallelGemm(transA: false, transB: false, m: n, n: m, k: d, alpha: 1, a: x, lda: d, b: wEnc, ldb: m,
+                 beta: 1, c: h, ldc: m, threads: threads)
 }
 
 /// TopK of n rows of h into token rows at..<at+n of `codes`; values = ReLU(preacts).

@@ -100,9 +100,21 @@ extension Double: JSAEScalar {
     public static func firstNonFinite(in p: UnsafeBufferPointer<Double>) -> Int? { firstNonFiniteScan(p) }
 }
 
-/// OpenBLAS threading, for benchmarks and deterministic runs.
+/// OpenBLAS runs on one thread: the package splits its large products
+/// into tiles on its own pool (`parallelGemm`), so that results do not
+/// depend on the thread count and no OpenBLAS thread spins beside the pool.
 public enum BLASThreads {
+    /// OpenBLAS's thread count: 1 once the package has set up a workspace,
+    /// a product or a thread count.
     public static var count: Int { Int(openblas_get_num_threads()) }
-    public static func set(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+    /// A run's thread count is the one its `Workspace` is given; OpenBLAS
+    /// stays on one thread whatever `n` is.
+    public static func set(_ n: Int) { keepSerial() }
     public static var coreName: String { String(cString: openblas_get_corename()) }
+
+    private static let serial: Void = openblas_set_num_threads(1)
+    /// Puts OpenBLAS on one thread, once per process (later calls cost one
+    /// load and branch).
+    @inline(__always)
+    static func keepSerial() { _ = serial }
 }

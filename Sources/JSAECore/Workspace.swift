@@ -7,7 +7,8 @@
 /// Shapes (docs/jsae-spec.md): B tokens at most, d, m_in, m_out, d_mlp, k.
 public final class Workspace<T: JSAEScalar> {
     public let shape: WorkspaceShape
-    /// Threads for the package's own loops (OpenBLAS has its own setting).
+    /// Threads for the package's own loops and the tiles of its products
+    /// (OpenBLAS itself runs on one thread, see `BLASThreads`).
     public let threads: Int
 
     // MARK: Forward cache (docs/jsae-spec.md, "Forward pass")
@@ -58,6 +59,7 @@ public final class Workspace<T: JSAEScalar> {
 
     public init(_ s: WorkspaceShape, purpose: WorkspacePurpose = [], threads: Int = Parallel.onlineCores) {
         precondition(s.tokens >= 0 && s.d >= 1 && s.mIn >= 1 && s.k >= 1 && s.jacobianChunk >= 1 && threads >= 1)
+        BLASThreads.keepSerial()
         shape = s
         self.threads = threads
         let B = s.tokens, d = s.d, k = s.k, dMlp = s.pair ? s.dMlp : 0
