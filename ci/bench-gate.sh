@@ -13,7 +13,8 @@
 # runs of a pair share the machine's state, so their ratio holds still where
 # a share recorded on another day drifts by +-7% (ci/gate-flake-proof.txt).
 # ci/gate.py ab decides once the median ratio's interval clears the 5% floor
-# or lies below it; between 4 and 12 pairs (about 2 to 6 minutes).
+# or lies below it; between 4 and 12 pairs of 6-step runs (about 2 to 7
+# minutes idle).
 # Memory and the numerical fingerprint come from one plain 2-thread run,
 # against ci/baseline.json. Without the reference commit (a shallow clone) or
 # when it does not build, the gate says so and falls back to the recorded
@@ -27,6 +28,9 @@ swift build -c release --product jsae-bench >/dev/null
 bench=".build/release/jsae-bench"
 ROUNDS=2
 STEPS=4
+# A/B runs time 6 steps: the SAE's steps (~0.13 s at the ci preset) are short
+# enough that one preemption moves a 4-step median.
+AB_STEPS=6
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -93,7 +97,7 @@ reference_binary() {
 one_run() {
   local bin=$1 file=$2
   shift 2
-  "$bin" --preset ci --no-profile --no-fingerprint --threads 1 --steps "$STEPS" --interleave-ceiling "$@" \
+  "$bin" --preset ci --no-profile --no-fingerprint --threads 1 --steps "$AB_STEPS" --interleave-ceiling "$@" \
     --json "$file" >/dev/null 2>"$file.log" || {
       echo "gate: jsae-bench ($bin) failed: $(tail -n 1 "$file.log")" >&2; return 2; }
 }
