@@ -8,9 +8,9 @@ import JSAEIO
 // for the shapes (a training run, a quick reproduction and a benchmark preset
 // differ), so the values here are optional.
 
-/// --threads: OpenBLAS's threads and the package's own.
+/// --threads: the package's worker threads (OpenBLAS stays on one thread).
 public struct ThreadOptions: ParsableArguments {
-    @Option(help: "Threads for OpenBLAS and the package's own loops (default: all cores). The package's loops give the same bits on any count; OpenBLAS's threaded sgemm rounds differently from its single-threaded one, so results depend on it in their last bits.")
+    @Option(help: "Worker threads for the package's loops and tiled products (default: all cores). Results are the same bits on any count: products are cut into tiles chosen from their shapes, each run by single-threaded OpenBLAS.")
     public var threads: Int?
 
     public init() {}
@@ -19,8 +19,8 @@ public struct ThreadOptions: ParsableArguments {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
     }
 
-    /// Sets OpenBLAS's thread count when --threads was given; returns the
-    /// count for the package's own loops.
+    /// Keeps OpenBLAS on one thread and returns the worker count for the
+    /// package's loops and tiled products.
     public func apply() -> Int {
         guard let threads else { return Parallel.onlineCores }
         BLASThreads.set(threads)

@@ -196,10 +196,8 @@ struct TrainCLITests {
 
     @Test("the trained parameters do not depend on the package's thread count")
     func threadCountIndependence() throws {
-        // The shapes are below OpenBLAS's threading threshold, so every gemm
-        // runs single-threaded whatever --threads is: this tests the
-        // package's own loops. Above it OpenBLAS's threaded sgemm rounds
-        // differently (README.md, "Threading").
+        // Through the CLI, end to end; ThreadingTests checks a step above
+        // OpenBLAS's threading threshold, where the tiles matter.
         let dir = temporaryDirectory()
         var g = SeededGenerator(seed: 103)
         let (model, _) = randomModel(PairShape(d: 32, dMlp: 48, mIn: 1, mOut: 1, k: 1, tokens: 1), seed: 104)
