@@ -6,14 +6,19 @@ import JSAERuns
 struct RunPlan { var name: String, data: String, lambda: Double }
 
 /// Creates (or reopens, for a resume) the report folder `o.outDir`: locks
-/// it against a concurrent run, checks or writes its plan.json, and makes
-/// data/ and forward/. The caller holds the returned lock until done.
+/// it against a concurrent run, checks or writes its plan.json, makes
+/// data/ and forward/, and removes what killed processes left in them. The caller holds the returned lock until done.
 func openReportFolder(_ o: ReproduceOptions, inputs: [ActivationsReader], log: (String) -> Void) throws -> RunLock {
     try createOutputFolder(o.outDir)
     let lock = try RunLock.acquire(o.outDir)
     try PlanRecord(o, files: inputs).requireSameOrWrite(in: o.outDir, log: log)
     try createOutputFolder(o.outDir + "/data")
     try createOutputFolder(o.outDir + "/forward")
+    // With the lock held, temporaries here are a killed process's (the runs' own folders are cleared by RunFolder).
+    for dir in [o.outDir, o.outDir + "/data", o.outDir + "/forward"] {
+        let removed = removeStaleTemporaries(in: dir)
+        if !removed.isEmpty { log("removed \(removed.count) temporary file(s) left by killed runs in \(dir): \(removed.joined(separator: ", "))") }
+    }
     return lock
 }
 

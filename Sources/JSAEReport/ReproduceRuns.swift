@@ -16,9 +16,7 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
                       progress: PlanProgress, shouldStop: () -> Bool) throws -> RunSummary {
     let dir = o.outDir + "/runs/" + p.name
     let finishedPath = dir + "/run.json", snapshotsPath = dir + "/snapshots.json"
-    // The report folder's lock is held: temporaries in the run's folder are a killed process's.
-    let removed = removeStaleTemporaries(in: dir)
-    if !removed.isEmpty { progress.say("[\(p.name)] removed \(removed.count) temporary file(s) left by killed runs: \(removed.joined(separator: ", "))") }
+    let folder = try RunFolder(dir, log: { progress.say("[\(p.name)] " + $0) })
     if let data = FileManager.default.contents(atPath: finishedPath), let done = try? JSONDecoder().decode(FinishedRun.self, from: data) {
         if done.evaluation == o.evaluationID {
             progress.say("[\(p.name)] finished earlier: reusing \(finishedPath)")
@@ -44,72 +42,65 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
         return summary
     }
     let started = Date()
-    try createOutputFolder(dir)
     let reader = split.reader
-    var config = TrainConfig()
-    config.lr = o.lr; config.lambda = p.lambda; config.batch = o.batch; config.totalSteps = o.trainingSteps; config.seed = o.seed
-    let bufferBatches = try split.bufferBatches(o)
-    var state: TrainState<Float>
+    let settings = try runSettings(o, split: split, lambda: p.lambda, d: d)
+    let training = try Training<Float>(
+        folder: folder, data: reader, settings: { _ in settings },
+        initial: { s in
+            try TrainState<Float>.initial(d: s.d, mIn: s.m, mOut: s.m, k: s.k, mlp: try MLPFile.read(reader.file, d: s.d), single: false, seed: s.config.seed)
+        },
+        hint: { _ in " (remove \(dir) to start this run again)" })
+    let config = settings.config
     var snapshots: [Snapshot] = []
     var wall = 0.0
-    if let latest = CheckpointFile.latest(in: dir) {
-        let loaded: (state: TrainState<Float>, config: TrainConfig, provenance: CheckpointFile.Provenance) = try CheckpointFile.read(latest)
-        try loaded.provenance.requireSameActivations(reader, checkpoint: latest)
-        guard loaded.config.totalSteps == config.totalSteps, loaded.config.lambda == config.lambda, loaded.state.model.d == d else {
-            throw JSAEError(file: latest, "was trained with other settings than this reproduction's (remove \(dir) to start it again)")
-        }
-        state = loaded.state
+    if let latest = training.resumedFrom {
         if let data = FileManager.default.contents(atPath: snapshotsPath) {
             let saved = (try? JSONDecoder().decode(SavedSnapshots.self, from: data)) ?? SavedSnapshots(snapshots: [], wallSeconds: 0)
-            snapshots = saved.snapshots.filter { $0.step <= state.step }
+            snapshots = saved.snapshots.filter { $0.step <= training.state.step }
             wall = saved.wallSeconds
         }
-        progress.say("[\(p.name)] resuming from \(latest) at step \(state.step)/\(config.totalSteps)")
+        progress.say("[\(p.name)] resuming from \(latest) at step \(training.state.step)/\(config.totalSteps)")
     } else {
-        let mlp: MLP<Float> = try MLPFile.read(reader.file, d: d)
-        state = try TrainState<Float>.initial(d: d, mIn: m, mOut: m, k: o.k, mlp: mlp, single: false, seed: o.seed)
-        progress.say("[\(p.name)] training: λ \(p.lambda), d \(d), m \(m), k \(o.k), \(config.totalSteps) steps of \(o.batch) "
+        progress.say("[\(p.name)] training: λ \(p.lambda), d \(d), m \(settings.m), k \(o.k), \(config.totalSteps) steps of \(o.batch) "
                       + "(\(config.totalSteps * o.batch) tokens of \(split.train.count) training rows), lr \(o.lr)")
     }
-    let stream = BatchStream<Float>(reader: reader, batch: o.batch, bufferBatches: bufferBatches, seed: o.seed, rows: split.train)
-    var provenance = try CheckpointFile.Provenance(reader: reader, shuffleBufferTokens: stream.bufferTokens)
-    provenance.trainingRowsEnd = split.heldStart
-    provenance.trainingExcludesSpecial = o.excludeSpecial && split.special != nil
+    var opts = TrainRunOptions(outDir: dir)
+    opts.checkpointEvery = o.checkpointEvery; opts.logEvery = max(1, min(25, config.totalSteps / 8)); opts.threads = o.threads
     func saveSnapshots() throws {
         try writeJSON(SavedSnapshots(snapshots: snapshots, wallSeconds: wall + Date().timeIntervalSince(started)), to: snapshotsPath)
     }
     // The last pause is the end of training, whose snapshot is taken from
     // the final evaluation's true-input pass below instead of a pass of its own.
     let last = config.totalSteps
-    for pause in o.snapshotSteps where pause > state.step || (pause == state.step && pause != last && !snapshots.contains { $0.step == pause }) {
-        if pause > state.step {
-            var opts = TrainRunOptions(outDir: dir)
-            opts.checkpointEvery = o.checkpointEvery; opts.logEvery = max(1, min(25, config.totalSteps / 8)); opts.threads = o.threads
+    for pause in o.snapshotSteps where pause > training.state.step
+        || (pause == training.state.step && pause != last && !snapshots.contains { $0.step == pause }) {
+        if pause > training.state.step {
             opts.pauseAtStep = pause
-            progress.begin(p.name, atStep: state.step, of: config.totalSteps)
-            let outcome = try runTraining(state: &state, config: config, stream: stream, provenance: provenance, options: opts,
-                                          shouldStop: shouldStop, status: { progress.status(p.name, step: $0, total: config.totalSteps) },
-                                          log: { progress.say("    [\(p.name)] " + $0) })
+            progress.begin(p.name, atStep: training.state.step, of: config.totalSteps)
+            let outcome = try training.run(opts, shouldStop: shouldStop, status: { progress.status(p.name, step: $0, total: config.totalSteps) },
+                                           log: { progress.say("    [\(p.name)] " + $0) })
             if case .interrupted(let step, let cp) = outcome, step != pause {
                 try saveSnapshots()
                 throw ReproduceInterrupted(run: p.name, step: step, checkpoint: cp)
             }
         }
         guard pause != last else { continue }
-        let snap = evaluateSnapshot(state.model, eval: eval, step: state.step, batch: o.batch, threads: o.threads)
+        let snap = evaluateSnapshot(training.state.model, eval: eval, step: training.state.step, batch: o.batch, threads: o.threads)
         snapshots.append(snap)
         try saveSnapshots()
         saySnapshot(snap, run: p.name, progress: progress)
     }
     if !FileManager.default.fileExists(atPath: dir + "/model.h5") {
-        try ModelFile.write(state.model, to: dir + "/model.h5",
-                            attributes: ["note": .string("trained by jsae reproduce: \(state.step) steps"),
-                                         "activations_file": .string(reader.path)])
+        // Resumed from the final checkpoint of a run killed before its model.h5
+        // was in place: finishing again writes it (and rewrites that checkpoint).
+        opts.pauseAtStep = nil
+        _ = try training.run(opts, shouldStop: shouldStop)
     }
+    let state = training.state
     var summary = try evaluate(state.model, name: p.name, data: p.data, lambda: p.lambda, eval: eval, o: o)
     summary.steps = state.step; summary.trainedTokens = state.step * o.batch; summary.trainingRows = split.train.count
     summary.epochs = Double(state.step * o.batch) / Double(split.train.count)
-    summary.shuffleBufferBatches = bufferBatches
+    summary.shuffleBufferBatches = settings.bufferBatches
     if o.snapshotSteps.count > 1 {
         let end = Snapshot(finalEvaluation: summary, step: state.step, tokens: state.step * o.batch)
         snapshots = snapshots.filter { $0.step != end.step } + [end]
@@ -121,6 +112,19 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
     try writeJSON(FinishedRun(summary: summary, evaluation: o.evaluationID), to: finishedPath)
     progress.done(p.name)
     return summary
+}
+
+/// The settings of a run of `o` on `split`'s training rows, checked (k in
+/// [1, m], memory, the configuration's rules): every run of the plan is
+/// checked this way before any work, and trains with them.
+func runSettings(_ o: ReproduceOptions, split: DataSplit, lambda: Double, d: Int) throws -> TrainingSettings {
+    var config = TrainConfig()
+    config.lr = o.lr; config.lambda = lambda; config.batch = o.batch; config.totalSteps = o.trainingSteps; config.seed = o.seed
+    let s = TrainingSettings(config: config, d: d, m: try RunRules.latents(expansion: o.expansion, d: d), k: o.k, precision: Float.precisionName,
+                             bufferBatches: try split.bufferBatches(o), trainingRowsEnd: split.heldStart,
+                             excludesSpecial: o.excludeSpecial && split.special != nil)
+    try s.validate(flags: "--expansion or --batch")
+    return s
 }
 
 struct SavedSnapshots: Codable { var snapshots: [Snapshot]; var wallSeconds: Double }
