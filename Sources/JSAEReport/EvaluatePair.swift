@@ -68,7 +68,7 @@ public func evaluatePair(modelPath: String, activationsPath: String, outDir: Str
     let start = Date()
     guard e.evalTokens >= 1 else { throw JSAEError("--eval-tokens must be at least 1, got \(e.evalTokens)") }
     guard e.linearitySamples >= 1 && e.ablationSamples >= 1 else { throw JSAEError("--samples and --ablation-samples must be at least 1") }
-    if let l = e.lambda, !(l >= 0 && l.isFinite) { throw JSAEError("--lambda must be a finite number >= 0, got \(l)") }
+    if let l = e.lambda { try RunRules.requireLambda(l) }
 
     // MARK: Validation: nothing is written until every input is known good.
     let reader = try ActivationsReader(activationsPath)

@@ -35,12 +35,12 @@ public func reproduceLayers(_ options: ReproduceOptions, layers: [Int], pattern:
     try requireCreatableFolder(o.outDir)
     guard pattern.contains("{layer}") else { throw JSAEError("--pretrained must contain {layer} with --layers, got \(pattern)") }
     let readers = try layers.map { try ActivationsReader(pattern.replacingOccurrences(of: "{layer}", with: String($0))) }
-    let d = readers[0].d, m = o.expansion * d
+    let d = readers[0].d, m = try RunRules.latents(expansion: o.expansion, d: d)
     for r in readers where r.d != d { throw JSAEError(file: r.path, "has d = \(r.d) but \(readers[0].path) has d = \(d)") }
-    guard o.k >= 1 && o.k <= m else { throw JSAEError("k = \(o.k) must be between 1 and m = \(m)") }
+    try RunRules.requireK(o.k, m: m, d: d, file: readers[0].path)
     let lambda = o.lambda ?? TrainConfig.paperLambda(k: o.k, d: d)
     let splits = try readers.map { try DataSplit($0, o: o) }
-    for s in splits { _ = try s.bufferBatches(o) }
+    for s in splits { _ = try runSettings(o, split: s, lambda: lambda, d: d) }
 
     var plan = o
     plan.pretrained = pattern; plan.randomized = "-"

@@ -218,12 +218,13 @@ public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:],
     try requireCreatableFolder(o.outDir)
     let pre = try ActivationsReader(o.pretrained), rnd = try ActivationsReader(o.randomized)
     guard pre.d == rnd.d else { throw JSAEError(file: o.randomized, "has d = \(rnd.d) but \(o.pretrained) has d = \(pre.d)") }
-    let d = pre.d, m = o.expansion * d
-    guard o.k >= 1 && o.k <= m else { throw JSAEError("k = \(o.k) must be between 1 and m = \(m)") }
+    let d = pre.d, m = try RunRules.latents(expansion: o.expansion, d: d)
+    try RunRules.requireK(o.k, m: m, d: d, file: pre.path)
     let lambda = o.lambda ?? TrainConfig.paperLambda(k: o.k, d: d)
     let text = try TokenText.read(for: pre)   // checked now, used only at the end
     let splits = ["pretrained": try DataSplit(pre, o: o), "randomized": try DataSplit(rnd, o: o)]
-    for name in ["pretrained", "randomized"] { _ = try splits[name]!.bufferBatches(o) }   // a one-pass run must fit before any work
+    // Every run's settings (a one-pass run's rows among them) must hold before any work.
+    for name in ["pretrained", "randomized"] { _ = try runSettings(o, split: splits[name]!, lambda: lambda, d: d) }
 
     let lock = try openReportFolder(o, inputs: [pre, rnd], log: log)
     defer { withExtendedLifetime(lock) {} }

@@ -31,7 +31,7 @@ public func runForward<T: JSAEScalar>(model: JSAEModel<T>, activations: Activati
     guard activations.d == model.d else {
         throw JSAEError(file: activations.path, "/x has d = \(activations.d) columns but the model \(modelPath) has d = \(model.d)")
     }
-    guard options.lambda >= 0 && options.lambda.isFinite else { throw JSAEError("lambda must be a finite number >= 0, got \(options.lambda)") }
+    try RunRules.requireLambda(options.lambda, flag: "lambda")
     guard options.chunkTokens >= 1 && options.jacobianChunk >= 1 else { throw JSAEError("chunk sizes must be at least 1") }
     let pair = model.saeOut != nil && model.mlp != nil
     if model.saeOut != nil && model.mlp == nil {

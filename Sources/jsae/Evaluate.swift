@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import JSAECore
+import JSAERuns
 import JSAEReport
 import JSAECLIOptions
 
@@ -46,7 +47,7 @@ struct EvaluateCommand: ParsableCommand {
         for (name, v) in [("eval-tokens", evalTokens), ("samples", samples), ("ablation-samples", ablationSamples)] where v < 1 {
             throw ValidationError("--\(name) must be at least 1, got \(v)")
         }
-        if let lambda, !(lambda >= 0 && lambda.isFinite) { throw ValidationError("--lambda must be a finite number >= 0") }
+        if let lambda { try asValidation { try RunRules.requireLambda(lambda) } }
     }
 
     func run() throws {

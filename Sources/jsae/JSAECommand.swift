@@ -28,6 +28,11 @@ func reportingErrors(_ body: () throws -> Void) throws {
     }
 }
 
+/// A library rule's refusal as ArgumentParser's, for `validate()`.
+func asValidation(_ rule: () throws -> Void) throws {
+    do { try rule() } catch let e as JSAEError { throw ValidationError(e.description) }
+}
+
 enum Precision: String, ExpressibleByArgument, CaseIterable {
     case float, double
 }
@@ -84,7 +89,7 @@ struct Forward: ParsableCommand, PrecisionCommand {
     var verbose = false
 
     func validate() throws {
-        guard lambda >= 0 && lambda.isFinite else { throw ValidationError("--lambda must be a finite number >= 0") }
+        try asValidation { try RunRules.requireLambda(lambda) }
         guard chunkTokens >= 1 else { throw ValidationError("--chunk-tokens must be at least 1") }
         guard !gradients || evaluationPoint == .trueInput else {
             throw ValidationError("--gradients is the gradient of the training loss, which is defined at --evaluation-point trueInput")

@@ -1,8 +1,8 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import JSAECore
 import JSAEReport
+import JSAERuns
 import JSAECLIOptions
 
 struct ReproduceCommand: ParsableCommand {
@@ -51,9 +51,12 @@ struct ReproduceCommand: ParsableCommand {
             if let v, v < 1 { throw ValidationError("--\(name) must be at least 1") }
         }
         if quick && full { throw ValidationError("--quick and --full exclude each other") }
-        if let lambda, !(lambda >= 0 && lambda.isFinite) { throw ValidationError("--lambda must be a finite number >= 0") }
-        if let lambdaSweep, parseNumbers(lambdaSweep, Double.self).map({ $0.contains { !($0 >= 0 && $0.isFinite) } }) ?? true {
-            throw ValidationError("--lambda-sweep takes comma-separated finite numbers >= 0, got \(lambdaSweep)")
+        if let lambda { try asValidation { try RunRules.requireLambda(lambda) } }
+        if let lambdaSweep {
+            guard let values = parseNumbers(lambdaSweep, Double.self) else {
+                throw ValidationError("--lambda-sweep takes comma-separated finite numbers >= 0, got \(lambdaSweep)")
+            }
+            for v in values { try asValidation { try RunRules.requireLambda(v, flag: "--lambda-sweep") } }
         }
         if let snapshots, parseNumbers(snapshots, Int.self).map({ $0.contains { $0 < 1 } }) ?? true {
             throw ValidationError("--snapshots takes comma-separated token counts >= 1, got \(snapshots)")
@@ -84,33 +87,24 @@ struct ReproduceCommand: ParsableCommand {
             if let samples { o.linearitySamples = samples }
             if let ablationSamples { o.ablationSamples = ablationSamples }
             o.lambdaSweep = lambdaSweep.flatMap { parseNumbers($0, Double.self) } ?? []
-            try requireFits(expansion: o.expansion, batch: o.batch)
             let start = Date()
-            let stop = StopFlag()
-            let sources = [SIGINT, SIGTERM].map { sig in
-                signal(sig, SIG_IGN)
-                let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                src.setEventHandler { stop.set(sig) }
-                src.resume()
-                return src
-            }
-            defer { sources.forEach { $0.cancel() } }
+            let stop = StopOnSignals()
             let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
             do {
                 if let layers {
                     let s = try reproduceLayers(o, layers: parseLayers(layers)!, pattern: pretrained, provenance: runProvenance(),
-                                                shouldStop: { stop.value != 0 }, log: log)
+                                                shouldStop: { stop.stopped }, log: log)
                     for l in s.layers {
                         let a = l.jsae.shares["trueInput"]![1], b = l.traditional.shares["trueInput"]![1]
                         print(String(format: "layer %d: |J|>0.01 JSAE %.1f%%, traditional %.1f%%, %.1f×", l.layer, 100 * a, 100 * b, b / max(a, 1e-12)))
                     }
                 } else {
-                    let s = try reproduce(o, provenance: runProvenance(), shouldStop: { stop.value != 0 }, log: log)
+                    let s = try reproduce(o, provenance: runProvenance(), shouldStop: { stop.stopped }, log: log)
                     for v in s.verdicts + (s.trends ?? []) { print(v) }
                 }
             } catch let e as ReproduceInterrupted {
                 log("jsae: \(e.description); run the same command again to resume")
-                throw ExitCode(128 + stop.value)
+                throw ExitCode(128 + stop.signal)
             }
             print("report: \(out)/report.md (\(Int(Date().timeIntervalSince(start))) s)")
         }

@@ -1,20 +1,12 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import JSAECore
 import JSAEIO
 import JSAERuns
 import JSAECLIOptions
 
-/// Set from a signal source on another queue; read between training steps.
+/// --rows: the training documents only, or every row of the file.
 enum TrainingRowsChoice: String, ExpressibleByArgument, CaseIterable { case training, all }
-
-final class StopFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var signal: Int32 = 0
-    func set(_ s: Int32) { lock.lock(); if signal == 0 { signal = s }; lock.unlock() }
-    var value: Int32 { lock.lock(); defer { lock.unlock() }; return signal }
-}
 
 struct Train: ParsableCommand, PrecisionCommand {
     static let configuration = CommandConfiguration(
@@ -86,88 +78,87 @@ struct Train: ParsableCommand, PrecisionCommand {
     }
 
     func run<T: JSAEScalar>(_: T.Type) throws {
-        var state: TrainState<T>
-        var config: TrainConfig
-        let reader: ActivationsReader
         let dir: String
-        let bufferBatches: Int
-        let lock: RunLock
-        let selection: RowSelection
-        let provenanceRows: (Int?, Bool?)
+        let folder: RunFolder
+        let reader: ActivationsReader
+        var fresh: (settings: TrainingSettings, mlp: MLP<T>?)? = nil
         if let resumeDir = resume {
-            guard let latest = CheckpointFile.latest(in: resumeDir) else {
-                throw JSAEError(file: resumeDir, "no checkpoint-*.h5 to resume from")
-            }
-            lock = try lockRunFolder(resumeDir)
-            let loaded: (state: TrainState<T>, config: TrainConfig, provenance: CheckpointFile.Provenance) = try CheckpointFile.read(latest)
-            state = loaded.state; config = loaded.config
-            try requireResumeFlagsAgree(state, config, loaded.provenance, checkpoint: latest)
-            reader = try openActivations(recordedIn: loaded.provenance, checkpoint: latest)
-            try loaded.provenance.requireSameActivations(reader, checkpoint: latest)
-            guard reader.d == state.model.d else {
-                throw JSAEError(file: reader.path, "/x has d = \(reader.d) but the checkpoint \(latest) has d = \(state.model.d)")
-            }
-            bufferBatches = max(1, loaded.provenance.shuffleBufferTokens / config.batch)
-            selection = try loaded.provenance.trainingRows(of: reader, checkpoint: latest)
-            provenanceRows = (loaded.provenance.trainingRowsEnd, loaded.provenance.trainingExcludesSpecial)
+            try requireResumeFlags(resumeDir)
             dir = resumeDir
-            log("resuming from \(latest) at step \(state.step)/\(config.totalSteps) (configuration from the checkpoint)")
+            // Locked before the checkpoint is read: a run still writing here is refused first.
+            folder = try RunFolder(dir, log: log)
+            guard let latest = folder.latestCheckpoint else { throw JSAEError(file: dir, "no checkpoint-<9 digits>.h5 to resume from") }
+            reader = try openActivations(recordedIn: latest)
         } else {
             dir = out!
-            (state, config, reader, bufferBatches, lock, selection, provenanceRows) = try fresh(T.self)
+            if CheckpointFile.latest(in: dir) != nil {
+                throw JSAEError(file: dir, "already holds checkpoints: continue with --resume \(dir), or choose another --out")
+            }
+            reader = try ActivationsReader(activations!)
+            fresh = try freshRun(reader, T.self)
+            // Only now, with everything checked, is anything written.
+            folder = try RunFolder(dir, log: log)
         }
-        defer { withExtendedLifetime(lock) {} }
-        let stream = BatchStream<T>(reader: reader, batch: config.batch, bufferBatches: bufferBatches, seed: config.seed, rows: selection)
-        var provenance = try CheckpointFile.Provenance(reader: reader, shuffleBufferTokens: stream.bufferTokens)
-        (provenance.trainingRowsEnd, provenance.trainingExcludesSpecial) = provenanceRows
+        let training = try Training<T>(
+            folder: folder, data: reader,
+            settings: { stored in
+                if let stored { return try applyingGivenFlags(to: stored, reader: reader) }
+                guard let fresh else { throw JSAEError(file: dir, "no checkpoint-<9 digits>.h5 to resume from") }
+                return fresh.settings
+            },
+            initial: { s in
+                try TrainState<T>.initial(d: s.d, mIn: s.m, mOut: s.m, k: s.k, mlp: fresh?.mlp, single: s.config.single, seed: s.config.seed)
+            },
+            name: { flag($0) },
+            hint: { "; a resumed run keeps its configuration; drop \(flag($0))" })
+        let config = training.settings.config
+        if let cp = training.resumedFrom {
+            log("resuming from \(cp) at step \(training.state.step)/\(config.totalSteps) (configuration from the checkpoint)")
+        } else {
+            let s = training.settings
+            let what = s.config.single ? "one SAE" : (config.lambda == 0 ? "a traditional SAE pair (λ = 0)" : "a JSAE pair (λ = \(config.lambda))")
+            let rows: String = s.trainingRowsEnd.map { ": the training documents before row \($0)" } ?? ""
+            let special: String = s.excludesSpecial ? ", special-token rows left out" : ""
+            log("training \(what) d \(s.d) m \(s.m) k \(s.k) batch \(config.batch) steps \(config.totalSteps) on \(reader.path) "
+                + "(\(training.stream.rows.count) of its \(reader.tokens) rows\(rows)\(special)) in \(T.precisionName)")
+        }
         var options = TrainRunOptions(outDir: dir)
         options.threads = threadOptions.apply()
         options.checkpointEvery = checkpointEvery
         options.logEvery = logEvery
         options.deadWindow = deadWindow
-
-        let stop = StopFlag()
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            src.setEventHandler { stop.set(sig) }
-            src.resume()
-            sources.append(src)
-        }
-        let outcome = try runTraining(state: &state, config: config, stream: stream,
-                                      provenance: provenance,
-                                      options: options, shouldStop: { stop.value != 0 }, log: log)
-        sources.forEach { $0.cancel() }
+        let stop = StopOnSignals()
+        let outcome = try training.run(options, shouldStop: { stop.stopped }, log: log)
         switch outcome {
         case .finished(let cp):
             print("trained \(config.totalSteps) steps (\(config.totalSteps * config.batch) tokens): \(dir)/model.h5, checkpoint \(cp)")
         case .interrupted(let step, let cp):
             log("interrupted at step \(step)/\(config.totalSteps): checkpoint \(cp); continue with: jsae train --resume \(dir)")
-            throw ExitCode(128 + stop.value)
+            throw ExitCode(128 + stop.signal)
         }
     }
 
-    /// A new run: configuration from the flags, checked before any work.
-    private func fresh<T: JSAEScalar>(_: T.Type) throws -> (TrainState<T>, TrainConfig, ActivationsReader, Int, RunLock, RowSelection, (Int?, Bool?)) {
-        let dir = out!
-        if CheckpointFile.latest(in: dir) != nil {
-            throw JSAEError(file: dir, "already holds checkpoints: continue with --resume \(dir), or choose another --out")
-        }
-        let reader = try ActivationsReader(activations!)
+    /// A new run's settings and MLP from the flags, checked before anything is written.
+    private func freshRun<T: JSAEScalar>(_ reader: ActivationsReader, _: T.Type) throws -> (settings: TrainingSettings, mlp: MLP<T>?) {
         let d = reader.d
         // Held-out documents are never trained on; special-token rows are left
         // out unless asked for (the same rules as jsae reproduce).
-        var rowsRecord = CheckpointFile.Provenance(activationsFile: reader.path, shuffleBufferTokens: 0)
-        if rows == .training, case let (end, true) = try reader.heldOutStart(fallbackFraction: 0) { rowsRecord.trainingRowsEnd = end }
-        if !includeSpecial, try reader.specialRows() != nil { rowsRecord.trainingExcludesSpecial = true }
-        let selection = try rowsRecord.trainingRows(of: reader)
+        let rows = try trainingRows(reader, rows: rows, includeSpecial: includeSpecial)
+        var record = CheckpointFile.Provenance(activationsFile: reader.path, shuffleBufferTokens: 0)
+        (record.trainingRowsEnd, record.trainingExcludesSpecial) = (rows.end, rows.excludesSpecial)
+        let selection = try record.trainingRows(of: reader)
         guard selection.count >= 1 else { throw JSAEError(file: reader.path, "has no rows to train on") }
-        let m = try RunLimits.latents(expansion: expansion, d: d)
-        try requireFreshRunFits(d: d, m: m, scalarBytes: MemoryLayout<T>.size)
-        guard k >= 1 && k <= m else {
-            throw JSAEError(file: reader.path, "k = \(k) must be between 1 and m = expansion \(expansion) × d \(d) = \(m)")
-        }
+        let m = try RunRules.latents(expansion: expansion, d: d)
+        try requireStepsFit()
+        var c = TrainConfig()
+        c.lr = lr; c.lambda = single ? 0 : (lambda ?? TrainConfig.paperLambda(k: k, d: d))
+        c.lrWarmupFraction = lrWarmup; c.lrDecayFraction = lrDecay; c.lambdaWarmupFraction = lambdaWarmup
+        c.batch = batch; c.clipNorm = clipNorm; c.seed = seed; c.evaluationPoint = evaluationPoint
+        c.single = single; c.jacobianChunk = jacobianChunk
+        c.totalSteps = steps ?? tokens.map { RunRules.steps(tokens: $0, batch: batch) } ?? max(1, selection.count / max(batch, 1))
+        let settings = TrainingSettings(config: c, d: d, m: m, k: k, precision: T.precisionName, bufferBatches: bufferBatches,
+                                        trainingRowsEnd: rows.end, excludesSpecial: rows.excludesSpecial)
+        try settings.validate(file: reader.path)
         var mlp: MLP<T>? = nil
         if let model {
             let f = try HDF5File.open(model)
@@ -179,23 +170,7 @@ struct Train: ParsableCommand, PrecisionCommand {
         if !single && mlp == nil {
             throw JSAEError(file: reader.path, "has no /mlp and no --model was given: a JSAE pair needs the MLP (or use --single)")
         }
-        var c = TrainConfig()
-        c.lr = lr; c.lambda = single ? 0 : (lambda ?? TrainConfig.paperLambda(k: k, d: d))
-        c.lrWarmupFraction = lrWarmup; c.lrDecayFraction = lrDecay; c.lambdaWarmupFraction = lambdaWarmup
-        c.batch = batch; c.clipNorm = clipNorm; c.seed = seed; c.evaluationPoint = evaluationPoint
-        c.single = single; c.jacobianChunk = jacobianChunk
-        c.totalSteps = steps ?? tokens.map { RunLimits.steps(tokens: $0, batch: batch) } ?? max(1, selection.count / max(batch, 1))
-        try c.validate()
-        guard bufferBatches >= 1 else { throw JSAEError("--buffer-batches must be at least 1") }
-        let state = try TrainState<T>.initial(d: d, mIn: m, mOut: m, k: k, mlp: mlp, single: single, seed: seed)
-        // Only now, with everything checked, is anything written.
-        try createOutputFolder(dir)
-        let lock = try lockRunFolder(dir)
-        log("training \(single ? "one SAE" : (c.lambda == 0 ? "a traditional SAE pair (λ = 0)" : "a JSAE pair (λ = \(c.lambda))")) "
-            + "d \(d) m \(m) k \(k) batch \(batch) steps \(c.totalSteps) on \(reader.path) (\(selection.count) of its \(reader.tokens) rows"
-            + (rowsRecord.trainingRowsEnd.map { ": the training documents before row \($0)" } ?? "")
-            + (rowsRecord.trainingExcludesSpecial == true ? ", special-token rows left out" : "") + ") in \(T.precisionName)")
-        return (state, c, reader, bufferBatches, lock, selection, (rowsRecord.trainingRowsEnd, rowsRecord.trainingExcludesSpecial))
+        return (settings, mlp)
     }
 
     private func log(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import JSAECore
 import JSAEIO
+import JSAERuns
 
 // MARK: Paths
 
@@ -28,44 +29,6 @@ func requireDistinctOutput(_ out: String, flag: String, from inputs: [(flag: Str
         let sameInode = outExists && stat(input.path, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino
         if sameInode || resolvedPath(input.path) == o {
             throw JSAEError(file: out, "\(flag) is the same file as \(input.flag) \(input.path): refusing to overwrite an input")
-        }
-    }
-}
-
-// MARK: Sizes a run can have
-
-enum RunLimits {
-    /// m = expansion × d, refused when it overflows.
-    static func latents(expansion: Int, d: Int, flag: String = "--expansion") throws -> Int {
-        guard expansion >= 1 else { throw JSAEError("\(flag) must be at least 1, got \(expansion)") }
-        let (m, o) = expansion.multipliedReportingOverflow(by: d)
-        guard !o else { throw JSAEError("\(flag) \(expansion) × d \(d) overflows a 64-bit integer") }
-        return m
-    }
-
-    /// Whole steps covering `tokens`, without overflow for any Int.
-    static func steps(tokens: Int, batch: Int) -> Int {
-        let b = max(batch, 1)
-        return tokens / b + (tokens % b > 0 ? 1 : 0)
-    }
-
-    /// Refuses a configuration whose buffers would not fit in this machine's
-    /// memory (and, on the way, any size product that would overflow).
-    /// Counted in Double, which cannot overflow here: parameters, Adam's two
-    /// moments and the gradient (4 copies of 2·m·d per SAE), the pre-
-    /// activations of a batch (B·m per SAE) and the shuffling buffer (x and
-    /// y, 2·B·buffers·d). A lower bound of what a step uses, which is all a
-    /// refusal needs.
-    static func requireMemory(d: Int, m: Int, saes: Int, batch: Int, bufferBatches: Int, scalarBytes: Int,
-                              flags: String) throws {
-        let D = Double(d), M = Double(m), B = Double(batch), S = Double(saes)
-        let elements = S * 4 * 2 * M * D + S * B * M + 2 * B * Double(bufferBatches) * D
-        let bytes = elements * Double(scalarBytes)
-        let limit = Double(ProcessInfo.processInfo.physicalMemory)
-        guard bytes <= limit else {
-            func gib(_ v: Double) -> String { v >= 1e6 * 1073741824 ? String(format: "%.2g", v / 1073741824) : String(format: "%.1f", v / 1073741824) }
-            throw JSAEError("d \(d), m \(m), batch \(batch) and \(bufferBatches) buffered batches would need at least "
-                            + "\(gib(bytes)) GiB of memory, more than this machine's \(gib(limit)) GiB: lower \(flags)")
         }
     }
 }
@@ -99,96 +62,92 @@ extension Train {
         return p
     }
 
-    /// Every configuration flag given with --resume must agree with the
-    /// checkpoint, which wins: a silently ignored --k or --lr would make the
-    /// user believe the run changed.
-    func requireResumeFlagsAgree<T: JSAEScalar>(_ state: TrainState<T>, _ c: TrainConfig,
-                                                _ p: CheckpointFile.Provenance, checkpoint: String) throws {
-        let given = givenFlags
-        let d = state.model.d, m = state.model.saeIn.m
-        let bufferBatches = max(1, p.shuffleBufferTokens / max(c.batch, 1))
-        // The checkpoint's own sizes, before they size any buffer.
-        do {
-            try RunLimits.requireMemory(d: d, m: m, saes: state.model.saeOut == nil ? 1 : 2, batch: c.batch,
-                                        bufferBatches: bufferBatches, scalarBytes: MemoryLayout<T>.size, flags: "batch or shuffle_buffer_tokens")
-            guard !c.totalSteps.multipliedReportingOverflow(by: c.batch).overflow else {
-                throw JSAEError("total_steps \(c.totalSteps) × batch \(c.batch) tokens overflows a 64-bit integer")
-            }
-            guard state.step <= c.totalSteps else { throw JSAEError("step \(state.step) is beyond total_steps \(c.totalSteps)") }
-        } catch let e as JSAEError { throw JSAEError(file: checkpoint, "corrupt or unreadable checkpoint: \(e.message)") }
-        var checks: [(flag: String, agrees: Bool, stored: String)] = [
-            ("expansion", { let r = expansion.multipliedReportingOverflow(by: d); return !r.overflow && r.partialValue == m }(), "expansion \(m / max(d, 1)) (m \(m), d \(d))"),
-            ("k", k == state.model.k, "k = \(state.model.k)"),
-            ("lambda", lambda == c.lambda, "lambda = \(c.lambda)"),
-            ("single", single == c.single, c.single ? "a single SAE" : "a pair"),
-            ("batch", batch == c.batch, "batch = \(c.batch)"),
-            ("steps", steps == c.totalSteps, "total_steps = \(c.totalSteps)"),
-            ("tokens", tokens.map { RunLimits.steps(tokens: $0, batch: c.batch) } == c.totalSteps, "total_steps = \(c.totalSteps) of \(c.batch) tokens"),
-            ("lr", lr == c.lr, "lr = \(c.lr)"),
-            ("lr-warmup", lrWarmup == c.lrWarmupFraction, "lr_warmup_fraction = \(c.lrWarmupFraction)"),
-            ("lr-decay", lrDecay == c.lrDecayFraction, "lr_decay_fraction = \(c.lrDecayFraction)"),
-            ("lambda-warmup", lambdaWarmup == c.lambdaWarmupFraction, "lambda_warmup_fraction = \(c.lambdaWarmupFraction)"),
-            ("clip-norm", clipNorm == c.clipNorm, "clip_norm = \(c.clipNorm)"),
-            ("seed", seed == c.seed, "seed = \(c.seed)"),
-            ("evaluation-point", evaluationPoint == c.evaluationPoint, "evaluation_point = \(c.evaluationPoint.rawValue)"),
-            ("jacobian-chunk", jacobianChunk == c.jacobianChunk, "jacobian_chunk = \(c.jacobianChunk)"),
-            ("buffer-batches", bufferBatches == self.bufferBatches, "\(bufferBatches) buffered batches"),
-            ("model", false, "the MLP stored in it"),
-        ]
-        if let out { checks.append(("out", resolvedPath(out) == resolvedPath(resume!), "its own folder \(resume!)")) }
-        for ch in checks where given.contains(ch.flag) && !ch.agrees {
-            throw JSAEError(file: checkpoint, "--\(ch.flag) conflicts with the checkpoint (\(ch.stored)): "
-                            + "a resumed run keeps its configuration; drop --\(ch.flag)")
+    /// Flags a resume cannot take: the MLP and the folder are the run's own.
+    func requireResumeFlags(_ dir: String) throws {
+        let latest = CheckpointFile.latest(in: dir) ?? dir
+        if givenFlags.contains("model") {
+            throw JSAEError(file: latest, "--model conflicts with the checkpoint (the MLP stored in it): "
+                            + "a resumed run keeps its configuration; drop --model")
         }
+        if let out, resolvedPath(out) != resolvedPath(dir) {
+            throw JSAEError(file: latest, "--out conflicts with the checkpoint (its own folder \(dir)): "
+                            + "a resumed run keeps its configuration; drop --out")
+        }
+    }
+
+    /// The flag that sets a setting (`TrainingSettings.described`'s names),
+    /// as given: --tokens when it stood for --steps.
+    func flag(_ setting: String) -> String {
+        setting == "steps" && givenFlags.contains("tokens") && !givenFlags.contains("steps") ? "--tokens" : "--" + setting
+    }
+
+    /// A checkpoint's settings with every configuration flag given with
+    /// --resume applied: `Training` refuses the resume when the result
+    /// differs from the checkpoint, which wins (a silently ignored --k or
+    /// --lr would make the user believe the run changed).
+    func applyingGivenFlags(to stored: TrainingSettings, reader: ActivationsReader) throws -> TrainingSettings {
+        let given = givenFlags
+        var s = stored
+        func set<V>(_ flag: String, _ value: V, _ apply: (inout TrainingSettings, V) -> Void) {
+            if given.contains(flag) { apply(&s, value) }
+        }
+        set("expansion", expansion) { let r = $1.multipliedReportingOverflow(by: $0.d); $0.m = r.overflow ? -1 : r.partialValue }
+        set("k", k) { $0.k = $1 }
+        set("single", single) { $0.config.single = $1 }
+        set("lambda", lambda) { $0.config.lambda = $1 ?? Double.nan }
+        set("batch", batch) { $0.config.batch = $1 }
+        set("steps", steps) { $0.config.totalSteps = $1 ?? -1 }
+        set("tokens", tokens) { $0.config.totalSteps = $1.map { RunRules.steps(tokens: $0, batch: stored.config.batch) } ?? -1 }
+        set("lr", lr) { $0.config.lr = $1 }
+        set("lr-warmup", lrWarmup) { $0.config.lrWarmupFraction = $1 }
+        set("lr-decay", lrDecay) { $0.config.lrDecayFraction = $1 }
+        set("lambda-warmup", lambdaWarmup) { $0.config.lambdaWarmupFraction = $1 }
+        set("clip-norm", clipNorm) { $0.config.clipNorm = $1 }
+        set("seed", seed) { $0.config.seed = $1 }
+        set("evaluation-point", evaluationPoint) { $0.config.evaluationPoint = $1 }
+        set("jacobian-chunk", jacobianChunk) { $0.config.jacobianChunk = $1 }
+        set("buffer-batches", bufferBatches) { $0.bufferBatches = $1 }
+        if given.contains("rows") || given.contains("include-special") {
+            let r = try trainingRows(reader, rows: rows, includeSpecial: includeSpecial)
+            set("rows", r.end) { $0.trainingRowsEnd = $1 }
+            set("include-special", r.excludesSpecial) { $0.excludesSpecial = $1 }
+        }
+        return s
+    }
+
+    /// The rows --rows and --include-special choose: before the file's
+    /// heldout_start_row (when it records one), without special-token rows
+    /// (when it marks them).
+    func trainingRows(_ reader: ActivationsReader, rows: TrainingRowsChoice, includeSpecial: Bool) throws -> (end: Int?, excludesSpecial: Bool) {
+        var end: Int? = nil
+        if rows == .training, case let (e, true) = try reader.heldOutStart(fallbackFraction: 0) { end = e }
+        let marked = try reader.specialRows() != nil
+        return (end, !includeSpecial && marked)
     }
 
     /// The activations of a resumed run: --activations, else the file the
     /// checkpoint records; a missing or unreadable recorded file is reported
     /// with the checkpoint it came from and how to point elsewhere.
-    func openActivations(recordedIn p: CheckpointFile.Provenance, checkpoint: String) throws -> ActivationsReader {
+    func openActivations(recordedIn checkpoint: String) throws -> ActivationsReader {
         if let activations { return try ActivationsReader(activations) }
-        guard !p.activationsFile.isEmpty else {
+        let recorded: String?
+        do { recorded = try HDF5File.open(checkpoint).stringAttribute("activations_file") } catch let e as JSAEError {
+            throw JSAEError(file: checkpoint, "corrupt or unreadable checkpoint: \(e.message)")
+        }
+        guard let recorded, !recorded.isEmpty else {
             throw JSAEError(file: checkpoint, "records no activations_file; give --activations")
         }
-        do { return try ActivationsReader(p.activationsFile) } catch let e as JSAEError {
-            throw JSAEError(file: p.activationsFile, "\(e.message) (the activations file recorded in \(checkpoint); give --activations if it moved)")
+        do { return try ActivationsReader(recorded) } catch let e as JSAEError {
+            throw JSAEError(file: recorded, "\(e.message) (the activations file recorded in \(checkpoint); give --activations if it moved)")
         }
     }
 
-    /// Before any work on a new run: sizes that overflow or cannot fit.
-    func requireFreshRunFits(d: Int, m: Int, scalarBytes: Int) throws {
-        try RunLimits.requireMemory(d: d, m: m, saes: single ? 1 : 2, batch: max(batch, 1), bufferBatches: max(bufferBatches, 1),
-                                    scalarBytes: scalarBytes, flags: "--expansion, --batch or --buffer-batches")
-        let total = steps ?? tokens.map { RunLimits.steps(tokens: $0, batch: batch) } ?? 1
+    /// --steps or --tokens whose tokens overflow, named before any work.
+    func requireStepsFit() throws {
+        let total = steps ?? tokens.map { RunRules.steps(tokens: $0, batch: batch) } ?? 1
         guard !total.multipliedReportingOverflow(by: max(batch, 1)).overflow else {
             throw JSAEError(steps != nil ? "--steps \(total) × --batch \(batch) tokens overflows a 64-bit integer"
                             : "--tokens \(tokens ?? 0) rounded up to whole steps of --batch \(batch) overflows a 64-bit integer")
         }
-    }
-
-    /// Takes the folder's run lock and removes temporaries that killed runs
-    /// left behind; the lock lives as long as the returned object.
-    func lockRunFolder(_ dir: String) throws -> RunLock {
-        let lock = try RunLock.acquire(dir)
-        let removed = removeStaleTemporaries(in: dir)
-        if !removed.isEmpty {
-            FileHandle.standardError.write(Data("removed \(removed.count) temporary file(s) left by killed runs: \(removed.joined(separator: ", "))\n".utf8))
-        }
-        return lock
-    }
-}
-
-// MARK: jsae reproduce
-
-extension ReproduceCommand {
-    /// Sizes checked against the pre-trained file's d before any training.
-    func requireFits(expansion: Int, batch: Int) throws {
-        // With --layers, --pretrained is a pattern; its first layer's file gives d
-        // (reproduceLayers checks that every layer's file has the same d).
-        let first = layers.flatMap(parseLayers)?.first.map { pretrained.replacingOccurrences(of: "{layer}", with: String($0)) }
-        let d = try ActivationsReader(first ?? pretrained).d
-        let m = try RunLimits.latents(expansion: expansion, d: d)
-        try RunLimits.requireMemory(d: d, m: m, saes: 2, batch: batch, bufferBatches: 4, scalarBytes: 4,
-                                    flags: "--expansion or --batch")
     }
 }

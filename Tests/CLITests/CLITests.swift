@@ -196,3 +196,26 @@ struct CLITests {
         try expectBadInput(forwardArgs(m, m, dir), file: m, mentions: "kind is \"model\", expected \"activations\"", outDir: dir)
     }
 }
+
+/// Runs jsae with `args`, reading its stderr until `ready` holds for all of
+/// it read so far (or the stream ends), then sends `signal`; returns the
+/// ended process (its terminationStatus or signal) and its whole stderr.
+func signalJSAE(_ args: [String], _ signal: Int32, when ready: (String) -> Bool) throws -> (process: Process, stderr: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: jsaeBinary)
+    p.arguments = args
+    let err = Pipe()
+    p.standardError = err
+    p.standardOutput = Pipe()
+    try p.run()
+    var seen = ""
+    while !ready(seen) {
+        let chunk = err.fileHandleForReading.availableData
+        if chunk.isEmpty { break }
+        seen += String(decoding: chunk, as: UTF8.self)
+    }
+    kill(p.processIdentifier, signal)
+    seen += String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    return (p, seen)
+}

@@ -111,23 +111,10 @@ struct ReproduceCLITests {
         let firstEnds = whole.stderr.range(of: "[jsae-pretrained] snapshot at 1280"), secondStarts = whole.stderr.range(of: "[traditional-pretrained] training")
         #expect(firstEnds != nil && secondStarts != nil && firstEnds!.lowerBound < secondStarts!.lowerBound, "one run at a time: \(whole.stderr)")
 
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: jsaeBinary)
-        p.arguments = common + ["2", "--out", dir + "/cut"]
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = Pipe()
-        try p.run()
         // Interrupt the traditional run (trained beside the JSAE run) after its second step.
-        var seen = ""
-        while !(seen.hasSuffix("\n") && seen.split(separator: "\n").contains { $0.contains("[traditional-pretrained] step 2/") }) {
-            let chunk = err.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen += String(decoding: chunk, as: UTF8.self)
+        let (p, seen) = try signalJSAE(common + ["2", "--out", dir + "/cut"], SIGINT) { seen in
+            seen.hasSuffix("\n") && seen.split(separator: "\n").contains { $0.contains("[traditional-pretrained] step 2/") }
         }
-        p.interrupt()
-        seen += String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
         #expect(p.terminationStatus == 130, "\(seen)")
         #expect(seen.contains("interrupted in traditional-pretrained at step") && seen.contains("interrupted in jsae-pretrained at step")
                 && seen.contains("run the same command again to resume"), "\(seen)")
@@ -148,13 +135,7 @@ struct ReproduceCLITests {
         #expect(resumed.stderr.contains("[jsae-pretrained] resuming from"), "\(resumed.stderr)")
         #expect(resumed.stderr.contains("[traditional-pretrained] resuming from"), "\(resumed.stderr)")
 
-        func runs(_ d: String) throws -> [RunSummary] {
-            let s = try JSONDecoder().decode(ReproduceSummary.self, from: Data(contentsOf: URL(fileURLWithPath: d + "/summary.json")))
-            // Wall times (of the runs and of the analyses) and paths differ between the two folders by nature.
-            return s.runs.map { var r = $0; r.wallSeconds = nil; r.forwardFiles = [:]
-                                r.analyses = r.analyses?.map { var a = $0; a.seconds = 0; return a }; return r }
-        }
-        let a = try runs(dir + "/whole"), b = try runs(dir + "/cut")
+        let a = try comparableRuns(dir + "/whole"), b = try comparableRuns(dir + "/cut")
         #expect(a.count == 4 && b.count == 4)
         for (x, y) in zip(a, b) {
             #expect(try JSONEncoder.sorted.encode(x) == JSONEncoder.sorted.encode(y), "\(x.name) differs after resume")
@@ -163,6 +144,39 @@ struct ReproduceCLITests {
             let last = x.snapshots!.last!
             #expect(last.shares == x.shares["trueInput"]! && last.explainedVarianceIn == x.explainedVarianceIn
                     && last.explainedVarianceOut == x.explainedVarianceOut && last.deadIn == x.deadIn && last.deadOut == x.deadOut)
+        }
+    }
+
+    @Test("SIGKILL mid-run: rerunning reuses the finished run, removes the dead process's temporaries from the run's folder, resumes the killed run from its checkpoint, and matches an uninterrupted reproduction")
+    func killAndResume() throws {
+        let dir = temporaryDirectory()
+        // One run at a time on one thread in both folders (the thread count per run decides the rounding).
+        let common = ["reproduce", "--quick", "--tokens", "1280", "--batch", "128", "--snapshots", "256,512", "--expansion", "2",
+                      "--samples", "6", "--ablation-samples", "64", "--eval-tokens", "200", "--threads", "1", "--runs-at-once", "1",
+                      "--pretrained", packageRoot + "/reproduce/sample/minilm-l3-pretrained.h5",
+                      "--randomized", packageRoot + "/reproduce/sample/minilm-l3-randomized.h5", "--out"]
+        let whole = try jsae(common + [dir + "/whole"])
+        #expect(whole.status == 0, "\(whole.stderr)")
+
+        // Killed once the second run has checkpointed at its first snapshot (step 2 of 10).
+        let (p, seen) = try signalJSAE(common + [dir + "/cut"], SIGKILL) { $0.contains("[traditional-pretrained] snapshot at 256") }
+        #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGKILL, "\(seen)")
+        let run = dir + "/cut/runs/traditional-pretrained"
+        #expect(CheckpointFile.latest(in: run) != nil && !FileManager.default.fileExists(atPath: run + "/run.json"))
+        // A write cut short by a kill leaves `.NAME.tmp-PID`; PID 2^22 + 1 is above the largest Linux allows, so never running.
+        let stale = run + "/.checkpoint-000000004.h5.tmp-4194305"
+        #expect(FileManager.default.createFile(atPath: stale, contents: Data("partial".utf8)))
+
+        let resumed = try jsae(common + [dir + "/cut"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: stale), "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("[traditional-pretrained] removed") && resumed.stderr.contains("tmp-4194305"), "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("[jsae-pretrained] finished earlier") && resumed.stderr.contains("[traditional-pretrained] resuming from"),
+                "\(resumed.stderr)")
+        let a = try comparableRuns(dir + "/whole"), b = try comparableRuns(dir + "/cut")
+        #expect(a.count == 4 && b.count == 4)
+        for (x, y) in zip(a, b) {
+            #expect(try JSONEncoder.sorted.encode(x) == JSONEncoder.sorted.encode(y), "\(x.name) differs after resume")
         }
     }
 
@@ -222,4 +236,12 @@ struct ReproduceCLITests {
             #expect(!FileManager.default.fileExists(atPath: out), "\(args): the report folder was created")
         }
     }
+}
+
+/// summary.json's runs without what differs between two folders by nature:
+/// wall times (of the runs and of the analyses) and paths.
+func comparableRuns(_ dir: String) throws -> [RunSummary] {
+    let s = try JSONDecoder().decode(ReproduceSummary.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json")))
+    return s.runs.map { var r = $0; r.wallSeconds = nil; r.forwardFiles = [:]
+                        r.analyses = r.analyses?.map { var a = $0; a.seconds = 0; return a }; return r }
 }

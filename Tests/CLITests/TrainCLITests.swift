@@ -88,24 +88,8 @@ struct TrainCLITests {
         let full = try jsae(["train", "--activations", acts, "--out", dir + "/full"] + common)
         #expect(full.status == 0, "\(full.stderr)")
 
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: jsaeBinary)
-        p.arguments = ["train", "--activations", acts, "--out", dir + "/cut"] + common
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = Pipe()
-        try p.run()
-        // Wait until it is inside the training loop, then interrupt.
-        var seen = ""
-        while !seen.contains("step 10/") {
-            let chunk = err.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen += String(decoding: chunk, as: UTF8.self)
-        }
-        p.interrupt()
-        let rest = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        seen += String(decoding: rest, as: UTF8.self)
+        // Interrupted once it is inside the training loop.
+        let (p, seen) = try signalJSAE(["train", "--activations", acts, "--out", dir + "/cut"] + common, SIGINT) { $0.contains("step 10/") }
         #expect(p.terminationStatus == 130, "\(seen)")
         #expect(seen.contains("interrupted at step") && seen.contains("--resume \(dir)/cut"))
         let cp = try #require(CheckpointFile.latest(in: dir + "/cut"))
@@ -117,6 +101,49 @@ struct TrainCLITests {
         #expect(resumed.status == 0, "\(resumed.stderr)")
         #expect(resumed.stderr.contains("resuming from \(cp) at step \(step)/3000"))
         #expect(try models(dir + "/full/model.h5", dir + "/cut/model.h5"))
+    }
+
+    @Test("SIGKILL mid-run: --resume continues from the last checkpoint, removes the killed run's temporaries, and reaches the uninterrupted parameters bit for bit")
+    func killAndResume() throws {
+        let dir = temporaryDirectory()
+        let acts = try trainData(dir)
+        let common = ["--steps", "3000", "--log-every", "10", "--checkpoint-every", "100"] + smallRun
+        let full = try jsae(["train", "--activations", acts, "--out", dir + "/full"] + common)
+        #expect(full.status == 0, "\(full.stderr)")
+
+        // Killed once it has logged step 250: checkpoints at 100 and 200 are on disk.
+        let (p, seen) = try signalJSAE(["train", "--activations", acts, "--out", dir + "/cut"] + common, SIGKILL) { $0.contains("step 250/") }
+        #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGKILL, "\(seen)")
+        let cp = try #require(CheckpointFile.latest(in: dir + "/cut"))
+        let step = try HDF5File.open(cp).intAttribute("step")!
+        #expect(step >= 200 && step < 3000 && step % 100 == 0, "\(cp)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/cut/model.h5"))
+        // What a write cut short by the kill leaves: a temporary named for a process that no longer runs.
+        let stale = dir + "/cut/.checkpoint-000000300.h5.tmp-4194305"
+        #expect(FileManager.default.createFile(atPath: stale, contents: Data("partial".utf8)))
+
+        let resumed = try jsae(["train", "--resume", dir + "/cut", "--log-every", "1000"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("resuming from \(cp) at step \(step)/3000"), "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("removed 1 temporary file") && !FileManager.default.fileExists(atPath: stale), "\(resumed.stderr)")
+        #expect(try models(dir + "/full/model.h5", dir + "/cut/model.h5"))
+        let a: (state: TrainState<Float>, config: TrainConfig, provenance: CheckpointFile.Provenance) = try CheckpointFile.read(CheckpointFile.latest(in: dir + "/full")!)
+        let b: (state: TrainState<Float>, config: TrainConfig, provenance: CheckpointFile.Provenance) = try CheckpointFile.read(CheckpointFile.latest(in: dir + "/cut")!)
+        #expect(a.state.step == 3000 && b.state.step == 3000)
+        #expect(a.state.adamIn == b.state.adamIn && a.state.adamOut == b.state.adamOut, "Adam's moments differ")
+    }
+
+    @Test("--resume refuses a conflicting --rows or --include-special, naming the flag")
+    func resumeRowsConflict() throws {
+        let dir = temporaryDirectory()
+        let acts = try trainData(dir)
+        let f = try HDF5File.openForUpdate(acts)
+        try f.setAttribute("heldout_start_row", .int(36))
+        try f.finish()
+        #expect(try jsae(["train", "--activations", acts, "--out", dir + "/run", "--steps", "2"] + smallRun).status == 0)
+        try expectBadInput(["train", "--resume", dir + "/run", "--rows", "all"], file: CheckpointFile.latest(in: dir + "/run"), mentions: "--rows conflicts with the checkpoint")
+        let same = try jsae(["train", "--resume", dir + "/run", "--rows", "training"])
+        #expect(same.status == 0, "\(same.stderr)")
     }
 
     @Test("--resume on a truncated checkpoint is reported as corrupt")
