@@ -72,9 +72,10 @@ public struct ReproduceOptions: Sendable {
         evalTokens = 65_536; bufferBatches = 16; checkpointEvery = 50; mode = "full"
     }
 
-    /// OpenBLAS threads each run trains on (see `runsAtOnce`): with one run
-    /// at a time, OpenBLAS's own count (--threads, or its default).
-    var blasThreadsPerRun: Int { runsAtOnce > 1 ? max(1, threads / runsAtOnce) : BLASThreads.count }
+    /// OpenBLAS threads each run trains on: 1, since every product is tiled
+    /// on the package's workers. plan.json records it, so that a plan whose
+    /// runs trained on more is resumed with a note on the last bits.
+    var blasThreadsPerRun: Int { BLASThreads.count }
 
     /// Optimizer steps per run.
     public var trainingSteps: Int { tokens.map { ($0 + batch - 1) / batch } ?? steps }
@@ -272,15 +273,11 @@ public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:],
 }
 
 /// Runs `body` with the options each of `o.runsAtOnce` concurrent runs
-/// gets: threads / runsAtOnce threads (at least 1), OpenBLAS's included,
-/// whose count is restored afterwards.
+/// gets: threads / runsAtOnce worker threads (at least 1).
 func withRunThreads<R>(_ o: ReproduceOptions, _ body: (ReproduceOptions) throws -> R) rethrows -> R {
     guard o.runsAtOnce > 1 else { return try body(o) }
     var perRun = o
-    perRun.threads = o.blasThreadsPerRun
-    let blas = BLASThreads.count
-    BLASThreads.set(perRun.threads)
-    defer { BLASThreads.set(blas) }
+    perRun.threads = max(1, o.threads / o.runsAtOnce)
     return try body(perRun)
 }
 

@@ -41,7 +41,7 @@ struct ReproduceCommand: ParsableCommand {
     @Option(help: "Peak learning rate.") var lr: Double?
     @Option(help: "Sampled connections per run and variant for f_s linearity (default 10000; --quick 320).") var samples: Int?
     @Option(help: "Sampled connections per run and variant for the ablation check (default 100000; --quick 3200).") var ablationSamples: Int?
-    @Option(help: "Runs trained at the same time, each on --threads / --runs-at-once threads (default: 2 when there are 2 threads or more). A run's numbers depend on its thread count (see --threads), not on the runs beside it.")
+    @Option(help: "Runs trained at the same time, each on --threads / --runs-at-once threads (default: 2 when there are 2 threads or more). A run's numbers depend neither on its thread count nor on the runs beside it.")
     var runsAtOnce: Int?
     @Option(help: "Comma-separated extra λ values trained on the pre-trained data for the sweep, e.g. 0.01,0.5,3.")
     var lambdaSweep: String?
