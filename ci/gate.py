@@ -565,42 +565,33 @@ def selftest():
     return 1 if bad else 0
 
 
+def take_option(args, name, default, valid=lambda v: True, need="a value"):
+    """Removes `name VALUE` from args and returns VALUE (default when absent);
+    a missing or invalid value is exit 2 naming the flag."""
+    if name not in args:
+        return default
+    i = args.index(name)
+    if i + 1 >= len(args) or not valid(args[i + 1]):
+        fail(f"{name} needs {need}")
+    value = args[i + 1]
+    del args[i:i + 2]
+    return value
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
-    baseline = DEFAULT_BASELINE
-    groups = GROUPS
-    if "--baseline" in args:
-        i = args.index("--baseline")
-        if i + 1 >= len(args):
-            fail("--baseline needs a file")
-        baseline = args[i + 1]
-        del args[i:i + 2]
-    if "--only" in args:
-        i = args.index("--only")
-        if i + 1 >= len(args) or not set(args[i + 1].split(",")) <= set(GROUPS):
-            fail(f"--only takes a comma list of {', '.join(GROUPS)}")
-        groups = tuple(args[i + 1].split(","))
-        del args[i:i + 2]
-    label = "the reference build"
-    if "--label" in args:
-        i = args.index("--label")
-        if i + 1 >= len(args):
-            fail("--label needs a text")
-        label = args[i + 1]
-        del args[i:i + 2]
+    baseline = take_option(args, "--baseline", DEFAULT_BASELINE, need="a file")
+    only = take_option(args, "--only", None, lambda v: set(v.split(",")) <= set(GROUPS),
+                       need=f"a comma list of {', '.join(GROUPS)}")
+    groups = tuple(only.split(",")) if only else GROUPS
+    label = take_option(args, "--label", "the reference build", need="a text")
+    reference_commit = take_option(args, "--reference", None, lambda v: len(v) == 40, need="a full commit hash")
     final = "--final" in args
     args = [a for a in args if a != "--final"]
     if args[:1] == ["ab"] and len(args) == 2:
         sys.exit(ab(args[1], baseline, final, label))
     if args[:1] == ["check"] and len(args) == 2:
         sys.exit(check(args[1], baseline, groups))
-    reference_commit = None
-    if "--reference" in args:
-        i = args.index("--reference")
-        if i + 1 >= len(args) or len(args[i + 1]) != 40:
-            fail("--reference needs a full commit hash")
-        reference_commit = args[i + 1]
-        del args[i:i + 2]
     if args[:1] == ["update"] and len(args) >= 2:
         sys.exit(update(args[1:], baseline, reference_commit))
     if args == ["selftest"]:
