@@ -17,7 +17,7 @@ extension TrainState {
 
     mutating func stepImpl(_ x: Matrix<T>, yTarget: Matrix<T>?, config: TrainConfig, ws: Workspace<T>,
                            report: Bool, deadLatents: DeadLatentTracker?, timer: PhaseTimer?) throws -> StepReport {
-        let t = step, threads = ws.threads
+        let t = completedSteps, threads = ws.threads
         let lr = config.lr * config.schedule.lrFactor(t)
         let lambda = config.single ? 0 : config.lambda * config.schedule.lambdaFactor(t)
         // 1. Decoder rows to unit norm.
@@ -57,7 +57,7 @@ extension TrainState {
             adamStep(&model.saeOut!.tensors, grads: ws.gradOut, moments: &adamOut!, lr: lr, step: t, config: config.adam, threads: threads)
         }
         timer?.add(.optimizer, PhaseTimer.now() - t0)
-        step += 1
+        completedSteps += 1
         return StepReport(step: t, lr: lr, lambda: lambda, components: loss, gradNorm: norm, clipFactor: factor, metrics: metrics)
     }
 }

@@ -51,11 +51,11 @@ public struct TrainState<T: JSAEScalar>: Sendable {
     public var model: JSAEModel<T>
     public var adamIn: AdamMoments<T>
     public var adamOut: AdamMoments<T>?
-    /// Steps completed.
-    public var step: Int
+    /// Optimizer steps completed (the checkpoint's `step` attribute).
+    public var completedSteps: Int
 
-    public init(model: JSAEModel<T>, adamIn: AdamMoments<T>, adamOut: AdamMoments<T>?, step: Int) {
-        self.model = model; self.adamIn = adamIn; self.adamOut = adamOut; self.step = step
+    public init(model: JSAEModel<T>, adamIn: AdamMoments<T>, adamOut: AdamMoments<T>?, completedSteps: Int) {
+        self.model = model; self.adamIn = adamIn; self.adamOut = adamOut; self.completedSteps = completedSteps
     }
 
     /// A fresh run: the paper's initialisation from `seed`, zero moments.
@@ -66,13 +66,13 @@ public struct TrainState<T: JSAEScalar>: Sendable {
         if !single && mlp == nil { throw JSAEError("a JSAE pair needs the MLP (from the model or the activations file)") }
         let model = try JSAEModel(saeIn: saeIn, saeOut: saeOut, mlp: mlp)
         return TrainState(model: model, adamIn: AdamMoments(d: d, dLatent: mIn),
-                          adamOut: single ? nil : AdamMoments(d: d, dLatent: mOut), step: 0)
+                          adamOut: single ? nil : AdamMoments(d: d, dLatent: mOut), completedSteps: 0)
     }
 
     /// A fresh state from a model: zero moments, step 0.
     public init(model: JSAEModel<T>) {
         self.init(model: model, adamIn: AdamMoments(d: model.d, dLatent: model.saeIn.m),
-                  adamOut: model.saeOut.map { AdamMoments(d: model.d, dLatent: $0.m) }, step: 0)
+                  adamOut: model.saeOut.map { AdamMoments(d: model.d, dLatent: $0.m) }, completedSteps: 0)
     }
 
     /// A workspace for this state's steps of `config.batch` tokens.

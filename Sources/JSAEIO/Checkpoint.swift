@@ -114,7 +114,7 @@ public enum CheckpointFile {
                 try writeMoments(f, group: "sae_out", mo)
             }
             if let mlp = state.model.mlp { try writeMLP(f, mlp) }
-            try f.setAttribute("step", .int(state.step))
+            try f.setAttribute("step", .int(state.completedSteps))
             try writeConfig(f, config)
             try f.setAttribute("activations_file", .string(provenance.activationsFile))
             try f.setAttribute("shuffle_buffer_tokens", .int(provenance.shuffleBufferTokens))
@@ -215,7 +215,7 @@ public enum CheckpointFile {
                 guard ex == 0 || ex == 1 else { throw JSAEError(file: path, "training_excludes_special is \(ex), expected 0 or 1") }
                 prov.trainingExcludesSpecial = ex == 1
             }
-            return (TrainState(model: model, adamIn: adamIn, adamOut: adamOut, step: step), config, prov)
+            return (TrainState(model: model, adamIn: adamIn, adamOut: adamOut, completedSteps: step), config, prov)
         } catch let e as JSAEError {
             throw JSAEError(file: path, "corrupt or unreadable checkpoint: \(e.message)")
         }

@@ -56,10 +56,10 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
     if let latest = training.resumedFrom {
         if let data = FileManager.default.contents(atPath: snapshotsPath) {
             let saved = (try? JSONDecoder().decode(SavedSnapshots.self, from: data)) ?? SavedSnapshots(snapshots: [], wallSeconds: 0)
-            snapshots = saved.snapshots.filter { $0.step <= training.state.step }
+            snapshots = saved.snapshots.filter { $0.step <= training.state.completedSteps }
             wall = saved.wallSeconds
         }
-        progress.say("[\(p.name)] resuming from \(latest) at step \(training.state.step)/\(config.totalSteps)")
+        progress.say("[\(p.name)] resuming from \(latest) at step \(training.state.completedSteps)/\(config.totalSteps)")
     } else {
         progress.say("[\(p.name)] training: λ \(p.lambda), d \(d), m \(settings.m), k \(o.k), \(config.totalSteps) steps of \(o.batch) "
                       + "(\(config.totalSteps * o.batch) tokens of \(split.train.count) training rows), lr \(o.lr)")
@@ -72,11 +72,11 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
     // The last pause is the end of training, whose snapshot is taken from
     // the final evaluation's true-input pass below instead of a pass of its own.
     let last = config.totalSteps
-    for pause in o.snapshotSteps where pause > training.state.step
-        || (pause == training.state.step && pause != last && !snapshots.contains { $0.step == pause }) {
-        if pause > training.state.step {
+    for pause in o.snapshotSteps where pause > training.state.completedSteps
+        || (pause == training.state.completedSteps && pause != last && !snapshots.contains { $0.step == pause }) {
+        if pause > training.state.completedSteps {
             opts.pauseAtStep = pause
-            progress.begin(p.name, atStep: training.state.step, of: config.totalSteps)
+            progress.begin(p.name, atStep: training.state.completedSteps, of: config.totalSteps)
             let outcome = try training.run(opts, shouldStop: shouldStop, status: { progress.status(p.name, step: $0, total: config.totalSteps) },
                                            log: { progress.say("    [\(p.name)] " + $0) })
             if case .interrupted(let step, let cp) = outcome, step != pause {
@@ -85,7 +85,7 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
             }
         }
         guard pause != last else { continue }
-        let snap = evaluateSnapshot(training.state.model, eval: eval, step: training.state.step, batch: o.batch, threads: o.threads)
+        let snap = evaluateSnapshot(training.state.model, eval: eval, step: training.state.completedSteps, batch: o.batch, threads: o.threads)
         snapshots.append(snap)
         try saveSnapshots()
         saySnapshot(snap, run: p.name, progress: progress)
@@ -98,11 +98,11 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
     }
     let state = training.state
     var summary = try evaluate(state.model, name: p.name, data: p.data, lambda: p.lambda, eval: eval, o: o)
-    summary.steps = state.step; summary.trainedTokens = state.step * o.batch; summary.trainingRows = split.train.count
-    summary.epochs = Double(state.step * o.batch) / Double(split.train.count)
+    summary.steps = state.completedSteps; summary.trainedTokens = state.completedSteps * o.batch; summary.trainingRows = split.train.count
+    summary.epochs = Double(state.completedSteps * o.batch) / Double(split.train.count)
     summary.shuffleBufferBatches = settings.bufferBatches
     if o.snapshotSteps.count > 1 {
-        let end = Snapshot(finalEvaluation: summary, step: state.step, tokens: state.step * o.batch)
+        let end = Snapshot(finalEvaluation: summary, step: state.completedSteps, tokens: state.completedSteps * o.batch)
         snapshots = snapshots.filter { $0.step != end.step } + [end]
         try saveSnapshots()
         saySnapshot(end, run: p.name, progress: progress)

@@ -132,8 +132,8 @@ public final class Training<T: JSAEScalar> {
             // The checkpoint's own sizes are checked before they size any buffer.
             do {
                 try stored.validate(flags: "batch or shuffle_buffer_tokens")
-                guard loaded.state.step <= stored.config.totalSteps else {
-                    throw JSAEError("step \(loaded.state.step) is beyond total_steps \(stored.config.totalSteps)")
+                guard loaded.state.completedSteps <= stored.config.totalSteps else {
+                    throw JSAEError("step \(loaded.state.completedSteps) is beyond total_steps \(stored.config.totalSteps)")
                 }
             } catch let e as JSAEError { throw JSAEError(file: latest, "corrupt or unreadable checkpoint: \(e.message)") }
             wanted = try settings(stored)
@@ -167,6 +167,11 @@ public final class Training<T: JSAEScalar> {
     /// Trains until the end of the run, `options.pauseAtStep`, or
     /// `shouldStop()` (checked between steps), each with a checkpoint; at the
     /// end model.h5 is written too. `options.outDir` is the folder's.
+    /// Specialised here: callers in other modules cannot specialise a method
+    /// of this class, and the generic path runs every step through value
+    /// witnesses (measured: 9x slower).
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func run(_ options: TrainRunOptions, shouldStop: () -> Bool = { false },
                     status: (_ step: Int) -> String = { _ in "" }, log: (String) -> Void = { _ in }) throws -> RunOutcome {
         var o = options

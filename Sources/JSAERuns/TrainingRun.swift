@@ -47,7 +47,7 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
                                        log: (String) -> Void = { _ in }) throws -> RunOutcome {
     try config.validate()
     let dir = options.outDir
-    let tracker = DeadLatentTracker(mIn: state.model.saeIn.m, mOut: state.model.saeOut?.m ?? 0, startStep: state.step)
+    let tracker = DeadLatentTracker(mIn: state.model.saeIn.m, mOut: state.model.saeOut?.m ?? 0, startStep: state.completedSteps)
     // Every step's scratch, allocated once for the whole run.
     let workspace = state.workspace(config: config, threads: options.threads)
     var windowStart = Date(), windowTokens = 0
@@ -55,20 +55,20 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
     var lastCheckpoint: (step: Int, path: String)? = nil
     func checkpoint() throws -> String {
         // A stop right after a periodic checkpoint reuses it instead of writing it again.
-        if let last = lastCheckpoint, last.step == state.step { return last.path }
-        let path = CheckpointFile.path(in: dir, step: state.step)
+        if let last = lastCheckpoint, last.step == state.completedSteps { return last.path }
+        let path = CheckpointFile.path(in: dir, step: state.completedSteps)
         try CheckpointFile.write(state, config: config, provenance: provenance, to: path)
         CheckpointFile.prune(in: dir, keep: max(options.keepCheckpoints, 2))
-        lastCheckpoint = (state.step, path)
+        lastCheckpoint = (state.completedSteps, path)
         return path
     }
 
-    while state.step < config.totalSteps {
-        if shouldStop() || state.step == options.pauseAtStep {
+    while state.completedSteps < config.totalSteps {
+        if shouldStop() || state.completedSteps == options.pauseAtStep {
             let path = try checkpoint()
-            return .interrupted(step: state.step, checkpoint: path)
+            return .interrupted(step: state.completedSteps, checkpoint: path)
         }
-        let t = state.step
+        let t = state.completedSteps
         let (x, y) = try stream.batchImpl(forStep: t)
         let logNow = options.logEvery > 0 && ((t + 1) % options.logEvery == 0 || t + 1 == config.totalSteps)
         let report: StepReport
@@ -82,17 +82,17 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
         if logNow {
             let dt = max(Date().timeIntervalSince(windowStart), 1e-9)
             log(progressLine(report, total: config.totalSteps, tokensPerSecond: Double(windowTokens) / dt,
-                             dead: tracker.dead(atStep: state.step, window: options.deadWindow), pair: state.model.saeOut != nil)
-                + status(state.step))
+                             dead: tracker.dead(atStep: state.completedSteps, window: options.deadWindow), pair: state.model.saeOut != nil)
+                + status(state.completedSteps))
             windowStart = Date(); windowTokens = 0
         }
-        if options.checkpointEvery > 0 && state.step % options.checkpointEvery == 0 && state.step < config.totalSteps {
+        if options.checkpointEvery > 0 && state.completedSteps % options.checkpointEvery == 0 && state.completedSteps < config.totalSteps {
             _ = try checkpoint()
         }
     }
     let path = try checkpoint()
     try ModelFile.write(state.model, to: dir + "/model.h5",
-                        attributes: ["note": .string("trained by jsae train: \(state.step) steps"),
+                        attributes: ["note": .string("trained by jsae train: \(state.completedSteps) steps"),
                                      "activations_file": .string(provenance.activationsFile)])
     return .finished(checkpoint: path)
 }

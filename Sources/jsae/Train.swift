@@ -113,7 +113,7 @@ struct Train: ParsableCommand, PrecisionCommand {
             hint: { "; a resumed run keeps its configuration; drop \(flag($0))" })
         let config = training.settings.config
         if let cp = training.resumedFrom {
-            log("resuming from \(cp) at step \(training.state.step)/\(config.totalSteps) (configuration from the checkpoint)")
+            log("resuming from \(cp) at step \(training.state.completedSteps)/\(config.totalSteps) (configuration from the checkpoint)")
         } else {
             let s = training.settings
             let what = s.config.single ? "one SAE" : (config.lambda == 0 ? "a traditional SAE pair (λ = 0)" : "a JSAE pair (λ = \(config.lambda))")

@@ -129,7 +129,7 @@ struct TrainCLITests {
         #expect(try models(dir + "/full/model.h5", dir + "/cut/model.h5"))
         let a: (state: TrainState<Float>, config: TrainConfig, provenance: CheckpointFile.Provenance) = try CheckpointFile.read(CheckpointFile.latest(in: dir + "/full")!)
         let b: (state: TrainState<Float>, config: TrainConfig, provenance: CheckpointFile.Provenance) = try CheckpointFile.read(CheckpointFile.latest(in: dir + "/cut")!)
-        #expect(a.state.step == 3000 && b.state.step == 3000)
+        #expect(a.state.completedSteps == 3000 && b.state.completedSteps == 3000)
         #expect(a.state.adamIn == b.state.adamIn && a.state.adamOut == b.state.adamOut, "Adam's moments differ")
     }
 
@@ -203,7 +203,7 @@ struct TrainCLITests {
         #expect(r.status == 3, "\(r.stderr)")
         #expect(r.stderr.contains("not finite") && r.stderr.contains("last good checkpoint: \(dir)/run/checkpoint-000000003.h5"))
         let (s, _, _) = try CheckpointFile.read(CheckpointFile.latest(in: dir + "/run")!, as: Float.self)
-        #expect(s.model.saeIn.wDec.allFinite && s.step == 3)
+        #expect(s.model.saeIn.wDec.allFinite && s.completedSteps == 3)
     }
 
     @Test("--evaluation-point changes only the reported sparsity, never the objective")

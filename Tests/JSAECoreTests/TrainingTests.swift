@@ -39,7 +39,7 @@ struct TrainingTests {
         model.saeIn.wDec.data = model.saeIn.wDec.data.map { 3 * $0 }
         model.saeOut!.wDec.data = model.saeOut!.wDec.data.map { 3 * $0 }
         var state = TrainState(model: model, adamIn: AdamMoments(d: model.d, dLatent: model.saeIn.m),
-                               adamOut: AdamMoments(d: model.d, dLatent: model.saeOut!.m), step: 0)
+                               adamOut: AdamMoments(d: model.d, dLatent: model.saeOut!.m), completedSteps: 0)
         var c = TrainConfig()
         c.totalSteps = 10; c.lr = 1e-4; c.lrWarmupFraction = 0
         _ = try state.step(x, config: c)
@@ -52,7 +52,7 @@ struct TrainingTests {
             }
         }
         #expect(state.model.mlp == model.mlp)
-        #expect(state.step == 1)
+        #expect(state.completedSteps == 1)
     }
 
     @Test("A step with a non-finite gradient throws before touching the parameters")
@@ -62,11 +62,11 @@ struct TrainingTests {
         var x = x0.converted(to: Float.self)
         x[0, 0] = 1e30   // finite input whose square overflows Float
         var state = TrainState(model: f, adamIn: AdamMoments(d: f.d, dLatent: f.saeIn.m),
-                               adamOut: AdamMoments(d: f.d, dLatent: f.saeOut!.m), step: 0)
+                               adamOut: AdamMoments(d: f.d, dLatent: f.saeOut!.m), completedSteps: 0)
         var c = TrainConfig()
         c.totalSteps = 10
         #expect(throws: TrainingError.self) { try state.step(x, config: c) }
-        #expect(state.step == 0)
+        #expect(state.completedSteps == 0)
         f.saeIn.normaliseDecoderRows(); f.saeOut!.normaliseDecoderRows()
         #expect(state.model.saeIn == f.saeIn && state.adamIn == AdamMoments(d: f.d, dLatent: f.saeIn.m))
     }

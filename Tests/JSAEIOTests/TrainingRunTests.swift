@@ -48,12 +48,12 @@ struct TrainingRunTests {
                                    shouldStop: { calls += 1; return calls == 8 })
         #expect(outB == .interrupted(step: 7, checkpoint: CheckpointFile.path(in: root + "/b", step: 7)))
         var (resumed, rconfig, rprov) = try CheckpointFile.read(CheckpointFile.latest(in: root + "/b")!, as: T.self)
-        #expect(resumed.step == 7 && rconfig == config && rprov.shuffleBufferTokens == 12)
+        #expect(resumed.completedSteps == 7 && rconfig == config && rprov.shuffleBufferTokens == 12)
         _ = try runTraining(state: &resumed, config: rconfig,
                             stream: BatchStream<T>(reader: try ActivationsReader(acts), batch: 4, bufferBatches: 3, seed: rconfig.seed),
                             provenance: rprov, options: TrainRunOptions(outDir: root + "/b"))
         // Bit-identical: same batches, same arithmetic, moments restored exactly.
-        #expect(resumed.step == a.step)
+        #expect(resumed.completedSteps == a.completedSteps)
         #expect(resumed.model.saeIn == a.model.saeIn && resumed.model.saeOut == a.model.saeOut)
         #expect(resumed.adamIn == a.adamIn && resumed.adamOut == a.adamOut)
         // Older checkpoints were pruned to the newest two.
@@ -103,7 +103,7 @@ struct TrainingRunTests {
             e is TrainingDiverged && "\(e)".contains("step 4") && "\(e)".contains("checkpoint-000000004.h5")
         }
         let (good, _, _) = try CheckpointFile.read(CheckpointFile.latest(in: root)!, as: Float.self)
-        #expect(good.step == 4)
+        #expect(good.completedSteps == 4)
         #expect(good.model.saeIn.wEnc.allFinite && good.model.saeOut!.wDec.allFinite)
     }
 
