@@ -12,12 +12,12 @@
         N being one 1-thread --interleave-ceiling run of the reference build
         and one of the current build, back to back. Each pair gives the speed
         ratio, reference over current median step CPU time (the same FLOPs);
-        the median ratio over pairs, with
-        an order-statistic interval, is held against 1 - efficiency_drop
-        (baseline "reference", defaults AB_DEFAULTS). Exit 0: the interval
-        lies above the floor; 3: below it; 4: it spans the floor and fewer
-        than max_pairs pairs were run (with --final, or at max_pairs, the
-        median decides).
+        the median ratio over pairs, with an order-statistic interval, is
+        held against 1 - efficiency_drop (baseline "reference", defaults
+        AB_DEFAULTS). Exit 0: the interval lies above the floor; 3: below
+        it; 4: it spans the floor and fewer than max_pairs pairs were run.
+        With --final, or at max_pairs, 3 when the median is under the floor
+        and the interval under 1, else 0.
     ci/gate.py update DIR [DIR ...] [--baseline ci/baseline.json]
         Writes the running core's baseline entry: the gated 1-thread shares
         pooled over all the measurements' rounds, the other
