@@ -22,9 +22,8 @@ public struct ThreadOptions: ParsableArguments {
     /// Keeps OpenBLAS on one thread and returns the worker count for the
     /// package's loops and tiled products.
     public func apply() -> Int {
-        guard let threads else { return Parallel.onlineCores }
-        BLASThreads.set(threads)
-        return threads
+        BLASThreads.keepSerial()
+        return threads ?? Parallel.onlineCores
     }
 }
 

@@ -105,16 +105,13 @@ extension Double: JSAEScalar {
 /// depend on the thread count and no OpenBLAS thread spins beside the pool.
 public enum BLASThreads {
     /// OpenBLAS's thread count: 1 once the package has set up a workspace,
-    /// a product or a thread count.
+    /// a product or its executables' options.
     public static var count: Int { Int(openblas_get_num_threads()) }
-    /// A run's thread count is the one its `Workspace` is given; OpenBLAS
-    /// stays on one thread whatever `n` is.
-    public static func set(_ n: Int) { keepSerial() }
     public static var coreName: String { String(cString: openblas_get_corename()) }
 
     private static let serial: Void = openblas_set_num_threads(1)
     /// Puts OpenBLAS on one thread, once per process (later calls cost one
-    /// load and branch).
+    /// load and branch). A run's own thread count is its `Workspace`'s.
     @inline(__always)
-    static func keepSerial() { _ = serial }
+    public static func keepSerial() { _ = serial }
 }

@@ -9,17 +9,14 @@ struct ThreadingTests {
     /// at the edges are exercised.
     static let shape = PairShape(d: 72, dMlp: 200, mIn: 520, mOut: 456, k: 8, tokens: 300)
 
-    /// Every parameter after `steps` training steps on `threads` threads,
-    /// set as `--threads` sets them (the package's loops and BLASThreads).
+    /// Every parameter after `steps` training steps on `threads` threads
+    /// (the workspace's, as `--threads` sets them; OpenBLAS stays on one).
     static func trainedParameters<T: JSAEScalar>(_: T.Type, threads: Int, steps: Int = 3) throws -> [T] {
         let (model, x) = randomModel(shape, seed: 211)
         var state = TrainState(model: model.converted(to: T.self))
         var c = TrainConfig()
         c.batch = shape.tokens; c.totalSteps = 100; c.lambda = 0.5; c.lr = 1e-3
         c.lrWarmupFraction = 0; c.lambdaWarmupFraction = 0
-        let before = BLASThreads.count
-        BLASThreads.set(threads)
-        defer { BLASThreads.set(before) }
         let ws = state.workspace(config: c, threads: threads)
         let xt = x.converted(to: T.self)
         for _ in 0..<steps { _ = try state.step(xt, config: c, workspace: ws, report: true) }
