@@ -50,8 +50,7 @@ measure() {
 cpu_run() {
   local dir=$1 n=$2
   shift 2
-  "$bench" --preset ci --no-profile --no-fingerprint --threads 1 --steps "$STEPS" --interleave-ceiling "$@" \
-    --json "$dir/cpu-$n.json" >/dev/null 2>&1
+  one_run "$bench" "$dir/cpu-$n.json" "$STEPS" "$@"
 }
 full_run() {
   local dir=$1 full=$2
@@ -93,11 +92,12 @@ reference_binary() {
   echo "$dir/build/release/jsae-bench"
 }
 
-# one_run BIN FILE [hook args...]: one 1-thread paired run of BIN into FILE.
+# one_run BIN FILE STEPS [hook args...]: one 1-thread run of BIN with a
+# ceiling product beside every step, into FILE.
 one_run() {
-  local bin=$1 file=$2
-  shift 2
-  "$bin" --preset ci --no-profile --no-fingerprint --threads 1 --steps "$AB_STEPS" --interleave-ceiling "$@" \
+  local bin=$1 file=$2 steps=$3
+  shift 3
+  "$bin" --preset ci --no-profile --no-fingerprint --threads 1 --steps "$steps" --interleave-ceiling "$@" \
     --json "$file" >/dev/null 2>"$file.log" || {
       echo "gate: jsae-bench ($bin) failed: $(tail -n 1 "$file.log")" >&2; return 2; }
 }
@@ -113,9 +113,9 @@ ab_measure() {
   mkdir -p "$dir"
   for ((p = 1; p <= max; p++)); do
     if ((p % 2)); then
-      one_run "$ref" "$dir/ref-$p.json" && one_run "$cur" "$dir/cur-$p.json" "$@" || return 2
+      one_run "$ref" "$dir/ref-$p.json" "$AB_STEPS" && one_run "$cur" "$dir/cur-$p.json" "$AB_STEPS" "$@" || return 2
     else
-      one_run "$cur" "$dir/cur-$p.json" "$@" && one_run "$ref" "$dir/ref-$p.json" || return 2
+      one_run "$cur" "$dir/cur-$p.json" "$AB_STEPS" "$@" && one_run "$ref" "$dir/ref-$p.json" "$AB_STEPS" || return 2
     fi
     ((p >= min)) || continue
     python3 ci/gate.py ab "$dir" --label "$label" > "$out/gate.txt" && rc=0 || rc=$?
@@ -131,8 +131,7 @@ ab_measure() {
 # CONFIRM times, ROUNDS more 1-thread runs join the pool and the check is
 # repeated. A burst of load lowers the shares of the steps it overlaps, and
 # the rounds after it outweigh them in the upper quartile; a real slowdown
-# stays below the band however many rounds there are (the self-test's 15%
-# case goes through the same confirmation). Memory and fingerprint failures
+# stays below the band however many rounds there are. Memory and fingerprint failures
 # are not noise and are not re-measured.
 CONFIRM=2
 gate() {
