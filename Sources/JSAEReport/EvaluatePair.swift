@@ -122,7 +122,7 @@ public func evaluatePair(modelPath: String, activationsPath: String, outDir: Str
     let eval = try writeEvalSet(reader: reader, rows: rows, rowsOf: "\(activationsPath): \(which)" + (leaveOut ? ", special-token rows left out" : ""),
                                 mlp: model.mlp!, heldOutFile: outDir + "/data/heldout.h5", processedEmulation: !randomized)
     let run = try evaluate(model, name: evaluatedPair, data: activationsPath, lambda: lambda, eval: eval, o: o, modelPath: modelPath)
-    log("|J| > 0.01 at the true input: " + String(format: "%.2f%%", 100 * run.shares[EvaluationPoint.trueInput.rawValue]![1]))
+    log("|J| > 0.01 at the true input: " + String(format: "%.2f%%", 100 * run.headlineShare))
     let german = try germanAnalysis([run], names: [evaluatedPair], eval: eval, reader: reader, text: text, o: o,
                                     latents: (model.saeIn.m, saeOut.m))
 
@@ -146,7 +146,7 @@ public func evaluatePair(modelPath: String, activationsPath: String, outDir: Str
                                     germanVerdict: judgeGerman(german, jsae: evaluatedPair, traditional: ""), provenance: prov)
     try writeJSON(summary, to: outDir + "/summary.json")
 
-    let absJ = try ForwardFile<Float>(run.forwardFiles[EvaluationPoint.trueInput.rawValue]!).jacobian!.map { Double(abs($0)) }
+    let absJ = try ForwardFile<Float>(run.forwardFiles[.trueInput]!).jacobian!.map { Double(abs($0)) }
     try atomicWrite(Plots.jacobianDistribution([("PAIR", jsaeColor, absJ)], title: "|J| \(fromFile ? "HELD-OUT" : "ALL ROWS"), TRUE INPUT"),
                     to: outDir + "/jacobian-distribution.png")
     // An earlier evaluation of the same pair may have had German tokens where this one has none.
@@ -231,15 +231,16 @@ func renderEvaluation(_ s: EvaluationSummary, processed: Bool, randomized: Bool,
     r += "λ = \(g4(s.lambda)) (\(s.options.lambda == nil ? "the paper's rule 0.5·k²/d" : "--lambda")) enters only the loss in the forward files' attributes.\n\n"
     r += "## Jacobian sparsity (share of |J| above each threshold)\n\n| point | > 0.005 | > 0.01 | > 0.015 | > 0.02 |\n|---|---|---|---|---|\n"
     for point in EvaluationPoint.allCases {
-        r += "| \(point.rawValue) | \((run.shares[point.rawValue] ?? []).map(pct).joined(separator: " | ")) |\n"
+        r += "| \(point.rawValue) | \((run.shares[EvaluationKey(point)]?.values ?? []).map(pct).joined(separator: " | ")) |\n"
     }
     r += "\n`trueInput`: J at the true MLP input (the training loss); `reconstruction`: J of the paper's f_s at x̂. "
-    r += "Paper (Pythia-70m layer 3, 100M tokens, |J| > 0.01 at the true input): JSAE 11.3%, traditional 68.8%.\n\n"
+    r += "Paper (Pythia-70m layer 3, 100M tokens, |J| > 0.01 at the true input): JSAE \(pct(PaperFigures.jsaeShare)), traditional \(pct(PaperFigures.tradShare)).\n\n"
     r += renderThresholdCounts([run], names: [evaluatedPair])
     r += "## Reconstruction (true input)\n\n| EV in | EV out | MSE in | MSE out | L0 in | L0 out | dead in | dead out | Σ\\|J\\|/(B·k²) |\n"
     r += "|---|---|---|---|---|---|---|---|---|\n"
-    r += "| \(String(format: "%.3f | %.3f", run.explainedVarianceIn, run.explainedVarianceOut)) | \(g4(run.mseIn)) | \(g4(run.mseOut)) | "
-    r += "\(String(format: "%.1f | %.1f", run.l0In, run.l0Out)) | \(run.deadIn) of \(s.mIn) | \(run.deadOut) of \(s.mOut) | \(run.jacobianL1.map(g4) ?? "") |\n\n"
+    let x = run.metrics
+    r += "| \(String(format: "%.3f | %.3f", x.explainedVarianceIn, x.explainedVarianceOut)) | \(g4(x.mseIn)) | \(g4(x.mseOut)) | "
+    r += "\(String(format: "%.1f | %.1f", x.l0In, x.l0Out)) | \(x.deadIn) of \(s.mIn) | \(x.deadOut) of \(s.mOut) | \(x.jacobianL1.map(g4) ?? "") |\n\n"
     r += "The output SAE is measured against f(x) from the MLP above; mean y²/d over the rows \(g4(f.outputMeanSquare)). "
     r += "Dead: latents never active on the evaluated rows.\n\n"
     r += renderConnectionAnalyses([run], names: [evaluatedPair])

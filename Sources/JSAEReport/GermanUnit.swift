@@ -156,7 +156,7 @@ func germanUnit(run: String, codes f: PairCodes, mIn: Int, mOut: Int, labels: [B
 }
 
 /// The claim's verdict lines: the unit itself, and the comparison the paper implies.
-func judgeGerman(_ g: GermanAnalysis, jsae: String = RunName.jsaePretrained, traditional: String = RunName.traditionalPretrained) -> [String] {
+func judgeGerman(_ g: GermanAnalysis, jsae: String = RunID.jsaePretrained.name, traditional: String = RunID.traditionalPretrained.name) -> [String] {
     if let why = g.unavailable { return ["NOT TESTED: a German-text computational unit (paper §5.2): \(why)."] }
     guard let j = g.units.first(where: { $0.run == jsae }) else {
         return ["NOT REPRODUCED: the JSAE has a German-text output latent: no output latent of \(jsae) fires on ≥ \(GermanRule.minFirings) "
@@ -177,7 +177,7 @@ func judgeGerman(_ g: GermanAnalysis, jsae: String = RunName.jsaePretrained, tra
 
 /// The German units of the pre-trained JSAE and traditional pairs, from their true-input forward files.
 /// - latents: the pairs' m_in and m_out (nil: expansion · d, as the reproduction trains them)
-func germanAnalysis(_ runs: [RunSummary], names: [String] = [RunName.jsaePretrained, RunName.traditionalPretrained],
+func germanAnalysis(_ runs: [RunSummary], names: [String] = [RunID.jsaePretrained.name, RunID.traditionalPretrained.name],
                     eval: EvalSet, reader: ActivationsReader, text: TokenText?, o: ReproduceOptions,
                     latents: (input: Int, output: Int)? = nil) throws -> GermanAnalysis {
     var g = GermanAnalysis(rule: GermanRule.statement, units: [], unavailable: nil)
@@ -191,7 +191,7 @@ func germanAnalysis(_ runs: [RunSummary], names: [String] = [RunName.jsaePretrai
     }
     let m = latents ?? (o.expansion * reader.d, o.expansion * reader.d)
     for name in names {
-        guard let run = runs.first(where: { $0.name == name }), let path = run.forwardFiles[EvaluationPoint.trueInput.rawValue] else { continue }
+        guard let run = runs.first(where: { $0.name == name }), let path = run.forwardFiles[.trueInput] else { continue }
         let f = try ForwardFile<Float>(path)
         guard f.xHat.rows == labels.count else {
             throw JSAEError(file: path, "has \(f.xHat.rows) tokens, but \(labels.count) held-out rows were evaluated")
@@ -220,7 +220,7 @@ func writeGermanPlot(_ g: GermanAnalysis, o: ReproduceOptions) throws {
     try atomicWrite(Plots.groupedBars(groups, title: "THE GERMAN-TEXT OUTPUT LATENT OF EACH PAIR (HELD-OUT)", yLabel: "SHARE"),
                     to: o.outDir + "/german-unit.png")
     func label(_ run: String) -> String {
-        run == RunName.jsaePretrained ? "JSAE" : (run == RunName.traditionalPretrained ? "TRADITIONAL" : run.uppercased())
+        run == RunID.jsaePretrained.name ? "JSAE" : (run == RunID.traditionalPretrained.name ? "TRADITIONAL" : run.uppercased())
     }
 }
 

@@ -47,7 +47,7 @@ public func reproduceLayers(_ options: ReproduceOptions, layers: [Int], pattern:
     let lock = try openReportFolder(plan, inputs: readers, log: log)
     defer { withExtendedLifetime(lock) {} }
 
-    let runPlans = layers.flatMap { l in [RunPlan(name: "jsae-l\(l)", data: "l\(l)", lambda: lambda), RunPlan(name: "traditional-l\(l)", data: "l\(l)", lambda: 0)] }
+    let runPlans = layers.flatMap { l in [RunPlan(RunID(.jsae, .layer(l)), lambda: lambda), RunPlan(RunID(.traditional, .layer(l)), lambda: 0)] }
     let progress = PlanProgress(runPlans, steps: o.trainingSteps, runsAtOnce: o.runsAtOnce, log: log)
     let evals = try layers.enumerated().map { i, layer in try splits[i].evalSet(heldOutFile: o.outDir + "/data/heldout-l\(layer).h5", processedEmulation: true) }
     let runs = try withRunThreads(o) { perRun in
@@ -70,14 +70,13 @@ public func reproduceLayers(_ options: ReproduceOptions, layers: [Int], pattern:
                                     layers: results, provenance: prov)
     try writeJSON(summary, to: o.outDir + "/summary.json")
 
-    let s = { (r: RunSummary) in r.shares["trueInput"]![1] }
-    let shares = Plots.lines([("JSAE", jsaeColor, results.map { (Double($0.layer), s($0.jsae)) }),
-                              ("TRADITIONAL", tradColor, results.map { (Double($0.layer), s($0.traditional)) })],
+    let shares = Plots.lines([("JSAE", jsaeColor, results.map { (Double($0.layer), $0.jsae.headlineShare) }),
+                              ("TRADITIONAL", tradColor, results.map { (Double($0.layer), $0.traditional.headlineShare) })],
                              references: [("PAPER L3", jsaeColor, 3, PaperFigures.jsaeShare), ("PAPER L3", tradColor, 3, PaperFigures.tradShare)],
                              title: "SHARE OF |J| > 0.01 BY LAYER (HELD-OUT)", xLabel: "LAYER", yLabel: "SHARE", percent: true, logX: false)
     try atomicWrite(shares, to: o.outDir + "/layers-shares.png")
-    let ev = Plots.lines([("JSAE", jsaeColor, results.map { (Double($0.layer), ($0.jsae.explainedVarianceIn + $0.jsae.explainedVarianceOut) / 2) }),
-                          ("TRADITIONAL", tradColor, results.map { (Double($0.layer), ($0.traditional.explainedVarianceIn + $0.traditional.explainedVarianceOut) / 2) })],
+    let ev = Plots.lines([("JSAE", jsaeColor, results.map { (Double($0.layer), $0.jsae.metrics.meanExplainedVariance) }),
+                          ("TRADITIONAL", tradColor, results.map { (Double($0.layer), $0.traditional.metrics.meanExplainedVariance) })],
                          title: "MEAN EXPLAINED VARIANCE BY LAYER", xLabel: "LAYER", yLabel: "EV", percent: false, logX: false)
     try atomicWrite(ev, to: o.outDir + "/layers-ev.png")
     let report = renderLayersReport(summary, lambda: lambda, d: d, m: m, o: o)
@@ -89,20 +88,21 @@ public func reproduceLayers(_ options: ReproduceOptions, layers: [Int], pattern:
 func renderLayersReport(_ s: LayerSweepSummary, lambda: Double, d: Int, m: Int, o: ReproduceOptions) -> String {
     func pct(_ v: Double) -> String { String(format: "%.1f%%", 100 * v) }
     func f3(_ v: Double) -> String { String(format: "%.3f", v) }
-    let sh = { (r: RunSummary) in r.shares["trueInput"]![1] }
+    let sh = { (r: RunSummary) in r.headlineShare }
     var r = "# JSAE reproduction: all layers\n\n"
     r += "Data: `\(s.options["pretrained"]!)` for layers \(s.options["layers"]!) (\(s.layers.first?.data.sourceModel ?? "unknown model"), pre-trained). "
     r += "Per layer, a JSAE pair (λ \(String(format: "%.4g", lambda)), the paper's rule 0.5·k²/d) and a traditional pair (λ 0): d \(d), m \(m) (expansion \(o.expansion)), k \(o.k), "
     r += "\(o.trainingSteps) steps of \(o.batch) tokens (\(o.trainingSteps * o.batch) tokens per run, one pass), lr \(o.lr), seed \(o.seed). "
     r += "Held-out tokens: the first \(o.evalTokens.map(String.init) ?? "all") of each file's held-out documents"
     r += o.excludeSpecial ? ", special-token rows left out of training and evaluation.\n\n" : ", special-token rows kept.\n\n"
-    r += "The paper shows per-layer Jacobian sparsity for Pythia models; its layer-3 Pythia-70m figures (11.3% JSAE, 68.8% traditional, after 100M tokens) are the only per-layer numbers in docs/jsae-spec.md, marked in the plot.\n\n"
+    r += "The paper shows per-layer Jacobian sparsity for Pythia models; its layer-3 Pythia-70m figures (\(pct(PaperFigures.jsaeShare)) JSAE, \(pct(PaperFigures.tradShare)) traditional, after 100M tokens) are the only per-layer numbers in docs/jsae-spec.md, marked in the plot.\n\n"
     r += "| layer | JSAE > 0.01 | traditional > 0.01 | ratio | EV in / out JSAE | EV in / out traditional | dead in / out JSAE | training rows | wall JSAE / trad. |\n"
     r += "|---|---|---|---|---|---|---|---|---|\n"
     for l in s.layers {
         r += "| \(l.layer) | \(pct(sh(l.jsae))) | \(pct(sh(l.traditional))) | \(String(format: "%.1f×", sh(l.traditional) / max(sh(l.jsae), 1e-12))) | "
-        r += "\(f3(l.jsae.explainedVarianceIn)) / \(f3(l.jsae.explainedVarianceOut)) | \(f3(l.traditional.explainedVarianceIn)) / \(f3(l.traditional.explainedVarianceOut)) | "
-        r += "\(l.jsae.deadIn) / \(l.jsae.deadOut) | \(l.data.trainingRows) | \(l.jsae.wallSeconds.map { duration($0) } ?? "") / \(l.traditional.wallSeconds.map { duration($0) } ?? "") |\n"
+        let (j, t) = (l.jsae.metrics, l.traditional.metrics)
+        r += "\(f3(j.explainedVarianceIn)) / \(f3(j.explainedVarianceOut)) | \(f3(t.explainedVarianceIn)) / \(f3(t.explainedVarianceOut)) | "
+        r += "\(j.deadIn) / \(j.deadOut) | \(l.data.trainingRows) | \(l.jsae.wallSeconds.map { duration($0) } ?? "") / \(l.traditional.wallSeconds.map { duration($0) } ?? "") |\n"
     }
     r += "\n![shares by layer](layers-shares.png)\n\n![EV by layer](layers-ev.png)\n\n"
     r += "## A German-text computational unit per layer (paper §5.2)\n\n"

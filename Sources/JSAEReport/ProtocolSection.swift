@@ -2,13 +2,6 @@ import Foundation
 import JSAECore
 import JSAEIO
 
-/// The reproduction's run names, as summary.json and runs/ spell them.
-enum RunName {
-    static let jsaePretrained = "jsae-pretrained", traditionalPretrained = "traditional-pretrained"
-    static let jsaeRandomized = "jsae-randomized", traditionalRandomized = "traditional-randomized"
-    static let main = [jsaePretrained, traditionalPretrained, jsaeRandomized, traditionalRandomized]
-}
-
 /// What the harness measures cheaply, on the trained runs, about its
 /// differences from the authors' set-up (the report's Protocol section).
 public struct ProtocolMeasurements: Codable, Sendable {
@@ -28,7 +21,7 @@ func protocolMeasurements(_ runs: [RunSummary], splits: [String: DataSplit], eva
     var m = ProtocolMeasurements()
     guard let split = splits["pretrained"], let eval = evalSets["pretrained"] else { return m }
     let reader = split.reader
-    let pretrained = runs.filter { $0.data == "pretrained" && RunName.main.contains($0.name) }
+    let pretrained = runs.filter { $0.data == "pretrained" && RunID(name: $0.name).map(RunID.main.contains) == true }
     if o.excludeSpecial, let special = split.special {
         let rows = RowSelection(split.heldStart..<reader.tokens) { special[$0] }.prefix(4096)
         if rows.count > 0 {
@@ -37,7 +30,7 @@ func protocolMeasurements(_ runs: [RunSummary], splits: [String: DataSplit], eva
             var shares: [String: Double] = [:]
             for run in pretrained {
                 let model: JSAEModel<Float> = try ModelFile.read(o.outDir + "/runs/\(run.name)/model.h5")
-                shares[run.name] = evaluateSnapshot(model, eval: set, step: 0, batch: 1, threads: o.threads).shares[1]
+                shares[run.name] = evaluateSnapshot(model, eval: set, step: 0, batch: 1, threads: o.threads).shares.headline
             }
             m.specialRows = rows.count; m.specialRowShares = shares
         }
@@ -48,7 +41,7 @@ func protocolMeasurements(_ runs: [RunSummary], splits: [String: DataSplit], eva
         m.storedYRelativeDifference = (squaredDistance(stored, eval.y) / max(norm, 1e-300)).squareRoot()
         var ev: [String: Double] = [:]
         for run in pretrained {
-            guard let path = run.forwardFiles[EvaluationPoint.trueInput.rawValue] else { continue }
+            guard let path = run.forwardFiles[.trueInput] else { continue }
             let f = try ForwardFile<Float>(path)
             if let yHat = f.yHat { ev[run.name] = explainedVariance(stored, yHat) }
         }
@@ -62,14 +55,14 @@ private func interval(_ p: Proportion) -> String { "\(pct(p.share)) [\(pct(p.low
 
 /// The headline share counted three ways, per run, at the true input.
 /// - names: the runs shown (`jsae evaluate` shows its one pair)
-func renderThresholdCounts(_ runs: [RunSummary], names: [String] = RunName.main) -> String {
+func renderThresholdCounts(_ runs: [RunSummary], names: [String] = RunID.main.map(\.name)) -> String {
     var r = "### The headline share as the authors count it\n\n"
     r += "The authors' `runners/histogram.py` pools all k² entries of every token into a histogram over [0, 1.1] in 0.001 bins, "
     r += "and their notebook counts the bins from t up: |J| ≥ t, with entries above 1.1 outside the histogram. This report's headline counts |J| > t.\n\n"
     r += "| run | > 0.01 (this report) | ≥ 0.01 | ≥ 0.01 and ≤ 1.1 (authors) | entries with \\|J\\| = 0.01 exactly | entries above 1.1 | ≥ 0.005 / 0.015 / 0.02 (authors) |\n"
     r += "|---|---|---|---|---|---|---|\n"
     for run in runs where names.contains(run.name) {
-        guard let c = run.thresholdCounts?[EvaluationPoint.trueInput.rawValue] else { continue }
+        guard let c = run.thresholdCounts?[.trueInput] else { continue }
         let above11 = c.atLeast[0] - c.atLeastWithinHistogram[0]
         let others = [0, 2, 3].map { pct(c.sharesAuthors[$0]) }.joined(separator: " / ")
         r += "| \(run.name) | \(pct(c.sharesAbove[1])) | \(pct(c.sharesAtLeast[1])) | \(pct(c.sharesAuthors[1])) | \(c.atLeast[1] - c.above[1]) of \(c.entries) | \(above11) | \(others) |\n"
@@ -79,7 +72,7 @@ func renderThresholdCounts(_ runs: [RunSummary], names: [String] = RunName.main)
 
 /// Linearity and ablation, every run and variant, with 95% Wilson intervals.
 /// - names: the runs shown (`jsae evaluate` shows its one pair)
-func renderConnectionAnalyses(_ runs: [RunSummary], names: [String] = RunName.main) -> String {
+func renderConnectionAnalyses(_ runs: [RunSummary], names: [String] = RunID.main.map(\.name)) -> String {
     var r = "## f_s linearity and ablation\n\n"
     r += "Two variants (`ConnectionAnalyses.swift`); the verdicts use the authors'.\n\n"
     r += "- **authors**: as `runners/linear.py` and `runners/ablation.py` at b73cadb do it: at the true input x, K2 from the output SAE on f(x); "
@@ -97,14 +90,18 @@ func renderConnectionAnalyses(_ runs: [RunSummary], names: [String] = RunName.ma
             r += "\(interval(a.other)) | \(interval(a.ablationAgrees)) | \(a.linear.total) / \(a.ablationAgrees.total) | \(String(format: "%.0f", a.seconds)) |\n"
         }
     }
-    r += "\nPaper (Pythia-410m layer 15, as their figure's files name it): JSAE 86.8 / 10.4 / 2.8% linear / JumpReLU / other, traditional 71.9 / 14.5 / 13.6%; "
-    r += "ablation agrees in 97.5% (their notebook's stored output for that file: 97.7%).\n\n"
+    func shares(_ l: [String: Double]) -> String {
+        ["linear", "JumpReLU", "other"].map { String(format: "%.3g", 100 * l[$0]!) }.joined(separator: " / ") + "%"
+    }
+    r += "\nPaper (Pythia-410m layer 15, as their figure's files name it): JSAE \(shares(PaperFigures.jsaeLinearity)) linear / JumpReLU / other, "
+    r += "traditional \(shares(PaperFigures.tradLinearity)); "
+    r += "ablation agrees in \(PaperFigures.percent(PaperFigures.ablation)) (their notebook's stored output for that file: \(PaperFigures.percent(PaperFigures.ablationNotebook))).\n\n"
     return r
 }
 
 /// The processed-model emulation's headline next to the consistent one.
 func renderProcessed(_ runs: [RunSummary]) -> String {
-    let rows = runs.filter { $0.thresholdCounts?["processed-trueInput"] != nil }
+    let rows = runs.filter { $0.thresholdCounts?[.processedTrueInput] != nil }
     var r = "## The authors' analysis path, emulated\n\n"
     r += "The authors train on the model loaded without processing (`jacobian_saes/load_model.py`: `from_pretrained_no_processing`), "
     r += "but their analysis scripts (`runners/histogram.py`, `runners/linear.py`, `runners/ablation.py`, through `jacobian_saes/utils.py`'s "
@@ -115,7 +112,7 @@ func renderProcessed(_ runs: [RunSummary]) -> String {
     guard !rows.isEmpty else { return r + "Not measured: the pre-trained activations file has no `/ln_in` (exporter before v3).\n\n" }
     r += "| run | model | \\|J\\| > 0.01 | ≥ 0.01 and ≤ 1.1 (authors' count) | linear (authors' variant) | ablation agrees (authors' variant) |\n|---|---|---|---|---|---|\n"
     for run in rows {
-        for (key, path) in [("trueInput", ModelPath.consistent), ("processed-trueInput", ModelPath.processed)] {
+        for (key, path) in [(EvaluationKey.trueInput, ModelPath.consistent), (.processedTrueInput, .processed)] {
             guard let c = run.thresholdCounts?[key] else { continue }
             let a = run.analyses?.first { $0.variant == .authors && $0.path == path }
             r += "| \(run.name) | \(path == .consistent ? "as trained" : "processed (the authors' analysis path)") | \(pct(c.sharesAbove[1])) | \(pct(c.sharesAuthors[1])) | "
@@ -127,9 +124,9 @@ func renderProcessed(_ runs: [RunSummary]) -> String {
 
 /// One row per difference from the authors' set-up, with the measured effect where the harness measures it.
 func renderProtocol(_ s: ReproduceSummary, o: ReproduceOptions) -> String {
-    let runs = s.runs.filter { RunName.main.contains($0.name) }
+    let runs = s.runs.filter { RunID(name: $0.name).map(RunID.main.contains) == true }
     func run(_ n: String) -> RunSummary? { runs.first { $0.name == n } }
-    func share(_ n: String, _ key: String = "trueInput") -> String { run(n)?.thresholdCounts?[key].map { pct($0.sharesAbove[1]) } ?? "n/a" }
+    func share(_ n: String, _ key: EvaluationKey = .trueInput) -> String { run(n)?.thresholdCounts?[key].map { pct(JacobianShares($0).headline) } ?? "n/a" }
     let m = s.protocolMeasurements
     let pre = s.data?["pretrained"], rnd = s.data?["randomized"]
     var rows: [(String, String, String, String, String)] = []
@@ -138,12 +135,12 @@ func renderProtocol(_ s: ReproduceSummary, o: ReproduceOptions) -> String {
                  "TransformerLens `init_weights()`: every W_* from N(0, (0.8/√d_model)²), biases and LayerNorm kept",
                  "the authors' rule, so that the control's MLP output has the pre-trained scale the fixed thresholds and λ assume",
                  ratio.map { String(format: "mean y²/d randomised / pre-trained = %.3g / %.3g = %.2f", rnd!.outputMeanSquare, pre!.outputMeanSquare, $0) } ?? "n/a"))
-    let counts = run(RunName.jsaePretrained)?.thresholdCounts?["trueInput"]
+    let counts = run(RunID.jsaePretrained.name)?.thresholdCounts?[.trueInput]
     rows.append(("threshold", "|J| > t", "|J| ≥ t, within their histogram's [0, 1.1]",
                  "a strict threshold is the spec's; both are reported",
                  counts.map { "\($0.atLeast[1] - $0.above[1]) entries of \($0.entries) equal 0.01 exactly; \($0.atLeast[0] - $0.atLeastWithinHistogram[0]) exceed 1.1 (JSAE pre-trained); table above" } ?? "n/a"))
-    let authors = run(RunName.jsaePretrained)?.analyses?.first { $0.variant == .authors && $0.path == .consistent }
-    let xhat = run(RunName.jsaePretrained)?.analyses?.first { $0.variant == .reconstruction }
+    let authors = run(RunID.jsaePretrained.name)?.analyses?.first { $0.variant == .authors && $0.path == .consistent }
+    let xhat = run(RunID.jsaePretrained.name)?.analyses?.first { $0.variant == .reconstruction }
     rows.append(("linearity and ablation: point and pairs", "the authors' variant (verdicts) and the x̂ variant",
                  "true input; random slot pairs with zero-valued latents (linearity), diagonal slot pairs (ablation); the scripts' defaults are 1M and 10M samples (the figures' counts are not recorded)",
                  "the paper defines f_s at x̂; their code measures at x: both are reported",
@@ -151,13 +148,13 @@ func renderProtocol(_ s: ReproduceSummary, o: ReproduceOptions) -> String {
     rows.append(("analysis path of pre-trained models", "the pair on the model it was trained on",
                  "TransformerLens' processed model (folded LayerNorm, centred writing weights) as their scripts load it",
                  "consistent with training; their path is emulated beside it",
-                 run(RunName.jsaePretrained)?.thresholdCounts?["processed-trueInput"] != nil
-                    ? "JSAE pre-trained |J| > 0.01: \(share(RunName.jsaePretrained)) as trained, \(share(RunName.jsaePretrained, "processed-trueInput")) processed; traditional \(share(RunName.traditionalPretrained)) vs \(share(RunName.traditionalPretrained, "processed-trueInput"))"
+                 run(RunID.jsaePretrained.name)?.thresholdCounts?[.processedTrueInput] != nil
+                    ? "JSAE pre-trained |J| > 0.01: \(share(RunID.jsaePretrained.name)) as trained, \(share(RunID.jsaePretrained.name, .processedTrueInput)) processed; traditional \(share(RunID.traditionalPretrained.name)) vs \(share(RunID.traditionalPretrained.name, .processedTrueInput))"
                     : "not measured (no /ln_in in the file)"))
     if let n = m?.specialRows, let sh = m?.specialRowShares {
         rows.append(("special tokens", "[CLS]/[SEP] rows left out of training and evaluation", "no position dropped in training (whether position 0 is a BOS token depends on their pre-tokenised data set); position 0 (TransformerLens' BOS) dropped in every analysis",
                      "sequence markers, not text, with outlier norms (Data table)",
-                     "|J| > 0.01 on \(n) held-out special rows: JSAE \(sh[RunName.jsaePretrained].map(pct) ?? "n/a"), traditional \(sh[RunName.traditionalPretrained].map(pct) ?? "n/a") (on text rows \(share(RunName.jsaePretrained)), \(share(RunName.traditionalPretrained))); the effect on training is not measured"))
+                     "|J| > 0.01 on \(n) held-out special rows: JSAE \(sh[RunID.jsaePretrained.name].map(pct) ?? "n/a"), traditional \(sh[RunID.traditionalPretrained.name].map(pct) ?? "n/a") (on text rows \(share(RunID.jsaePretrained.name)), \(share(RunID.traditionalPretrained.name))); the effect on training is not measured"))
     } else {
         rows.append(("special tokens", o.excludeSpecial ? "left out (none marked in the file)" : "kept (--include-special)", "no position dropped in training; position 0 dropped in analyses", "", "not measured"))
     }

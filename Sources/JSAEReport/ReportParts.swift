@@ -3,22 +3,24 @@ import JSAECore
 import JSAEIO
 
 func writePlots(_ runs: [RunSummary], o: ReproduceOptions) throws {
-    func run(_ n: String) -> RunSummary { runs.first { $0.name == n }! }
+    let main = try MainRuns(runs)
     func absJ(_ r: RunSummary) throws -> [Double] {
-        try ForwardFile<Float>(r.forwardFiles["trueInput"]!).jacobian!.map { Double(abs($0)) }
+        guard let path = r.forwardFiles[.trueInput] else { throw JSAEError("\(r.name) names no true-input forward file") }
+        let f = try ForwardFile<Float>(path)
+        guard let J = f.jacobian else { throw JSAEError(file: path, "holds no Jacobian") }
+        return J.map { Double(abs($0)) }
     }
     let dist = Plots.jacobianDistribution(
-        [("JSAE", jsaeColor, try absJ(run("jsae-pretrained"))), ("TRADITIONAL", tradColor, try absJ(run("traditional-pretrained")))],
+        [("JSAE", jsaeColor, try absJ(main.jsaePretrained)), ("TRADITIONAL", tradColor, try absJ(main.traditionalPretrained))],
         title: "|J| PRE-TRAINED, HELD-OUT, TRUE INPUT")
     try atomicWrite(dist, to: o.outDir + "/jacobian-distribution.png")
-    let s = { (r: RunSummary) in r.shares["trueInput"]![1] }
     let bars = Plots.groupedBars([
-        ("PRE-TRAINED", [("JSAE", jsaeColor, s(run("jsae-pretrained"))), ("TRADITIONAL", tradColor, s(run("traditional-pretrained")))]),
-        ("RANDOMISED", [("JSAE", jsaeColor, s(run("jsae-randomized"))), ("TRADITIONAL", tradColor, s(run("traditional-randomized")))]),
+        ("PRE-TRAINED", [("JSAE", jsaeColor, main.jsaePretrained.headlineShare), ("TRADITIONAL", tradColor, main.traditionalPretrained.headlineShare)]),
+        ("RANDOMISED", [("JSAE", jsaeColor, main.jsaeRandomized.headlineShare), ("TRADITIONAL", tradColor, main.traditionalRandomized.headlineShare)]),
     ], title: "SHARE OF |J| > 0.01", yLabel: "SHARE")
     try atomicWrite(bars, to: o.outDir + "/sparsity-bars.png")
-    let sweep = runs.filter { $0.data == "pretrained" }.sorted { $0.lambda < $1.lambda }
-        .map { (String(format: "L=%.2g", $0.lambda), s($0), ($0.explainedVarianceIn + $0.explainedVarianceOut) / 2) }
+    let sweep = runs.filter { $0.data == RunID.Data.pretrained.key }.sorted { $0.lambda < $1.lambda }
+        .map { (String(format: "L=%.2g", $0.lambda), $0.headlineShare, $0.metrics.meanExplainedVariance) }
     let sc = Plots.scatter(sweep, title: "SPARSITY VS RECONSTRUCTION (L = LAMBDA)", xLabel: "SHARE OF |J| > 0.01", yLabel: "MEAN EXPLAINED VARIANCE")
     try atomicWrite(sc, to: o.outDir + "/lambda-sweep.png")
 }
@@ -27,25 +29,25 @@ func writePlots(_ runs: [RunSummary], o: ReproduceOptions) throws {
 /// ratio and the mean explained variance against training tokens, with the
 /// paper's endpoint (100M tokens) beside them.
 func writeScalePlots(_ runs: [RunSummary], o: ReproduceOptions) throws {
-    func curve(_ n: String) -> [Snapshot] { runs.first { $0.name == n }?.snapshots ?? [] }
-    let names = [("JSAE PRE-TRAINED", jsaeColor, "jsae-pretrained"), ("TRADITIONAL PRE-TRAINED", tradColor, "traditional-pretrained"),
-                 ("JSAE RANDOMISED", jsaeLight, "jsae-randomized"), ("TRADITIONAL RANDOMISED", tradLight, "traditional-randomized")]
+    func curve(_ id: RunID) -> [Snapshot] { runs[id]?.snapshots ?? [] }
+    let names: [(String, RGB, RunID)] = [("JSAE PRE-TRAINED", jsaeColor, .jsaePretrained), ("TRADITIONAL PRE-TRAINED", tradColor, .traditionalPretrained),
+                                         ("JSAE RANDOMISED", jsaeLight, .jsaeRandomized), ("TRADITIONAL RANDOMISED", tradLight, .traditionalRandomized)]
     let paperTokens = Double(PaperFigures.tokens)
-    let shares = Plots.lines(names.map { ($0.0, $0.1, curve($0.2).map { (Double($0.tokens), $0.shares[1]) }) },
+    let shares = Plots.lines(names.map { ($0.0, $0.1, curve($0.2).map { (Double($0.tokens), $0.shares.headline) }) },
                              references: [("PAPER", jsaeColor, paperTokens, PaperFigures.jsaeShare), ("PAPER", tradColor, paperTokens, PaperFigures.tradShare),
                                           ("PAPER", jsaeLight, paperTokens, PaperFigures.jsaeShareRandom), ("PAPER", tradLight, paperTokens, PaperFigures.tradShareRandom)],
                              title: "SHARE OF |J| > 0.01 VS TRAINING TOKENS (HELD-OUT)", xLabel: "TRAINING TOKENS", yLabel: "SHARE", percent: true)
     try atomicWrite(shares, to: o.outDir + "/scale-shares.png")
-    func ratio(_ t: String, _ j: String) -> [(Double, Double)] {
-        zip(curve(t), curve(j)).map { (Double($1.tokens), $0.shares[1] / max($1.shares[1], 1e-12)) }
+    func ratio(_ t: RunID, _ j: RunID) -> [(Double, Double)] {
+        zip(curve(t), curve(j)).map { (Double($1.tokens), $0.shares.headline / max($1.shares.headline, 1e-12)) }
     }
-    let ratios = Plots.lines([("PRE-TRAINED", jsaeColor, ratio("traditional-pretrained", "jsae-pretrained")),
-                              ("RANDOMISED", jsaeLight, ratio("traditional-randomized", "jsae-randomized"))],
-                             references: [("PAPER", jsaeColor, paperTokens, PaperFigures.tradShare / PaperFigures.jsaeShare),
-                                          ("PAPER", jsaeLight, paperTokens, PaperFigures.tradShareRandom / PaperFigures.jsaeShareRandom)],
+    let ratios = Plots.lines([("PRE-TRAINED", jsaeColor, ratio(.traditionalPretrained, .jsaePretrained)),
+                              ("RANDOMISED", jsaeLight, ratio(.traditionalRandomized, .jsaeRandomized))],
+                             references: [("PAPER", jsaeColor, paperTokens, PaperFigures.ratio),
+                                          ("PAPER", jsaeLight, paperTokens, PaperFigures.ratioRandom)],
                              title: "TRADITIONAL / JSAE SHARE OF |J| > 0.01", xLabel: "TRAINING TOKENS", yLabel: "RATIO", percent: false)
     try atomicWrite(ratios, to: o.outDir + "/scale-ratio.png")
-    let ev = Plots.lines(names.map { ($0.0, $0.1, curve($0.2).map { (Double($0.tokens), ($0.explainedVarianceIn + $0.explainedVarianceOut) / 2) }) },
+    let ev = Plots.lines(names.map { ($0.0, $0.1, curve($0.2).map { (Double($0.tokens), $0.metrics.meanExplainedVariance) }) },
                          title: "MEAN EXPLAINED VARIANCE (IN, OUT) VS TRAINING TOKENS", xLabel: "TRAINING TOKENS", yLabel: "EV", percent: false)
     try atomicWrite(ev, to: o.outDir + "/scale-ev.png")
 }
@@ -85,9 +87,12 @@ struct Connection {
 /// forward file, and each latent's top-activating evaluated tokens (their
 /// codes are in the same file, so nothing is recomputed or loaded whole).
 func strongestConnections(_ model: JSAEModel<Float>, run: RunSummary, eval: EvalSet, text: TokenText?, o: ReproduceOptions) throws -> [Connection] {
-    let f = try ForwardFile<Float>(run.forwardFiles["trueInput"]!)
-    let k = f.k, T = f.xHat.rows, mIn = model.saeIn.m, mOut = model.saeOut!.m
-    let J = f.jacobian!, outIdx = f.outIndices!
+    guard let path = run.forwardFiles[.trueInput] else { throw JSAEError("\(run.name) names no true-input forward file") }
+    let f = try ForwardFile<Float>(path)
+    guard let J = f.jacobian, let outIdx = f.outIndices, let outValues = f.outValues, let saeOut = model.saeOut else {
+        throw JSAEError(file: path, "holds no Jacobian or output codes")
+    }
+    let k = f.k, T = f.xHat.rows, mIn = model.saeIn.m, mOut = saeOut.m
     // A dense mIn × mOut table when it is small enough (16M entries), else a dictionary.
     var dense = mIn * mOut <= 1 << 24 ? [Double](repeating: 0, count: mIn * mOut) : []
     var sparse: [Int: Double] = [:]
@@ -105,7 +110,7 @@ func strongestConnections(_ model: JSAEModel<Float>, run: RunSummary, eval: Eval
     }
     return top.map { key, sum in
         Connection(input: key / mOut, output: key % mOut, meanAbsJ: sum / Double(T),
-                   inputExamples: examples(f.inIndices, f.inValues, key / mOut), outputExamples: examples(outIdx, f.outValues!, key % mOut))
+                   inputExamples: examples(f.inIndices, f.inValues, key / mOut), outputExamples: examples(outIdx, outValues, key % mOut))
     }
 }
 
@@ -113,11 +118,7 @@ func renderReport(_ s: ReproduceSummary, lambda: Double, d: Int, m: Int, o: Repr
     func pct(_ v: Double) -> String { String(format: "%.1f%%", 100 * v) }
     func f3(_ v: Double) -> String { String(format: "%.3f", v) }
     func g4(_ v: Double) -> String { String(format: "%.4g", v) }
-    let main = s.runs.filter { !$0.name.hasPrefix("sweep") }
-    let paper: [String: (Double, String)] = [
-        "jsae-pretrained": (PaperFigures.jsaeShare, "11.3%"), "traditional-pretrained": (PaperFigures.tradShare, "68.8%"),
-        "jsae-randomized": (PaperFigures.jsaeShareRandom, "33.6%"), "traditional-randomized": (PaperFigures.tradShareRandom, "86.9%"),
-    ]
+    let main = RunID.main.compactMap { s.runs[$0] }
     let pre = s.data?["pretrained"]
     var r = "# JSAE reproduction report (\(o.mode) mode)\n\n"
     r += "Data: `\(s.options["pretrained"]!)` and its randomised control `\(s.options["randomized"]!)`"
@@ -147,9 +148,10 @@ func renderReport(_ s: ReproduceSummary, lambda: Double, d: Int, m: Int, o: Repr
     r += "## Jacobian sparsity (share of |J| above each threshold, held-out tokens)\n\n"
     r += "| run | point | > 0.005 | > 0.01 | > 0.015 | > 0.02 | paper, > 0.01 |\n|---|---|---|---|---|---|---|\n"
     for run in main {
-        for point in ["trueInput", "reconstruction"] {
-            let sh = run.shares[point]!
-            r += "| \(run.name) | \(point) | \(sh.map(pct).joined(separator: " | ")) | \(point == "trueInput" ? (paper[run.name]?.1 ?? "") : "") |\n"
+        for point in EvaluationPoint.allCases {
+            let sh = run.shares[EvaluationKey(point)]?.values.map(pct) ?? Array(repeating: "", count: JacobianThreshold.allCases.count)
+            let paper = point == .trueInput ? RunID(name: run.name).flatMap(PaperFigures.share).map(pct) ?? "" : ""
+            r += "| \(run.name) | \(point.rawValue) | \(sh.joined(separator: " | ")) | \(paper) |\n"
         }
     }
     r += "\n`trueInput`: J at the true MLP input (the training loss); `reconstruction`: J of the paper's f_s at x̂.\n\n"
@@ -157,45 +159,51 @@ func renderReport(_ s: ReproduceSummary, lambda: Double, d: Int, m: Int, o: Repr
     r += "## Reconstruction (held-out, true input)\n\n"
     r += "| run | EV in | EV out | MSE in | MSE out | L0 in | L0 out | dead in | dead out |\n|---|---|---|---|---|---|---|---|---|\n"
     for run in main {
-        r += "| \(run.name) | \(f3(run.explainedVarianceIn)) | \(f3(run.explainedVarianceOut)) | \(g4(run.mseIn)) | "
-        r += "\(g4(run.mseOut)) | \(String(format: "%.1f", run.l0In)) | \(String(format: "%.1f", run.l0Out)) | \(run.deadIn) | \(run.deadOut) |\n"
+        let x = run.metrics
+        r += "| \(run.name) | \(f3(x.explainedVarianceIn)) | \(f3(x.explainedVarianceOut)) | \(g4(x.mseIn)) | "
+        r += "\(g4(x.mseOut)) | \(String(format: "%.1f", x.l0In)) | \(String(format: "%.1f", x.l0Out)) | \(x.deadIn) | \(x.deadOut) |\n"
     }
     r += "\nDead: latents never active on the held-out tokens (of \(m)).\n\n"
     if main.allSatisfy({ $0.snapshots != nil }) {
         r += "## Scale curve (held-out, true input)\n\n"
         r += "| tokens | JSAE > 0.01 | traditional > 0.01 | ratio | EV in / out JSAE | EV in / out traditional | JSAE rnd > 0.01 | trad. rnd > 0.01 | ratio rnd | EV out JSAE rnd / trad. rnd |\n"
         r += "|---|---|---|---|---|---|---|---|---|---|\n"
-        func curve(_ n: String) -> [Snapshot] { main.first { $0.name == n }?.snapshots ?? [] }
-        let jp = curve("jsae-pretrained"), tp = curve("traditional-pretrained"), jr = curve("jsae-randomized"), tr = curve("traditional-randomized")
+        func curve(_ id: RunID) -> [Snapshot] { s.runs[id]?.snapshots ?? [] }
+        let jp = curve(.jsaePretrained), tp = curve(.traditionalPretrained), jr = curve(.jsaeRandomized), tr = curve(.traditionalRandomized)
+        let times = PaperFigures.times
         for i in 0..<min(jp.count, tp.count, jr.count, tr.count) {
-            r += "| \(jp[i].tokens) | \(pct(jp[i].shares[1])) | \(pct(tp[i].shares[1])) | \(String(format: "%.1f×", tp[i].shares[1] / max(jp[i].shares[1], 1e-12))) | "
-            r += "\(f3(jp[i].explainedVarianceIn)) / \(f3(jp[i].explainedVarianceOut)) | \(f3(tp[i].explainedVarianceIn)) / \(f3(tp[i].explainedVarianceOut)) | "
-            r += "\(pct(jr[i].shares[1])) | \(pct(tr[i].shares[1])) | \(String(format: "%.1f×", tr[i].shares[1] / max(jr[i].shares[1], 1e-12))) | "
-            r += "\(f3(jr[i].explainedVarianceOut)) / \(f3(tr[i].explainedVarianceOut)) |\n"
+            let (j, t, jrm, trm) = (jp[i].metrics, tp[i].metrics, jr[i].metrics, tr[i].metrics)
+            let (js, ts, jrs, trs) = (jp[i].shares.headline, tp[i].shares.headline, jr[i].shares.headline, tr[i].shares.headline)
+            r += "| \(jp[i].tokens) | \(pct(js)) | \(pct(ts)) | \(times(ts / max(js, 1e-12))) | "
+            r += "\(f3(j.explainedVarianceIn)) / \(f3(j.explainedVarianceOut)) | \(f3(t.explainedVarianceIn)) / \(f3(t.explainedVarianceOut)) | "
+            r += "\(pct(jrs)) | \(pct(trs)) | \(times(trs / max(jrs, 1e-12))) | "
+            r += "\(f3(jrm.explainedVarianceOut)) / \(f3(trm.explainedVarianceOut)) |\n"
         }
-        r += "| paper, 100M | 11.3% | 68.8% | 6.1× | | | 33.6% | 86.9% | 2.6× | |\n\n"
+        r += "| paper, 100M | \(pct(PaperFigures.jsaeShare)) | \(pct(PaperFigures.tradShare)) | \(times(PaperFigures.ratio)) | | | "
+        r += "\(pct(PaperFigures.jsaeShareRandom)) | \(pct(PaperFigures.tradShareRandom)) | \(times(PaperFigures.ratioRandom)) | |\n\n"
         r += "Snapshots are the same runs part-way through their schedule (learning rate not yet decayed), not separate shorter runs.\n\n"
         r += "![shares](scale-shares.png)\n\n![ratio](scale-ratio.png)\n\n![EV](scale-ev.png)\n\n"
     }
-    if let data = s.data, let jp = main.first(where: { $0.name == "jsae-pretrained" }), let jr = main.first(where: { $0.name == "jsae-randomized" }),
-       let jl = jp.jacobianL1, let jrl = jr.jacobianL1 {
+    if let data = s.data, let jp = s.runs[.jsaePretrained], let jr = s.runs[.jsaeRandomized],
+       let jl = jp.metrics.jacobianL1, let jrl = jr.metrics.jacobianL1 {
         r += "## The randomised control's scale\n\n"
         r += "λ multiplies a Jacobian term whose size does not scale with the MLP's output, while the reconstruction terms do. "
         r += "If the randomised model's outputs are much smaller, the same λ weighs the Jacobian far more heavily there:\n\n"
         r += "| JSAE run | mean y²/d | MSE out | Jacobian term Σ\\|J\\|/(B·k²) | λ × term | λ × term / MSE out |\n|---|---|---|---|---|---|\n"
-        for (run, l1, key) in [(jp, jl, "pretrained"), (jr, jrl, "randomized")] {
-            r += "| \(run.name) | \(g4(data[key]?.outputMeanSquare ?? .nan)) | \(g4(run.mseOut)) | \(g4(l1)) | \(g4(lambda * l1)) | \(g4(lambda * l1 / max(run.mseOut, 1e-30))) |\n"
+        for (run, l1, key) in [(jp, jl, RunID.Data.pretrained.key), (jr, jrl, RunID.Data.randomized.key)] {
+            let mse = run.metrics.mseOut
+            r += "| \(run.name) | \(g4(data[key]?.outputMeanSquare ?? .nan)) | \(g4(mse)) | \(g4(l1)) | \(g4(lambda * l1)) | \(g4(lambda * l1 / max(mse, 1e-30))) |\n"
         }
         r += "\n"
     }
     r += renderConnectionAnalyses(s.runs)
     r += renderProcessed(s.runs)
     if let g = s.german { r += renderGerman(g) }
-    let sweep = s.runs.filter { $0.data == "pretrained" }.sorted { $0.lambda < $1.lambda }
+    let sweep = s.runs.filter { $0.data == RunID.Data.pretrained.key }.sorted { $0.lambda < $1.lambda }
     if sweep.count > 2 {
         r += "\n## λ sweep (pre-trained)\n\n| λ | > 0.01 | mean EV |\n|---|---|---|\n"
-        for run in sweep { r += "| \(String(format: "%g", run.lambda)) | \(pct(run.shares["trueInput"]![1])) | \(f3((run.explainedVarianceIn + run.explainedVarianceOut) / 2)) |\n" }
-        r += "\nPaper (Pythia-70m): 51% / 21% / 8.2% / 4.2% at λ = 0.01 / 0.5 / 1 / 3.\n"
+        for run in sweep { r += "| \(String(format: "%g", run.lambda)) | \(pct(run.headlineShare)) | \(f3(run.metrics.meanExplainedVariance)) |\n" }
+        r += "\nPaper (Pythia-70m): \(PaperFigures.sweepLine).\n"
     }
     r += "\n## Plots\n\n![|J| distribution](jacobian-distribution.png)\n\n![sparsity](sparsity-bars.png)\n\n![lambda sweep](lambda-sweep.png)\n\n"
     r += "## Strongest connections (JSAE, pre-trained: largest mean |J| over held-out tokens)\n\n"

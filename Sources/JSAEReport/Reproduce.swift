@@ -107,50 +107,6 @@ public struct ReproduceOptions: Sendable {
     }
 }
 
-/// Every number of one run's final evaluation, also in summary.json.
-public struct RunSummary: Codable, Sendable {
-    public var name: String
-    public var data: String
-    public var lambda: Double
-    public var forwardFiles: [String: String]          // evaluation point -> file
-    public var shares: [String: [Double]]              // evaluation point -> shares > 0.005/0.01/0.015/0.02
-    public var explainedVarianceIn: Double, explainedVarianceOut: Double
-    public var mseIn: Double, mseOut: Double
-    public var l0In: Double, l0Out: Double
-    public var deadIn: Int, deadOut: Int
-    /// The x̂ variant's linear / JumpReLU / other shares, ablation agreement and samples (also in `analyses`).
-    public var linearity: [String: Double]
-    public var ablationAgreement: Double
-    public var samples: Int
-    /// Σ|J|/(B·k²) at the true input on the held-out tokens (the loss's Jacobian term before λ).
-    public var jacobianL1: Double? = nil
-    /// Per forward file (evaluation point, or "processed-trueInput"): entries against each threshold, >, ≥ and as the authors count.
-    public var thresholdCounts: [String: ThresholdCounts]? = nil
-    /// f_s linearity and ablation: the authors' variant, the x̂ variant and, on pre-trained data, the processed model.
-    public var analyses: [ConnectionAnalysis]? = nil
-    /// Optimizer steps, training tokens (steps · batch), distinct training
-    /// rows available, and passes over them (tokens / rows).
-    public var steps: Int? = nil, trainedTokens: Int? = nil, trainingRows: Int? = nil
-    public var epochs: Double? = nil
-    /// Batches in the shuffling buffer this run used.
-    public var shuffleBufferBatches: Int? = nil
-    /// Wall time of training plus evaluation, summed over sessions when resumed.
-    public var wallSeconds: Double? = nil
-    /// The scale curve: held-out evaluations at the snapshot steps.
-    public var snapshots: [Snapshot]? = nil
-}
-
-/// One held-out evaluation of a run part-way (or at the end of) training, at the true input.
-public struct Snapshot: Codable, Sendable, Equatable {
-    public var step: Int
-    public var tokens: Int
-    public var shares: [Double]                        // > 0.005/0.01/0.015/0.02
-    public var explainedVarianceIn: Double, explainedVarianceOut: Double
-    public var mseIn: Double, mseOut: Double, jacobianL1: Double
-    public var l0In: Double, l0Out: Double
-    public var deadIn: Int, deadOut: Int
-}
-
 /// Facts about the data a report rests on.
 public struct DataFacts: Codable, Sendable {
     public var file: String
@@ -190,17 +146,6 @@ public struct ReproduceSummary: Codable, Sendable {
     public var protocolMeasurements: ProtocolMeasurements? = nil
 }
 
-/// The paper's figures (jsae-spec.md), Pythia-70m layer 3 unless noted.
-enum PaperFigures {
-    static let jsaeShare = 0.113, tradShare = 0.688, jsaeShareRandom = 0.336, tradShareRandom = 0.869
-    static let jsaeLinearity = ["linear": 0.868, "JumpReLU": 0.104, "other": 0.028]
-    static let tradLinearity = ["linear": 0.719, "JumpReLU": 0.145, "other": 0.136]
-    static let ablation = 0.975
-    static let sweep: [(Double, Double)] = [(0.01, 0.51), (0.5, 0.21), (1, 0.082), (3, 0.042)]
-    /// The paper trains on 100M tokens.
-    static let tokens = 100_000_000
-}
-
 /// The run was stopped by a signal between steps; its checkpoint is on disk
 /// and the same command resumes it.
 public struct ReproduceInterrupted: Error, CustomStringConvertible, Sendable {
@@ -230,11 +175,8 @@ public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:],
     let lock = try openReportFolder(o, inputs: [pre, rnd], log: log)
     defer { withExtendedLifetime(lock) {} }
 
-    var plan: [RunPlan] = [
-        .init(name: "jsae-pretrained", data: "pretrained", lambda: lambda), .init(name: "traditional-pretrained", data: "pretrained", lambda: 0),
-        .init(name: "jsae-randomized", data: "randomized", lambda: lambda), .init(name: "traditional-randomized", data: "randomized", lambda: 0),
-    ]
-    for l in o.lambdaSweep where l != lambda && l != 0 { plan.append(.init(name: "sweep-lambda-\(l)", data: "pretrained", lambda: l)) }
+    var plan = RunID.main.map { RunPlan($0, lambda: $0.method == .jsae ? lambda : 0) }
+    for l in o.lambdaSweep where l != lambda && l != 0 { plan.append(RunPlan(.sweep(lambda: l), lambda: l)) }
 
     var evalSets: [String: EvalSet] = [:]
     for (name, s) in splits {
@@ -249,8 +191,9 @@ public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:],
 
     let german = try germanAnalysis(runs, eval: evalSets["pretrained"]!, reader: pre, text: text, o: o)
     let measured = try protocolMeasurements(runs, splits: splits, evalSets: evalSets, o: o)
-    let verdicts = judge(runs) + judgeGerman(german)
-    let trends = o.snapshotSteps.count > 1 ? judgeTrends(runs) : []
+    let main = try MainRuns(runs)
+    let verdicts = judge(main) + judgeGerman(german)
+    let trends = o.snapshotSteps.count > 1 ? judgeTrends(main) : []
     var prov = provenance
     prov["total wall seconds (this session)"] = String(format: "%.0f", Date().timeIntervalSince(start))
     prov["runs at once, OpenBLAS threads per run"] = "\(o.runsAtOnce), \(o.blasThreadsPerRun)"
@@ -288,66 +231,4 @@ extension JSONEncoder {
 /// `value` as sorted, indented JSON, written atomically.
 func writeJSON<E: Encodable>(_ value: E, to path: String) throws {
     try atomicWrite(try JSONEncoder.sortedPretty.encode(value), to: path)
-}
-
-/// The reproduction's claims, each with a one-line verdict.
-func judge(_ runs: [RunSummary]) -> [String] {
-    func run(_ n: String) -> RunSummary { runs.first { $0.name == n }! }
-    let jp = run("jsae-pretrained"), tp = run("traditional-pretrained"), jr = run("jsae-randomized"), tr = run("traditional-randomized")
-    let s = { (r: RunSummary) in r.shares["trueInput"]![1] }
-    func pct(_ v: Double) -> String { String(format: "%.1f%%", 100 * v) }
-    var v: [String] = []
-    let ratio = s(tp) / max(s(jp), 1e-12), paperRatio = PaperFigures.tradShare / PaperFigures.jsaeShare
-    v.append((ratio >= 2 ? "REPRODUCED" : "NOT REPRODUCED") + ": the JSAE's Jacobian is sparser than the traditional pair's: "
-             + "\(pct(s(jp))) vs \(pct(s(tp))) of |J| > 0.01, \(String(format: "%.1f", ratio))× (paper \(String(format: "%.1f", paperRatio))×; reproduced means ≥ 2×).")
-    let evCost = (tp.explainedVarianceIn + tp.explainedVarianceOut - jp.explainedVarianceIn - jp.explainedVarianceOut) / 2
-    v.append((evCost <= 0.05 ? "REPRODUCED" : "NOT REPRODUCED") + ": at a small reconstruction cost: mean explained variance "
-             + String(format: "%.3f vs %.3f, a cost of %.3f", (jp.explainedVarianceIn + jp.explainedVarianceOut) / 2,
-                      (tp.explainedVarianceIn + tp.explainedVarianceOut) / 2, evCost) + " (reproduced means ≤ 0.05).")
-    let ratioR = s(tr) / max(s(jr), 1e-12), paperR = PaperFigures.tradShareRandom / PaperFigures.jsaeShareRandom
-    v.append((ratioR < ratio ? "REPRODUCED" : "NOT REPRODUCED") + ": the effect is weaker on the randomised model: "
-             + "\(pct(s(jr))) vs \(pct(s(tr))), \(String(format: "%.1f", ratioR))× against \(String(format: "%.1f", ratio))× pre-trained "
-             + "(paper \(String(format: "%.1f", paperR))× vs \(String(format: "%.1f", paperRatio))×).")
-    // The authors' variant (ConnectionAnalyses.swift); summaries without it fall back to the x̂ figures.
-    func authors(_ r: RunSummary) -> ConnectionAnalysis? { r.analyses?.first { $0.variant == .authors && $0.path == .consistent } }
-    let lj = authors(jp)?.linear.share ?? jp.linearity["linear"] ?? 0, lt = authors(tp)?.linear.share ?? tp.linearity["linear"] ?? 0
-    let variant = authors(jp) != nil ? " (the authors' variant, at the true input)" : ""
-    v.append((lj >= 0.5 && lj >= lt ? "REPRODUCED" : "NOT REPRODUCED") + ": f_s is mostly linear in the JSAE basis\(variant): "
-             + "\(pct(lj)) linear vs \(pct(lt)) for the traditional pair (paper \(pct(PaperFigures.jsaeLinearity["linear"]!)) vs "
-             + "\(pct(PaperFigures.tradLinearity["linear"]!)); reproduced means ≥ 50% and ≥ the traditional pair).")
-    let agree = authors(jp)?.ablationAgrees.share ?? jp.ablationAgreement
-    v.append((agree >= 0.9 ? "REPRODUCED" : "NOT REPRODUCED") + ": ablating one unit of an input latent agrees with J\(variant) "
-             + "(|J + Δ| < 0.1) in \(pct(agree)) of samples (paper \(pct(PaperFigures.ablation)); reproduced means ≥ 90%).")
-    return v
-}
-
-/// One line per claim the scale curve can speak to: does the measured figure
-/// move toward the paper's as training tokens double (last doubling, and
-/// first snapshot to last)?
-func judgeTrends(_ runs: [RunSummary]) -> [String] {
-    func curve(_ n: String) -> [Snapshot] { runs.first { $0.name == n }?.snapshots ?? [] }
-    let jp = curve("jsae-pretrained"), tp = curve("traditional-pretrained"), jr = curve("jsae-randomized"), tr = curve("traditional-randomized")
-    guard jp.count >= 2, jp.count == tp.count, jr.count == jp.count, tr.count == jp.count else { return [] }
-    func direction(_ values: [Double], paper: Double) -> String {
-        let first = values.first!, prev = values[values.count - 2], last = values.last!
-        func word(_ a: Double, _ b: Double) -> String {
-            abs(b - paper) < abs(a - paper) ? "toward" : (abs(b - paper) > abs(a - paper) ? "away from" : "no closer to")
-        }
-        return "last doubling \(word(prev, last)) the paper, whole curve \(word(first, last)) it"
-    }
-    func fmt(_ values: [Double], _ f: (Double) -> String) -> String { values.map(f).joined(separator: " → ") }
-    let x = { (v: Double) in String(format: "%.1f×", v) }, p = { (v: Double) in String(format: "%.3f", v) }
-    let ratio = zip(tp, jp).map { $0.shares[1] / max($1.shares[1], 1e-12) }
-    let ratioR = zip(tr, jr).map { $0.shares[1] / max($1.shares[1], 1e-12) }
-    let paperRatio = PaperFigures.tradShare / PaperFigures.jsaeShare, paperR = PaperFigures.tradShareRandom / PaperFigures.jsaeShareRandom
-    let cost = zip(tp, jp).map { ($0.explainedVarianceIn + $0.explainedVarianceOut - $1.explainedVarianceIn - $1.explainedVarianceOut) / 2 }
-    let gap = zip(ratio, ratioR).map { $0 - $1 }
-    let tokens = jp.map { String(format: "%.2gM", Double($0.tokens) / 1e6) }.joined(separator: ", ")
-    return [
-        "Trend (sparser Jacobian), ratio at \(tokens) tokens: \(fmt(ratio, x)); paper \(x(paperRatio)) at 100M: \(direction(ratio, paper: paperRatio)).",
-        "Trend (reconstruction cost): \(fmt(cost, p)); the paper reports a small cost (taken as 0): \(direction(cost, paper: 0)).",
-        "Trend (weaker on the randomised model), pre-trained minus randomised ratio: \(fmt(gap, x)); paper \(x(paperRatio - paperR)): "
-            + "\(direction(gap, paper: paperRatio - paperR)).",
-        "Trend (f_s linearity, ablation): measured at the end of training only.",
-    ]
 }

@@ -12,8 +12,7 @@ func evaluateSnapshot(_ model: JSAEModel<Float>, eval: EvalSet, step: Int, batch
     model.updateJacobianFactors(ws)
     var xHat = Matrix<Float>(rows: n, cols: d), yHat = Matrix<Float>(rows: n, cols: d), y = Matrix<Float>(rows: n, cols: d)
     var counts = ThresholdCounts()
-    var activeIn = [Bool](repeating: false, count: model.saeIn.m), activeOut = [Bool](repeating: false, count: model.saeOut!.m)
-    var l0In = 0, l0Out = 0
+    var codes = HeldOutMetrics.Codes()
     var sums = LossSums()
     for start in stride(from: 0, to: n, by: chunk) {
         let rows = start..<min(n, start + chunk)
@@ -22,16 +21,14 @@ func evaluateSnapshot(_ model: JSAEModel<Float>, eval: EvalSet, step: Int, batch
         yHat.data.replaceSubrange((rows.lowerBound * d)..<(rows.upperBound * d), with: r.yHat!.data)
         y.data.replaceSubrange((rows.lowerBound * d)..<(rows.upperBound * d), with: r.y!.data)
         counts.add(r.jacobian!)
-        for (i, v) in r.codesIn.values.enumerated() where v > 0 { activeIn[r.codesIn.indices[i]] = true; l0In += 1 }
-        for (i, v) in r.codesOut!.values.enumerated() where v > 0 { activeOut[r.codesOut!.indices[i]] = true; l0Out += 1 }
+        codes.indicesIn += r.codesIn.indices; codes.valuesIn += r.codesIn.values
+        codes.indicesOut += r.codesOut!.indices; codes.valuesOut += r.codesOut!.values
         sums.add(r.sums)
     }
     let c = sums.components(lambda: 0)
-    return Snapshot(step: step, tokens: step * batch, shares: counts.sharesAbove,
-                    explainedVarianceIn: explainedVariance(eval.x, xHat), explainedVarianceOut: explainedVariance(y, yHat),
-                    mseIn: c.mseIn, mseOut: c.mseOut, jacobianL1: c.jacobianL1,
-                    l0In: Double(l0In) / Double(n), l0Out: Double(l0Out) / Double(n),
-                    deadIn: activeIn.filter { !$0 }.count, deadOut: activeOut.filter { !$0 }.count)
+    return Snapshot(step: step, tokens: step * batch, shares: JacobianShares(counts),
+                    metrics: HeldOutMetrics(x: eval.x, xHat: xHat, y: y, yHat: yHat, codes: codes,
+                                            mIn: model.saeIn.m, mOut: model.saeOut!.m, mseIn: c.mseIn, mseOut: c.mseOut, jacobianL1: c.jacobianL1))
 }
 
 /// The final evaluation: forward files at both evaluation points (and, on
@@ -41,34 +38,28 @@ func evaluateSnapshot(_ model: JSAEModel<Float>, eval: EvalSet, step: Int, batch
 /// - modelPath: the model file the forward files name (nil: the run's runs/NAME/model.h5)
 func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Double, eval: EvalSet, o: ReproduceOptions,
               modelPath: String? = nil) throws -> RunSummary {
-    var files: [String: String] = [:], shares: [String: [Double]] = [:], counts: [String: ThresholdCounts] = [:]
+    var files: [EvaluationKey: String] = [:], shares: [EvaluationKey: JacobianShares] = [:], counts: [EvaluationKey: ThresholdCounts] = [:]
     var forwards: [EvaluationPoint: ForwardFile<Float>] = [:]
     let reader = try ActivationsReader(eval.path)
     var jacobianL1 = 0.0
-    func forward(_ m: JSAEModel<Float>, _ r: ActivationsReader, point: EvaluationPoint, key: String) throws -> (ForwardFile<Float>, LossComponents) {
+    func forward(_ m: JSAEModel<Float>, _ r: ActivationsReader, point: EvaluationPoint, key: EvaluationKey) throws -> (ForwardFile<Float>, LossComponents) {
         let path = o.outDir + "/forward/\(name).\(key).h5"
         var fo = ForwardOptions()
         fo.point = point; fo.lambda = lambda; fo.threads = o.threads
         let c = try runForward(model: m, activations: r, modelPath: modelPath ?? o.outDir + "/runs/\(name)/model.h5", outPath: path, options: fo)
         let f = try ForwardFile<Float>(path)
         let n = ThresholdCounts(f.jacobian ?? [])
-        files[key] = path; counts[key] = n; shares[key] = n.sharesAbove
+        files[key] = path; counts[key] = n; shares[key] = JacobianShares(n)
         return (f, c)
     }
     for point in EvaluationPoint.allCases {
-        let (f, c) = try forward(model, reader, point: point, key: point.rawValue)
+        let (f, c) = try forward(model, reader, point: point, key: EvaluationKey(point))
         if point == .trueInput { jacobianL1 = c.jacobianL1 }
         forwards[point] = f
     }
     // Reconstruction metrics at the true input (the output SAE's target is f(x)).
     let t = forwards[.trueInput]!
     let x = eval.x
-    func l0(_ v: [Float]) -> Double { v.withUnsafeBufferPointer { meanL0(values: $0, tokens: t.xHat.rows) } }
-    // Dead over the held-out set: no activation in its one "step".
-    let tracker = DeadLatentTracker(mIn: model.saeIn.m, mOut: model.saeOut!.m, startStep: 0)
-    tracker.record(SparseCodes(indices: t.inIndices, values: t.inValues, k: t.k), output: false, step: 0)
-    tracker.record(SparseCodes(indices: t.outIndices!, values: t.outValues!, k: t.k), output: true, step: 0)
-    let dead = tracker.dead(atStep: 1, window: 1)
     func analysis(_ m: JSAEModel<Float>, _ v: AnalysisVariant, _ path: ModelPath, bases: Matrix<Float>, _ f: ForwardFile<Float>) -> ConnectionAnalysis {
         connectionAnalysis(m, variant: v, path: path, bases: bases, forward: f, linearitySamples: o.linearitySamples,
                            ablationSamples: o.ablationSamples, seed: o.seed, threads: o.threads)
@@ -77,15 +68,15 @@ func evaluate(_ model: JSAEModel<Float>, name: String, data: String, lambda: Dou
                     analysis(model, .reconstruction, .consistent, bases: forwards[.reconstruction]!.xHat, forwards[.reconstruction]!)]
     if let processed = eval.processed {
         let pm = try JSAEModel(saeIn: model.saeIn, saeOut: model.saeOut, mlp: processed.mlp)
-        let (f, _) = try forward(pm, try ActivationsReader(processed.path), point: .trueInput, key: ModelPath.processed.rawValue + "-" + EvaluationPoint.trueInput.rawValue)
+        let (f, _) = try forward(pm, try ActivationsReader(processed.path), point: .trueInput, key: .processedTrueInput)
         analyses.append(analysis(pm, .authors, .processed, bases: processed.x, f))
     }
     let xhatVariant = analyses[1]
     return RunSummary(name: name, data: data, lambda: lambda, forwardFiles: files, shares: shares,
-                      explainedVarianceIn: explainedVariance(x, t.xHat), explainedVarianceOut: explainedVariance(t.y!, t.yHat!),
-                      mseIn: t.mseIn, mseOut: t.mseOut ?? 0, l0In: l0(t.inValues), l0Out: l0(t.outValues!),
-                      deadIn: dead.input, deadOut: dead.output,
+                      metrics: HeldOutMetrics(x: x, xHat: t.xHat, y: t.y!, yHat: t.yHat!,
+                                              codes: .init(indicesIn: t.inIndices, valuesIn: t.inValues, indicesOut: t.outIndices!, valuesOut: t.outValues!),
+                                              mIn: model.saeIn.m, mOut: model.saeOut!.m, mseIn: t.mseIn, mseOut: t.mseOut ?? 0, jacobianL1: jacobianL1),
                       linearity: ["linear": xhatVariant.linear.share, "JumpReLU": xhatVariant.jumpReLU.share, "other": xhatVariant.other.share],
-                      ablationAgreement: xhatVariant.ablationAgrees.share, samples: xhatVariant.linear.total, jacobianL1: jacobianL1,
+                      ablationAgreement: xhatVariant.ablationAgrees.share, samples: xhatVariant.linear.total,
                       thresholdCounts: counts, analyses: analyses)
 }

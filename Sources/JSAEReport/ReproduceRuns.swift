@@ -130,17 +130,14 @@ func runSettings(_ o: ReproduceOptions, split: DataSplit, lambda: Double, d: Int
 struct SavedSnapshots: Codable { var snapshots: [Snapshot]; var wallSeconds: Double }
 
 func saySnapshot(_ snap: Snapshot, run: String, progress: PlanProgress) {
-    progress.say("    [\(run)] " + String(format: "snapshot at %d tokens: |J|>0.01 %.1f%%, EV in %.3f out %.3f", snap.tokens, 100 * snap.shares[1],
-                                        snap.explainedVarianceIn, snap.explainedVarianceOut))
+    progress.say("    [\(run)] " + String(format: "snapshot at %d tokens: |J|>0.01 %.1f%%, EV in %.3f out %.3f", snap.tokens, 100 * snap.shares.headline,
+                                        snap.metrics.explainedVarianceIn, snap.metrics.explainedVarianceOut))
 }
 
 extension Snapshot {
     /// The scale curve's last point: the final evaluation at the true input
     /// (the same held-out rows and measures as `evaluateSnapshot`).
     init(finalEvaluation r: RunSummary, step: Int, tokens: Int) {
-        self.init(step: step, tokens: tokens, shares: r.shares["trueInput"] ?? [],
-                  explainedVarianceIn: r.explainedVarianceIn, explainedVarianceOut: r.explainedVarianceOut,
-                  mseIn: r.mseIn, mseOut: r.mseOut, jacobianL1: r.jacobianL1 ?? 0,
-                  l0In: r.l0In, l0Out: r.l0Out, deadIn: r.deadIn, deadOut: r.deadOut)
+        self.init(step: step, tokens: tokens, shares: r.shares[.trueInput]!, metrics: r.metrics)
     }
 }

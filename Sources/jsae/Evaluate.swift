@@ -60,9 +60,9 @@ struct EvaluateCommand: ParsableCommand {
             o.threads = threadOptions.apply()
             let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
             let s = try evaluatePair(modelPath: model, activationsPath: activations, outDir: out, options: o, provenance: runProvenance(), log: log)
-            let share = s.run.shares["trueInput"]?[1] ?? .nan
+            let share = s.run.headlineShare
             print(String(format: "|J| > 0.01 at the true input: %.2f%% of %d entries; EV in %.3f, out %.3f", 100 * share,
-                         s.run.thresholdCounts?["trueInput"]?.entries ?? 0, s.run.explainedVarianceIn, s.run.explainedVarianceOut))
+                         s.run.thresholdCounts?[.trueInput]?.entries ?? 0, s.run.metrics.explainedVarianceIn, s.run.metrics.explainedVarianceOut))
             for v in s.germanVerdict { print(v) }
             print("report: \(out)/report.md")
         }

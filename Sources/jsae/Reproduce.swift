@@ -95,7 +95,7 @@ struct ReproduceCommand: ParsableCommand {
                     let s = try reproduceLayers(o, layers: parseLayers(layers)!, pattern: pretrained, provenance: runProvenance(),
                                                 shouldStop: { stop.stopped }, log: log)
                     for l in s.layers {
-                        let a = l.jsae.shares["trueInput"]![1], b = l.traditional.shares["trueInput"]![1]
+                        let a = l.jsae.headlineShare, b = l.traditional.headlineShare
                         print(String(format: "layer %d: |J|>0.01 JSAE %.1f%%, traditional %.1f%%, %.1f×", l.layer, 100 * a, 100 * b, b / max(a, 1e-12)))
                     }
                 } else {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import JSAECore
 import JSAEReport
 import _JSAETestSupport
 
@@ -53,7 +54,7 @@ struct CommittedResultsTests {
             if keys["layers"] != nil {
                 let s = try JSONDecoder().decode(LayerSweepSummary.self, from: data)
                 for l in s.layers {
-                    let row = "| \(l.layer) | \(pct(l.jsae.shares["trueInput"]![1])) | \(pct(l.traditional.shares["trueInput"]![1])) |"
+                    let row = "| \(l.layer) | \(pct(l.jsae.shares[.trueInput]!.values[1])) | \(pct(l.traditional.shares[.trueInput]!.values[1])) |"
                     #expect(report.contains(row), "\(name): no row \(row)")
                     for run in [l.jsae, l.traditional] { try checkBudget(run, options: s.options, folder: name) }
                 }
@@ -62,19 +63,19 @@ struct CommittedResultsTests {
                 #expect(s.runs.count >= 4)
                 for run in s.runs {
                     for point in ["trueInput", "reconstruction"] {
-                        let row = "| \(run.name) | \(point) | " + run.shares[point]!.map(pct).joined(separator: " | ") + " |"
+                        let row = "| \(run.name) | \(point) | " + run.shares[EvaluationKey(point)!]!.values.map(pct).joined(separator: " | ") + " |"
                         #expect(report.contains(row), "\(name): no row \(row)")
                     }
                     try checkBudget(run, options: s.options, folder: name)
                     if let snaps = run.snapshots {
                         #expect(snaps.map(\.tokens) == snaps.map(\.tokens).sorted() && snaps.last?.tokens == run.trainedTokens)
-                        #expect(snaps.last?.shares == run.shares["trueInput"], "\(name) \(run.name): last snapshot is not the final evaluation")
+                        #expect(snaps.last?.shares == run.shares[.trueInput], "\(name) \(run.name): last snapshot is not the final evaluation")
                     }
                 }
                 for v in s.verdicts + (s.trends ?? []) { #expect(report.contains(v), "\(name): verdict not in the report: \(v)") }
                 let snaps = { (n: String) in s.runs.first { $0.name == n }?.snapshots ?? [] }
                 for (j, t) in zip(snaps("jsae-pretrained"), snaps("traditional-pretrained")) {
-                    let row = "| \(j.tokens) | \(pct(j.shares[1])) | \(pct(t.shares[1])) |"
+                    let row = "| \(j.tokens) | \(pct(j.shares.values[1])) | \(pct(t.shares.values[1])) |"
                     #expect(report.contains(row), "\(name): no scale row \(row)")
                 }
             }

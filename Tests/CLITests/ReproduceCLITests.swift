@@ -44,20 +44,20 @@ struct ReproduceCLITests {
             let held: Matrix<Double> = try ActivationsReader(dir + "/data/heldout-\(run.data).h5").x(0..<summary.heldOutTokens)
             for point in ["trueInput", "reconstruction"] {
                 // Recomputed here from the forward file, independently of the report code.
-                let f = try ForwardFile<Double>(run.forwardFiles[point]!)
+                let f = try ForwardFile<Double>(run.forwardFiles[EvaluationKey(point)!]!)
                 #expect(f.point.rawValue == point && f.xHat.rows == summary.heldOutTokens)
                 let J = f.jacobian!
                 let shares = [0.005, 0.01, 0.015, 0.02].map { t in Double(J.filter { abs($0) > t }.count) / Double(J.count) }
-                #expect(shares == run.shares[point]!, "\(run.name) \(point)")
+                #expect(shares == run.shares[EvaluationKey(point)!]!.values, "\(run.name) \(point)")
                 let row = "| \(run.name) | \(point) | " + shares.map { String(format: "%.1f%%", 100 * $0) }.joined(separator: " | ")
                 #expect(report.contains(row), "report row for \(run.name) \(point)")
                 if point == "trueInput" {
-                    #expect(f.mseIn == run.mseIn)
+                    #expect(f.mseIn == run.metrics.mseIn)
                     // Float vs Double subtraction of the same stored values: rounding only.
-                    #expect(abs(explainedVariance(held, f.xHat) - run.explainedVarianceIn) < 1e-5)
-                    #expect(abs(explainedVariance(f.y!, f.yHat!) - run.explainedVarianceOut) < 1e-5)
+                    #expect(abs(explainedVariance(held, f.xHat) - run.metrics.explainedVarianceIn) < 1e-5)
+                    #expect(abs(explainedVariance(f.y!, f.yHat!) - run.metrics.explainedVarianceOut) < 1e-5)
                     let l0 = Double(f.inValues.filter { $0 > 0 }.count) / Double(summary.heldOutTokens)
-                    #expect(abs(l0 - run.l0In) < 1e-12)
+                    #expect(abs(l0 - run.metrics.l0In) < 1e-12)
                 }
             }
             let lin = run.linearity.values.reduce(0, +)
@@ -71,8 +71,8 @@ struct ReproduceCLITests {
                 #expect(a.linear.total == (a.variant == .authors ? 32 : 6) && a.ablationAgrees.total == 64)
             }
             // The ≥ counts from the forward file, recomputed here.
-            let J = try ForwardFile<Double>(run.forwardFiles["trueInput"]!).jacobian!
-            #expect(run.thresholdCounts?["trueInput"]?.atLeast[1] == J.filter { abs($0) >= 0.01 }.count)
+            let J = try ForwardFile<Double>(run.forwardFiles[.trueInput]!).jacobian!
+            #expect(run.thresholdCounts?[.trueInput]?.atLeast[1] == J.filter { abs($0) >= 0.01 }.count)
         }
         // The German unit: in summary.json and in the report, with the same latent.
         let units = summary.german?.units ?? []
@@ -92,7 +92,7 @@ struct ReproduceCLITests {
                 "\(again.stderr)")
         let after = try JSONDecoder().decode(ReproduceSummary.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json")))
         for (x, y) in zip(summary.runs, after.runs) {
-            #expect(y.samples == 7 && x.explainedVarianceIn == y.explainedVarianceIn && x.shares == y.shares, "\(x.name)")
+            #expect(y.samples == 7 && x.metrics == y.metrics && x.shares == y.shares, "\(x.name)")
         }
     }
 
@@ -142,8 +142,7 @@ struct ReproduceCLITests {
             #expect(x.snapshots?.map(\.tokens) == [256, 512, 1280] && x.epochs! <= 1 && x.trainedTokens == 1280)
             // The last snapshot is the final evaluation at the true input, by the same functions.
             let last = x.snapshots!.last!
-            #expect(last.shares == x.shares["trueInput"]! && last.explainedVarianceIn == x.explainedVarianceIn
-                    && last.explainedVarianceOut == x.explainedVarianceOut && last.deadIn == x.deadIn && last.deadOut == x.deadOut)
+            #expect(last.shares == x.shares[.trueInput]! && last.metrics == x.metrics)
         }
     }
 
@@ -194,13 +193,13 @@ struct ReproduceCLITests {
         for l in summary.layers {
             for run in [l.jsae, l.traditional] {
                 // The share recomputed here from the run's forward file, independently of the report code.
-                let J = try ForwardFile<Double>(run.forwardFiles["trueInput"]!).jacobian!
-                #expect(Double(J.filter { abs($0) > 0.01 }.count) / Double(J.count) == run.shares["trueInput"]![1], "\(run.name)")
+                let J = try ForwardFile<Double>(run.forwardFiles[.trueInput]!).jacobian!
+                #expect(Double(J.filter { abs($0) > 0.01 }.count) / Double(J.count) == run.shares[.trueInput]!.values[1], "\(run.name)")
                 // The sweep evaluates each run once, at its end.
                 #expect((run.snapshots ?? []).map(\.step) == [6] || run.snapshots == nil, "\(run.name): \(run.snapshots ?? [])")
             }
             let pct = { (v: Double) in String(format: "%.1f%%", 100 * v) }
-            let row = "| 3 | \(pct(l.jsae.shares["trueInput"]![1])) | \(pct(l.traditional.shares["trueInput"]![1])) |"
+            let row = "| 3 | \(pct(l.jsae.shares[.trueInput]!.values[1])) | \(pct(l.traditional.shares[.trueInput]!.values[1])) |"
             #expect(report.contains(row), "no row \(row)")
         }
         for png in ["layers-shares.png", "layers-ev.png"] {

@@ -10,8 +10,9 @@ struct RunPlanTests {
 
     private func summary(_ p: RunPlan) -> RunSummary {
         RunSummary(name: p.name, data: p.data, lambda: p.lambda, forwardFiles: [:], shares: [:],
-                   explainedVarianceIn: 0, explainedVarianceOut: 0, mseIn: 0, mseOut: 0, l0In: 0, l0Out: 0,
-                   deadIn: 0, deadOut: 0, linearity: [:], ablationAgreement: 0, samples: 0)
+                   metrics: HeldOutMetrics(explainedVarianceIn: 0, explainedVarianceOut: 0, mseIn: 0, mseOut: 0, l0In: 0, l0Out: 0,
+                                           deadIn: 0, deadOut: 0, jacobianL1: nil),
+                   linearity: [:], ablationAgreement: 0, samples: 0, thresholdCounts: nil, analyses: nil)
     }
 
     /// Counts runs in progress and the most seen at once.
