@@ -58,9 +58,10 @@ let package = Package(
         // MARK: Tests
         // Test-only code: golden-file loaders, naive reference maths, seeded fixtures.
         // jsae-bench uses its golden loader for the CI gate's fingerprint.
-        .target(name: "_JSAETestSupport", dependencies: ["JSAECore", "JSAEIO"]),
+        .target(name: "_JSAETestSupport", dependencies: ["JSAECore", "JSAEIO", "CZlib"]),
         .testTarget(name: "JSAECoreTests", dependencies: ["JSAECore", "_JSAETestSupport"]),
         .testTarget(name: "JSAEIOTests", dependencies: ["JSAECore", "JSAEIO", "JSAERuns", "_JSAETestSupport"]),
+        .testTarget(name: "JSAERunsTests", dependencies: ["JSAECore", "JSAEIO", "JSAERuns", "_JSAETestSupport"]),
         .testTarget(name: "JSAEReportTests", dependencies: ["JSAEReport", "JSAECore", "JSAEIO", "_JSAETestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "JSAERuns", "JSAEReport", "_JSAETestSupport", "CZlib"]),
         // Hostile input and faults: quick and seeded; the long
