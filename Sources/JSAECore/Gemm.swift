@@ -103,7 +103,7 @@ extension Parallel {
     /// per-product timings). Prespecialised; see "Specialisation".
     @_specialize(exported: true, where T == Float)
     @_specialize(exported: true, where T == Double)
-    public static func gemm<T: JSAEScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+    package static func gemm<T: JSAEScalar>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                                            alpha: T, a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
                                            beta: T, c: UnsafeMutablePointer<T>, ldc: Int, threads: Int) {
         parallelGemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,

@@ -49,7 +49,7 @@ func explainedVariance<T: JSAEScalar>(_ a: UnsafePointer<T>, _ aHat: UnsafePoint
 
 /// Mean number of non-zero latent values per token (L0 ≤ k).
 /// - values: [tokens, k] post-ReLU values
-public func meanL0<T: JSAEScalar>(values: UnsafeBufferPointer<T>, tokens: Int) -> Double {
+package func meanL0<T: JSAEScalar>(values: UnsafeBufferPointer<T>, tokens: Int) -> Double {
     var n = 0
     for v in values where v > 0 { n += 1 }
     return Double(n) / Double(max(tokens, 1))

@@ -11,7 +11,7 @@ public enum Parallel {
     /// The online cores: the default thread count of a run.
     public static let onlineCores: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     /// The CPU's "model name" from /proc/cpuinfo, for reports ("unknown" without it).
-    public static var cpuModel: String {
+    package static var cpuModel: String {
         (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("model name") }
             .map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) } ?? "unknown"
@@ -21,7 +21,7 @@ public enum Parallel {
     /// concurrently. Results must not depend on how 0..<n is split: callers
     /// write disjoint outputs or combine per-item partials in item order.
     @inline(__always)
-    public static func forRanges(_ n: Int, threads: Int, _ body: (Int, Range<Int>) -> Void) {
+    package static func forRanges(_ n: Int, threads: Int, _ body: (Int, Range<Int>) -> Void) {
         let p = max(1, min(threads, n))
         if p == 1 { if n > 0 { body(0, 0..<n) }; return }
         WorkerPool.shared.run(parts: p) { i in body(i, (n * i / p)..<(n * (i + 1) / p)) }

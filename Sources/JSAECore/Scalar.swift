@@ -103,15 +103,15 @@ extension Double: JSAEScalar {
 /// OpenBLAS runs on one thread: the package splits its large products
 /// into tiles on its own pool (`parallelGemm`), so that results do not
 /// depend on the thread count and no OpenBLAS thread spins beside the pool.
-public enum BLASThreads {
+package enum BLASThreads {
     /// OpenBLAS's thread count: 1 once the package has set up a workspace,
     /// a product or its executables' options.
-    public static var count: Int { Int(openblas_get_num_threads()) }
-    public static var coreName: String { String(cString: openblas_get_corename()) }
+    package static var count: Int { Int(openblas_get_num_threads()) }
+    package static var coreName: String { String(cString: openblas_get_corename()) }
 
     private static let serial: Void = openblas_set_num_threads(1)
     /// Puts OpenBLAS on one thread, once per process (later calls cost one
     /// load and branch). A run's own thread count is its `Workspace`'s.
     @inline(__always)
-    public static func keepSerial() { _ = serial }
+    package static func keepSerial() { _ = serial }
 }

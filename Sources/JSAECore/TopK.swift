@@ -12,7 +12,7 @@
 /// greater, NaN included), so the result is the same as the plain scan's.
 /// - h: [m], outIndices: [k], outValues: [k] (the raw h at the chosen indices)
 @inlinable
-public func topKRow<T: JSAEScalar>(_ h: UnsafePointer<T>, m: Int, k: Int,
+package func topKRow<T: JSAEScalar>(_ h: UnsafePointer<T>, m: Int, k: Int,
                                    outIndices: UnsafeMutablePointer<Int>,
                                    outValues: UnsafeMutablePointer<T>) {
     precondition(k >= 1 && k <= m)

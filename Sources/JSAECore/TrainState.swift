@@ -31,11 +31,15 @@ public struct TrainConfig: Sendable, Equatable {
                  lrDecayFraction: lrDecayFraction, lambdaWarmupFraction: lambdaWarmupFraction)
     }
 
+    /// λ's rule: a finite number >= 0 (0 trains a traditional pair). The one
+    /// statement of it; the command line's check (`RunRules`) names the flag.
+    public static func isValidLambda(_ lambda: Double) -> Bool { lambda >= 0 && lambda.isFinite }
+
     /// Rejects configurations that cannot train, before any work.
     public func validate() throws {
         guard batch >= 1 else { throw JSAEError("batch must be at least 1, got \(batch)") }
         guard totalSteps >= 1 else { throw JSAEError("the run must have at least one step, got \(totalSteps)") }
-        guard lambda >= 0 && lambda.isFinite else { throw JSAEError("lambda must be a finite number >= 0, got \(lambda)") }
+        guard Self.isValidLambda(lambda) else { throw JSAEError("lambda must be a finite number >= 0, got \(lambda)") }
         guard lr > 0 && lr.isFinite else { throw JSAEError("lr must be a finite number > 0, got \(lr)") }
         guard clipNorm > 0 && clipNorm.isFinite else { throw JSAEError("clip norm must be > 0, got \(clipNorm)") }
         for (name, f) in [("lr warm-up", lrWarmupFraction), ("lr decay", lrDecayFraction), ("lambda warm-up", lambdaWarmupFraction)] {

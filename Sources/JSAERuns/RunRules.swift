@@ -22,7 +22,7 @@ public enum RunRules {
 
     /// λ a finite number >= 0 (0: a traditional pair).
     public static func requireLambda(_ lambda: Double, flag: String = "--lambda") throws {
-        guard lambda >= 0 && lambda.isFinite else { throw JSAEError("\(flag) must be a finite number >= 0, got \(lambda)") }
+        guard TrainConfig.isValidLambda(lambda) else { throw JSAEError("\(flag) must be a finite number >= 0, got \(lambda)") }
     }
 
     /// Whole steps covering `tokens`, without overflow for any Int.
