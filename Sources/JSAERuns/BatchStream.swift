@@ -47,10 +47,6 @@ public final class BatchStream<T: JSAEScalar> {
     /// The batch for optimizer step `step`: x [B, d] and, when the file has
     /// it, the model's own MLP output y [B, d].
     public func batch(forStep step: Int) throws -> (x: Matrix<T>, y: Matrix<T>?) {
-        try batchImpl(forStep: step)
-    }
-
-    func batchImpl(forStep step: Int) throws -> (x: Matrix<T>, y: Matrix<T>?) {
         let refill = step / bufferBatches, slot = step % bufferBatches
         if refill != loadedRefill { try load(refill) }
         let rows = (slot * batch)..<((slot + 1) * batch)

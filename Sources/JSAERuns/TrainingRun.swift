@@ -69,7 +69,7 @@ public func runTraining<T: JSAEScalar>(state: inout TrainState<T>, config: Train
             return .interrupted(step: state.completedSteps, checkpoint: path)
         }
         let t = state.completedSteps
-        let (x, y) = try stream.batchImpl(forStep: t)
+        let (x, y) = try stream.batch(forStep: t)
         let logNow = options.logEvery > 0 && ((t + 1) % options.logEvery == 0 || t + 1 == config.totalSteps)
         let report: StepReport
         do {
