@@ -80,22 +80,30 @@ struct TrainCLITests {
         #expect(try models(dir + "/ok/model.h5", dir + "/cut/model.h5"))
     }
 
-    @Test("SIGINT writes a checkpoint and exits 130; --resume reaches the uninterrupted parameters")
-    func interruptAndResume() throws {
+    /// A 3000-step run trained whole in dir/full and again in dir/cut, where
+    /// `signal` stops it once its output shows `logged`; the cut run's last
+    /// checkpoint and its step.
+    private func trainWholeAndCut(_ signal: Int32, checkpointEvery: Int, logged: String) throws
+        -> (dir: String, process: Process, seen: String, checkpoint: String, step: Int) {
         let dir = temporaryDirectory()
         let acts = try trainData(dir)
-        let common = ["--steps", "3000", "--log-every", "10", "--checkpoint-every", "0"] + smallRun
+        let common = ["--steps", "3000", "--log-every", "10", "--checkpoint-every", "\(checkpointEvery)"] + smallRun
         let full = try jsae(["train", "--activations", acts, "--out", dir + "/full"] + common)
         #expect(full.status == 0, "\(full.stderr)")
+        let (p, seen) = try signalJSAE(["train", "--activations", acts, "--out", dir + "/cut"] + common, signal) { $0.contains(logged) }
+        let cp = try #require(CheckpointFile.latest(in: dir + "/cut"))
+        let step = try #require(try HDF5File.open(cp).intAttribute("step"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/cut/model.h5"))
+        return (dir, p, seen, cp, step)
+    }
 
+    @Test("SIGINT writes a checkpoint and exits 130; --resume reaches the uninterrupted parameters")
+    func interruptAndResume() throws {
         // Interrupted once it is inside the training loop.
-        let (p, seen) = try signalJSAE(["train", "--activations", acts, "--out", dir + "/cut"] + common, SIGINT) { $0.contains("step 10/") }
+        let (dir, p, seen, cp, step) = try trainWholeAndCut(SIGINT, checkpointEvery: 0, logged: "step 10/")
         #expect(p.terminationStatus == 130, "\(seen)")
         #expect(seen.contains("interrupted at step") && seen.contains("--resume \(dir)/cut"))
-        let cp = try #require(CheckpointFile.latest(in: dir + "/cut"))
-        let step = try HDF5File.open(cp).intAttribute("step")!
         #expect(step >= 10 && step < 3000)
-        #expect(!FileManager.default.fileExists(atPath: dir + "/cut/model.h5"))
 
         let resumed = try jsae(["train", "--resume", dir + "/cut", "--log-every", "1000"])
         #expect(resumed.status == 0, "\(resumed.stderr)")
@@ -105,19 +113,10 @@ struct TrainCLITests {
 
     @Test("SIGKILL mid-run: --resume continues from the last checkpoint, removes the killed run's temporaries, and reaches the uninterrupted parameters bit for bit")
     func killAndResume() throws {
-        let dir = temporaryDirectory()
-        let acts = try trainData(dir)
-        let common = ["--steps", "3000", "--log-every", "10", "--checkpoint-every", "100"] + smallRun
-        let full = try jsae(["train", "--activations", acts, "--out", dir + "/full"] + common)
-        #expect(full.status == 0, "\(full.stderr)")
-
         // Killed once it has logged step 250: checkpoints at 100 and 200 are on disk.
-        let (p, seen) = try signalJSAE(["train", "--activations", acts, "--out", dir + "/cut"] + common, SIGKILL) { $0.contains("step 250/") }
+        let (dir, p, seen, cp, step) = try trainWholeAndCut(SIGKILL, checkpointEvery: 100, logged: "step 250/")
         #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGKILL, "\(seen)")
-        let cp = try #require(CheckpointFile.latest(in: dir + "/cut"))
-        let step = try HDF5File.open(cp).intAttribute("step")!
         #expect(step >= 200 && step < 3000 && step % 100 == 0, "\(cp)")
-        #expect(!FileManager.default.fileExists(atPath: dir + "/cut/model.h5"))
         // What a write cut short by the kill leaves: a temporary named for a process that no longer runs.
         let stale = dir + "/cut/.checkpoint-000000300.h5.tmp-4194305"
         #expect(FileManager.default.createFile(atPath: stale, contents: Data("partial".utf8)))
