@@ -5,7 +5,9 @@ import JSAEIO
 /// Which run of a reproduction: a method on a kind of data, or a point of the
 /// λ sweep. `name` is its folder under runs/ and its name in summary.json.
 public struct RunID: Hashable, Sendable, CustomStringConvertible {
+    /// A JSAE pair (λ > 0) or a traditional pair (λ 0).
     public enum Method: String, Sendable, CaseIterable { case jsae, traditional }
+    /// The activations a run trains and is evaluated on.
     public enum Data: Hashable, Sendable {
         case pretrained, randomized
         /// One layer of a layer sweep (pre-trained).
@@ -24,7 +26,9 @@ public struct RunID: Hashable, Sendable, CustomStringConvertible {
     /// λ of a λ-sweep point: a JSAE on pre-trained data at another λ than the main runs'.
     public var sweepLambda: Double?
 
+    /// A main run (no sweep λ).
     public init(_ method: Method, _ data: Data) { self.method = method; self.data = data }
+    /// The λ-sweep point at `lambda`.
     public static func sweep(lambda: Double) -> RunID {
         var id = RunID(.jsae, .pretrained); id.sweepLambda = lambda; return id
     }
@@ -33,6 +37,7 @@ public struct RunID: Hashable, Sendable, CustomStringConvertible {
     /// The four runs every reproduction trains, in report order.
     public static let main = [jsaePretrained, traditionalPretrained, jsaeRandomized, traditionalRandomized]
 
+    /// "jsae-pretrained", "traditional-l3", "sweep-lambda-0.5".
     public var name: String {
         if let sweepLambda { return "sweep-lambda-\(sweepLambda)" }
         switch data {
@@ -82,7 +87,9 @@ public enum JacobianThreshold: Int, Sendable, CaseIterable {
 /// Shares of |J| entries above each `JacobianThreshold`. summary.json stores
 /// them as an array in threshold order.
 public struct JacobianShares: Codable, Sendable, Equatable {
+    /// One share per `JacobianThreshold`, in its order.
     public private(set) var values: [Double]
+    /// The shares of |J| > t the counts give.
     public init(_ counts: ThresholdCounts) { values = counts.sharesAbove }
     public subscript(_ t: JacobianThreshold) -> Double { values[t.rawValue] }
     /// The share above the paper's headline threshold, 0.01.
@@ -101,13 +108,17 @@ public struct JacobianShares: Codable, Sendable, Equatable {
 /// on the processed model the authors' analysis loads. summary.json spells
 /// it as the point's name, prefixed "processed-" for the processed model.
 public struct EvaluationKey: Hashable, Sendable, Codable, CodingKeyRepresentable, CustomStringConvertible {
+    /// Where J is taken.
     public var point: EvaluationPoint
+    /// Which model: as trained, or processed.
     public var path: ModelPath
     public init(_ point: EvaluationPoint, _ path: ModelPath = .consistent) { self.point = point; self.path = path }
     public static let trueInput = EvaluationKey(.trueInput), reconstruction = EvaluationKey(.reconstruction)
     public static let processedTrueInput = EvaluationKey(.trueInput, .processed)
 
+    /// "trueInput", "reconstruction", "processed-trueInput".
     public var description: String { path == .consistent ? point.rawValue : "\(path.rawValue)-\(point.rawValue)" }
+    /// The key `text` spells (nil: none).
     public init?(_ text: String) {
         let processed = ModelPath.processed.rawValue + "-"
         let path: ModelPath = text.hasPrefix(processed) ? .processed : .consistent
@@ -137,7 +148,9 @@ public struct EvaluationKey: Hashable, Sendable, Codable, CodingKeyRepresentable
 /// evaluation and each scale-curve snapshot. summary.json keeps them flat
 /// beside the run's or snapshot's other fields.
 public struct HeldOutMetrics: Codable, Sendable, Equatable {
+    /// Explained variance of x by x̂ and of f(x) by ŷ.
     public var explainedVarianceIn: Double, explainedVarianceOut: Double
+    /// Mean squared error per element, as the loss normalises it.
     public var mseIn: Double, mseOut: Double
     /// Mean active latents per token.
     public var l0In: Double, l0Out: Double
@@ -180,10 +193,14 @@ public struct HeldOutMetrics: Codable, Sendable, Equatable {
 
 /// Every number of one run's final evaluation, also in summary.json.
 public struct RunSummary: Codable, Sendable {
+    /// The run's name (`RunID.name`, or "pair" for `jsae evaluate`).
     public var name: String
+    /// The data's key (`RunID.Data.key`) or, for `jsae evaluate`, the activations file.
     public var data: String
     public var lambda: Double
+    /// The forward file of each evaluation.
     public var forwardFiles: [EvaluationKey: String]
+    /// Shares of |J| above each threshold, per evaluation.
     public var shares: [EvaluationKey: JacobianShares]
     /// At the true input.
     public var metrics: HeldOutMetrics
@@ -256,8 +273,10 @@ public struct RunSummary: Codable, Sendable {
 
 /// One held-out evaluation of a run part-way (or at the end of) training, at the true input.
 public struct Snapshot: Codable, Sendable, Equatable {
+    /// Optimizer steps done, and training tokens seen (steps · batch).
     public var step: Int
     public var tokens: Int
+    /// At the true input.
     public var shares: JacobianShares
     public var metrics: HeldOutMetrics
 
