@@ -134,7 +134,7 @@ struct JSAEBench: ParsableCommand {
         var sc = config; sc.single = true
         PeakMemory.reset()
         let saeTimer = PhaseTimer()
-        let (saeTimes, saeCPU, saeAllocations, saePaired) = try timeSteps(shape, mlp, x, sc, saeTimer, threads: threads, probe: probe)
+        let (saeTimes, saeCPU, saeAllocations, saePaired, _) = try timeSteps(shape, mlp, x, sc, saeTimer, threads: threads, probe: probe)
         let saePeak = PeakMemory.bytes()   // VmHWM: the peak, read after the state is freed
 
         // The JSAE pair, profiled.
@@ -142,7 +142,7 @@ struct JSAEBench: ParsableCommand {
         PeakMemory.reset()
         let timer = PhaseTimer()
         var profiled = false
-        let (jsaeTimes, jsaeCPU, jsaeAllocations, jsaePaired) = try timeSteps(shape, mlp, x, config, timer, threads: threads, probe: probe, beforeTimed: {
+        let (jsaeTimes, jsaeCPU, jsaeAllocations, jsaePaired, parameterBits) = try timeSteps(shape, mlp, x, config, timer, threads: threads, probe: probe, beforeTimed: {
             if !noProfile { profiled = CPUProfiler.start(profilePath) }
             if let heapProfile { HeapProfiler.start(heapProfile) }
         })
@@ -152,6 +152,7 @@ struct JSAEBench: ParsableCommand {
             log("heap profiles: \(heapProfile).*.heap (google-pprof --text --inuse_space <exe> <file>)")
         }
         let jsaePeak = PeakMemory.bytes()
+        log("parameters after the JSAE steps: \(parameterBits)")
         log("ceiling: \(ceilingReps) more products after the timed sections …")
         let after = ceilingSamples(rows: shape.batch, cols: shape.m, inner: shape.d, threads: threads, reps: ceilingReps)
         var sets = ["before": before.map(\.wall), "after": after.map(\.wall)]
@@ -178,6 +179,7 @@ struct JSAEBench: ParsableCommand {
                             saePhases: Phase.allCases.map { ($0.rawValue, (saeTimer.seconds[$0] ?? 0) / Double(nSteps)) },
                             saePeakBytes: saePeak, jsaePeakBytes: jsaePeak,
                             saeAllocations: saeAllocations, jsaeAllocations: jsaeAllocations, fingerprint: fingerprint,
+                            parameterFingerprint: parameterBits,
                             profile: profiled ? profilePath : nil, environment: Environment.current(threads: threads))
         print(report.table())
         if profiled {
@@ -200,7 +202,7 @@ struct JSAEBench: ParsableCommand {
     /// here, so the next section starts without it.
     func timeSteps(_ shape: Shape, _ mlp: MLP<Float>, _ x: Matrix<Float>, _ c: TrainConfig, _ timer: PhaseTimer?,
                    threads: Int, probe: CeilingProbe? = nil,
-                   beforeTimed: () -> Void = {}) throws -> ([Double], [Double], Allocations, PairedSamples?) {
+                   beforeTimed: () -> Void = {}) throws -> ([Double], [Double], Allocations, PairedSamples?, String) {
         var state = try TrainState<Float>.initial(d: shape.d, mIn: shape.m, mOut: shape.m, k: shape.k, mlp: mlp,
                                                   single: c.single, seed: 1)
         let ws = state.workspace(config: c, threads: threads)
@@ -231,7 +233,21 @@ struct JSAEBench: ParsableCommand {
             paired?.ceiling.append(probe.sample())
             paired?.steps = zip(times, cpu).map { (wall: $0, cpu: $1) }
         }
-        return (times, cpu, allocations, paired)
+        return (times, cpu, allocations, paired, parameterFingerprint(state.model))
+    }
+
+    /// FNV-1a over the bit patterns of every parameter of both SAEs, in
+    /// storage order: equal strings mean bit-identical parameters, which is
+    /// what a change meant to keep the step's arithmetic must show at the
+    /// bench's own shape (the golden loss curve checks a small one).
+    func parameterFingerprint(_ model: JSAEModel<Float>) -> String {
+        var h: UInt64 = 0xcbf29ce484222325
+        for sae in [model.saeIn] + (model.saeOut.map { [$0] } ?? []) {
+            for name in SAETensors<Float>.Name.allCases {
+                for v in sae.tensors[name] { h = (h ^ UInt64(v.bitPattern)) &* 0x100000001b3 }
+            }
+        }
+        return String(h, radix: 16)
     }
 
     func synthetic(_ s: Shape) -> (Matrix<Float>, MLP<Float>) {
