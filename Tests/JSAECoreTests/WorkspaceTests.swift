@@ -26,10 +26,10 @@ struct WorkspaceTests {
         let coef = 0.37
         ws.dwd1.p.update(repeating: 0, count: ws.dwd1.count)
         ws.dw2eT.p.update(repeating: 0, count: ws.dw2eT.count)
-        let stats = jacobianForwardBackward(dwd1: ws.dwd1.p, dw2eT: ws.dw2eT.p, coef: coef, store: ws.jacobian.p,
-                                            tokenAbs: ws.jacobianAbs.p, tokenCounts: ws.jacobianCounts.p, scratch: ws.arena.p,
-                                            model.jacobianInputs(ws), chunk: chunk, threads: 2)
-        let want = jacobianForwardBackwardReference(model.jacobianInputs(ws), coef: coef)
+        let stats = jacobianPass(store: ws.jacobian.p, backward: (ws.dwd1.p, ws.dw2eT.p, coef),
+                                 tokenAbs: ws.jacobianAbs.p, tokenCounts: ws.jacobianCounts.p, scratch: ws.arena.p,
+                                 model.jacobianInputs(ws), chunk: chunk, threads: 2)
+        let want = jacobianPassReference(model.jacobianInputs(ws), coef: coef)
         // The same Double sums in another association order (BLAS blocks vs
         // one running sum over d_mlp = 40 terms): rounding only, ≲ 1e-14 relative.
         let J = ws.jacobian.array(want.J.count)
