@@ -45,6 +45,64 @@ struct JacobianInputs<T: JSAEScalar> {
     /// φ' [B, d_mlp]; K1, K2 [B, k].
     var phi: UnsafePointer<T>, k1: UnsafePointer<Int>, k2: UnsafePointer<Int>
     var tokens: Int, k: Int, dMlp: Int, mIn: Int, mOut: Int
+    /// The tokens in the order the pass visits them ([B], a permutation), or
+    /// nil for batch order.
+    var order: UnsafePointer<Int>? = nil
+    /// The token at position i of the visiting order.
+    func token(_ i: Int) -> Int { order.map { $0[i] } ?? i }
+}
+
+/// The order in which the Jacobian pass visits a batch's tokens. It decides
+/// which tokens share a chunk and a worker, and so whether the rows of wd1
+/// and w2eᵀ that one token gathers are still in cache for the next; and the
+/// order in which the backward's scatter sums into dwd1 and dw2eᵀ. Either
+/// order comes from the batch alone, never from the thread count, so the
+/// bits stay the same for any `--threads`.
+public enum JacobianOrder: String, Sendable, CaseIterable {
+    /// Batch order.
+    case batch
+    /// Sorted by the leading latents of the index sets, K1[0], K2[0], K1[1],
+    /// K2[1], …, as many as fit beside the token's position in 64 bits
+    /// (`sharedLatentOrder`): tokens whose strongest latents agree, which in
+    /// a trained pair share many of their 2k rows, become neighbours.
+    case sharedLatents = "shared-latents"
+}
+
+/// The `sharedLatents` visiting order of B tokens from their index sets:
+/// each token's key is its leading latents (alternating K1 and K2, in
+/// descending pre-activation order, as many of ⌈log2 m⌉ bits as fit) above
+/// its position, so keys are distinct and ties keep batch order. Heapsort in
+/// place: no allocation and no scratch beyond `keys`.
+/// - k1, k2: [B, k]; order: [B] out; keys: [B] scratch
+public func sharedLatentOrder(k1: UnsafePointer<Int>, k2: UnsafePointer<Int>, tokens B: Int, k: Int, m: Int,
+                              order: UnsafeMutablePointer<Int>, keys: UnsafeMutablePointer<UInt64>) {
+    guard B > 0 else { return }
+    let tokenBits = max(1, Int.bitWidth - (B - 1).leadingZeroBitCount)
+    let latentBits = max(1, Int.bitWidth - (max(m, 2) - 1).leadingZeroBitCount)
+    let levels = min(2 * k, (64 - tokenBits) / latentBits)
+    for b in 0..<B {
+        var key: UInt64 = 0
+        for level in 0..<levels {
+            let latent = (level % 2 == 0 ? k1 : k2)[b * k + level / 2]
+            key = key << UInt64(latentBits) | UInt64(latent)
+        }
+        keys[b] = key << UInt64(tokenBits) | UInt64(b)
+    }
+    func swap(_ i: Int, _ j: Int) { let t = keys[i]; keys[i] = keys[j]; keys[j] = t }
+    func siftDown(_ start: Int, _ end: Int) {
+        var root = start
+        while 2 * root + 1 < end {
+            var child = 2 * root + 1
+            if child + 1 < end && keys[child] < keys[child + 1] { child += 1 }
+            guard keys[root] < keys[child] else { return }
+            swap(root, child)
+            root = child
+        }
+    }
+    for start in stride(from: B / 2 - 1, through: 0, by: -1) { siftDown(start, B) }
+    for end in stride(from: B - 1, to: 0, by: -1) { swap(0, end); siftDown(0, end) }
+    let mask = (UInt64(1) << UInt64(tokenBits)) - 1
+    for i in 0..<B { order[i] = Int(keys[i] & mask) }
 }
 
 // MARK: The entries: what the pair, the loss and the step call
@@ -127,9 +185,17 @@ extension JSAEModel {
     }
 
     /// What the Jacobian kernels read from the workspace's cache.
+    /// What the Jacobian kernels read from the workspace's cache, and the
+    /// token order of `ws.jacobianOrder` computed from the cached index sets.
     func jacobianInputs(_ ws: Workspace<T>) -> JacobianInputs<T> {
-        JacobianInputs(wd1: ws.wd1.p, w2eT: ws.w2eT.p, phi: ws.phi.p, k1: ws.codesIn.indices.p, k2: ws.codesOut.indices.p,
-                       tokens: ws.tokens, k: k, dMlp: mlp!.dMlp, mIn: saeIn.m, mOut: saeOut!.m)
+        var inputs = JacobianInputs(wd1: ws.wd1.p, w2eT: ws.w2eT.p, phi: ws.phi.p, k1: ws.codesIn.indices.p, k2: ws.codesOut.indices.p,
+                                    tokens: ws.tokens, k: k, dMlp: mlp!.dMlp, mIn: saeIn.m, mOut: saeOut!.m)
+        if ws.jacobianOrder == .sharedLatents {
+            sharedLatentOrder(k1: inputs.k1, k2: inputs.k2, tokens: ws.tokens, k: k, m: max(saeIn.m, saeOut!.m),
+                              order: ws.jacobianTokens.p, keys: ws.jacobianSortKeys.p)
+            inputs.order = UnsafePointer(ws.jacobianTokens.p)
+        }
+        return inputs
     }
 }
 
@@ -186,16 +252,18 @@ func jacobianPassReference<T: JSAEScalar>(_ in_: JacobianInputs<T>, coef: Double
 /// accumulating (+=) into dwd1 [m_in, d_mlp] and dw2eT [m_out, d_mlp].
 /// `jacobianPassReference` is its plain-loop definition.
 ///
-/// Tokens of a chunk are split across workers, each running its small gemms
+/// Chunks are runs of consecutive tokens in the visiting order (`in_.order`).
+/// A chunk's tokens are split across workers, each running its small gemms
 /// on single-threaded BLAS (OpenBLAS always is, see `BLASThreads`); the
 /// per-token row updates are then scattered by workers that own disjoint
-/// latent ranges, in token order. So the result is the same for any thread
-/// count and chunk size.
+/// latent ranges, in the visiting order. So the result is the same for any
+/// thread count and chunk size; the visiting order decides only the order
+/// of the scatter's sums.
 func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
-                                         backward: (dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>, coef: T)?,
-                                         tokenAbs: UnsafeMutablePointer<Double>, tokenCounts: UnsafeMutablePointer<Int32>,
-                                         scratch: UnsafeMutablePointer<T>, _ in_: JacobianInputs<T>,
-                                         chunk: Int, threads: Int) -> JacobianStats {
+                                 backward: (dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>, coef: T)?,
+                                 tokenAbs: UnsafeMutablePointer<Double>, tokenCounts: UnsafeMutablePointer<Int32>,
+                                 scratch: UnsafeMutablePointer<T>, _ in_: JacobianInputs<T>,
+                                 chunk: Int, threads: Int) -> JacobianStats {
     let B = in_.tokens, k = in_.k, dMlp = in_.dMlp, kk = k * k
     precondition(chunk >= 1)
     let c = min(chunk, max(B, 1))
@@ -219,7 +287,7 @@ func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
         Parallel.forRanges(n, threads: workers) { w, slots in
             let L = sc.p + w * perWorker, R = L + k * dMlp, Jw = R + k * dMlp, G = Jw + kk
             for slot in slots {
-                let b = start + slot
+                let b = in_.token(start + slot)
                 let f0 = w == 0 ? PhaseTimer.now() : 0
                 let phi = in_.phi + b * dMlp
                 for j in 0..<k {
@@ -271,7 +339,8 @@ func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
 
 /// dw2eᵀ[K2[b, j]] += dL[slot, j] and dwd1[K1[b, j]] += dR[slot, j] ⊙ φ'[b]
 /// for the chunk's tokens: worker w owns a range of latent rows of each, and
-/// visits tokens in order, so the sums do not depend on the thread count.
+/// visits tokens in the pass's order, so the sums do not depend on the
+/// thread count.
 private func scatterJacobianGradients<T: JSAEScalar>(dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>,
                                                      dL: UnsafePointer<T>, dR: UnsafePointer<T>, _ in_: JacobianInputs<T>,
                                                      start: Int, count n: Int, threads: Int) {
@@ -281,7 +350,7 @@ private func scatterJacobianGradients<T: JSAEScalar>(dwd1: UnsafeMutablePointer<
         let ownIn = (own.lowerBound * mIn / mMax)..<(own.upperBound * mIn / mMax)
         let ownOut = (own.lowerBound * mOut / mMax)..<(own.upperBound * mOut / mMax)
         for slot in 0..<n {
-            let b = start + slot
+            let b = in_.token(start + slot)
             for j in 0..<k {
                 let i2 = in_.k2[b * k + j]
                 if ownOut.contains(i2) {
