@@ -46,6 +46,12 @@ struct JSAEBench: ParsableCommand {
     @Option(help: "Tokens per Jacobian chunk (default: the library's).") var jacobianChunk: Int?
     @Option(help: "Use the first batch of /x (and /mlp) from this activations file instead of synthetic data.")
     var activations: String?
+    @Option(help: "Start from the SAEs of this model or checkpoint file (trained SAEs give realistic index sets K1/K2) instead of seeded initial weights; its shape replaces the preset's. The MLP comes from --activations when given, else from this file.")
+    var model: String?
+    @Option(help: "Token order of the Jacobian pass in the timed steps: batch (the library's default) or shared-latents.")
+    var jacobianOrder: JacobianOrder = .batch
+    @Flag(help: "Instead of the sections: the JSAE pair's steps alternately with the library's Jacobian settings (batch order, default chunk) and with this run's --jacobian-order and --jacobian-chunk (A B B A, --steps pairs): the Jacobian phases' medians, their ratio, and the rows the chunks of each order gather.")
+    var compareJacobian = false
     @Option(help: "Write every figure and the environment as JSON here.") var json: String?
     @Flag(help: "Do not run the gperftools CPU profiler around the timed JSAE steps.") var noProfile = false
     @Option(help: "Where the CPU profile is written.") var profilePath: String = "jsae-bench.prof"
@@ -110,11 +116,27 @@ struct JSAEBench: ParsableCommand {
             mlp = try MLPFile.read(r.file, d: r.d)
             try adoptFileShape(&shape, fileD: r.d, mlp: mlp, path: path)
         }
+        var trained: JSAEModel<Float>? = nil
+        if let path = model {
+            let m = try ModelFile.read(path, as: Float.self, mlpFallback: activations == nil ? nil : try ActivationsReader(activations!).file)
+            guard let saeOut = m.saeOut, let fileMLP = m.mlp else { throw JSAEError(file: path, "is not a JSAE pair with an MLP (here or in --activations)") }
+            guard m.saeIn.m == saeOut.m, m.saeIn.m % m.d == 0, m.d == shape.d || activations == nil else {
+                throw JSAEError(file: path, "needs both SAEs of m = expansion × d, and d equal to the activations' (m_in \(m.saeIn.m), m_out \(saeOut.m), d \(m.d))")
+            }
+            shape.d = m.d; shape.dMlp = fileMLP.dMlp; shape.expansion = m.saeIn.m / m.d; shape.k = m.k
+            try requireFits(shape)
+            if activations == nil { mlp = fileMLP; x = synthetic(shape).0 }
+            trained = m
+        }
         log("jsae-bench: \(preset.rawValue) d \(shape.d) d_mlp \(shape.dMlp) m \(shape.m) k \(shape.k) batch \(shape.batch), "
             + "\(warmup) warm-up + \(nSteps) timed steps, \(threads) threads, OpenBLAS \(BLASThreads.coreName)")
 
         if gemms {
             print(gemmComparison(shape, threads: threads, pairs: nSteps, log: log))
+            return
+        }
+        if compareJacobian {
+            print(try compareJacobianSettings(shape, mlp, x, trained: trained, threads: threads, pairs: nSteps))
             return
         }
         log("ceiling: sgemm \(shape.batch)×\(shape.m)×\(shape.d) …")
@@ -128,13 +150,14 @@ struct JSAEBench: ParsableCommand {
         config.totalSteps = 1_000_000; config.batch = shape.batch; config.lambda = 1
         config.lrWarmupFraction = 0; config.lambdaWarmupFraction = 0   // λ > 0 from the first timed step
         if let jacobianChunk { config.jacobianChunk = jacobianChunk }
+        let start = trained
 
         // One traditional SAE (single, on x).
         log("single SAE: \(warmup + nSteps) steps …")
         var sc = config; sc.single = true
         PeakMemory.reset()
         let saeTimer = PhaseTimer()
-        let (saeTimes, saeCPU, saeAllocations, saePaired) = try timeSteps(shape, mlp, x, sc, saeTimer, threads: threads, probe: probe)
+        let (saeTimes, saeCPU, saeAllocations, saePaired, _) = try timeSteps(shape, mlp, x, sc, saeTimer, threads: threads, probe: probe, start: start)
         let saePeak = PeakMemory.bytes()   // VmHWM: the peak, read after the state is freed
 
         // The JSAE pair, profiled.
@@ -142,7 +165,7 @@ struct JSAEBench: ParsableCommand {
         PeakMemory.reset()
         let timer = PhaseTimer()
         var profiled = false
-        let (jsaeTimes, jsaeCPU, jsaeAllocations, jsaePaired) = try timeSteps(shape, mlp, x, config, timer, threads: threads, probe: probe, beforeTimed: {
+        let (jsaeTimes, jsaeCPU, jsaeAllocations, jsaePaired, parameterBits) = try timeSteps(shape, mlp, x, config, timer, threads: threads, probe: probe, start: start, beforeTimed: {
             if !noProfile { profiled = CPUProfiler.start(profilePath) }
             if let heapProfile { HeapProfiler.start(heapProfile) }
         })
@@ -152,6 +175,7 @@ struct JSAEBench: ParsableCommand {
             log("heap profiles: \(heapProfile).*.heap (google-pprof --text --inuse_space <exe> <file>)")
         }
         let jsaePeak = PeakMemory.bytes()
+        log("parameters after the JSAE steps: \(parameterBits)")
         log("ceiling: \(ceilingReps) more products after the timed sections …")
         let after = ceilingSamples(rows: shape.batch, cols: shape.m, inner: shape.d, threads: threads, reps: ceilingReps)
         var sets = ["before": before.map(\.wall), "after": after.map(\.wall)]
@@ -178,6 +202,7 @@ struct JSAEBench: ParsableCommand {
                             saePhases: Phase.allCases.map { ($0.rawValue, (saeTimer.seconds[$0] ?? 0) / Double(nSteps)) },
                             saePeakBytes: saePeak, jsaePeakBytes: jsaePeak,
                             saeAllocations: saeAllocations, jsaeAllocations: jsaeAllocations, fingerprint: fingerprint,
+                            parameterFingerprint: parameterBits,
                             profile: profiled ? profilePath : nil, environment: Environment.current(threads: threads))
         print(report.table())
         if profiled {
@@ -199,11 +224,11 @@ struct JSAEBench: ParsableCommand {
     /// optimizer steps; returns each timed step's wall and CPU seconds. The state lives only
     /// here, so the next section starts without it.
     func timeSteps(_ shape: Shape, _ mlp: MLP<Float>, _ x: Matrix<Float>, _ c: TrainConfig, _ timer: PhaseTimer?,
-                   threads: Int, probe: CeilingProbe? = nil,
-                   beforeTimed: () -> Void = {}) throws -> ([Double], [Double], Allocations, PairedSamples?) {
-        var state = try TrainState<Float>.initial(d: shape.d, mIn: shape.m, mOut: shape.m, k: shape.k, mlp: mlp,
-                                                  single: c.single, seed: 1)
+                   threads: Int, probe: CeilingProbe? = nil, start: JSAEModel<Float>? = nil,
+                   beforeTimed: () -> Void = {}) throws -> ([Double], [Double], Allocations, PairedSamples?, String) {
+        var state = try initialState(shape, mlp, c, start: start)
         let ws = state.workspace(config: c, threads: threads)
+        ws.jacobianOrder = jacobianOrder
         for _ in 0..<warmup { _ = try state.step(x, config: c, workspace: ws, report: false) }
         beforeTimed()
         let n = steps ?? preset.steps
@@ -231,7 +256,78 @@ struct JSAEBench: ParsableCommand {
             paired?.ceiling.append(probe.sample())
             paired?.steps = zip(times, cpu).map { (wall: $0, cpu: $1) }
         }
-        return (times, cpu, allocations, paired)
+        return (times, cpu, allocations, paired, parameterFingerprint(state.model))
+    }
+
+    /// FNV-1a over the bit patterns of every parameter of both SAEs, in
+    /// storage order: equal strings mean bit-identical parameters, which is
+    /// what a change meant to keep the step's arithmetic must show at the
+    /// bench's own shape (the golden loss curve checks a small one).
+    func parameterFingerprint(_ model: JSAEModel<Float>) -> String {
+        var h: UInt64 = 0xcbf29ce484222325
+        for sae in [model.saeIn] + (model.saeOut.map { [$0] } ?? []) {
+            for name in SAETensors<Float>.Name.allCases {
+                for v in sae.tensors[name] { h = (h ^ UInt64(v.bitPattern)) &* 0x100000001b3 }
+            }
+        }
+        return String(h, radix: 16)
+    }
+
+    /// The seeded initial state, or the given SAEs (the input SAE alone for
+    /// a single SAE) with `mlp` and fresh Adam moments.
+    func initialState(_ shape: Shape, _ mlp: MLP<Float>, _ c: TrainConfig, start: JSAEModel<Float>?) throws -> TrainState<Float> {
+        guard let start else {
+            return try TrainState<Float>.initial(d: shape.d, mIn: shape.m, mOut: shape.m, k: shape.k, mlp: mlp, single: c.single, seed: 1)
+        }
+        return TrainState(model: try JSAEModel(saeIn: start.saeIn, saeOut: c.single ? nil : start.saeOut, mlp: c.single ? nil : mlp))
+    }
+
+    /// `--compare-jacobian` (JacobianComparison.swift): one warm-up step per
+    /// setting, then `pairs` blocks of A B (or B A) steps on one state, each
+    /// setting with its own workspace; limits from the in-run ceiling and
+    /// bandwidth as in the phase table.
+    func compareJacobianSettings(_ shape: Shape, _ mlp: MLP<Float>, _ x: Matrix<Float>, trained: JSAEModel<Float>?,
+                                 threads: Int, pairs: Int) throws -> String {
+        log("ceiling and bandwidth …")
+        let ceiling = ceilingSamples(rows: shape.batch, cols: shape.m, inner: shape.d, threads: threads, reps: 5)
+        let gflops = 2 * Double(shape.batch) * Double(shape.m) * Double(shape.d) / ceiling.map(\.wall).min()! / 1e9
+        let bandwidth = try Bandwidth.measure(threads: threads, reps: 5)
+        var library = TrainConfig()
+        library.totalSteps = 1_000_000; library.batch = shape.batch; library.lambda = 1
+        library.lrWarmupFraction = 0; library.lambdaWarmupFraction = 0
+        var variant = library
+        if let jacobianChunk { variant.jacobianChunk = jacobianChunk }
+        var state = try initialState(shape, mlp, library, start: trained)
+        let wsLibrary = state.workspace(config: library, threads: threads)
+        let wsVariant = variant.jacobianChunk == library.jacobianChunk ? wsLibrary : state.workspace(config: variant, threads: threads)
+        let variantName = "\(jacobianOrder.rawValue) order, chunk \(variant.jacobianChunk)"
+        var comparison = JacobianComparison(names: ("batch order, chunk \(library.jacobianChunk)", variantName))
+        let codes = state.model.forward(x, point: .trueInput, chunk: library.jacobianChunk, threads: threads)
+        comparison.countRows(k1: codes.codesIn.indices, k2: codes.codesOut!.indices, tokens: shape.batch, k: shape.k, m: shape.m,
+                             chunk: library.jacobianChunk)
+        func step(variantSide: Bool, timed: Bool) throws {
+            let ws = variantSide ? wsVariant : wsLibrary
+            ws.jacobianOrder = variantSide ? jacobianOrder : .batch
+            let timer = PhaseTimer()
+            let t0 = Clock.now(), c0 = Clock.cpu()
+            _ = try state.step(x, config: variantSide ? variant : library, workspace: ws, report: false, timer: timer)
+            let sample = JacobianComparison.Sample(forward: timer.seconds[.jacobianForward] ?? 0, backward: timer.seconds[.jacobianBackward] ?? 0,
+                                                   step: Clock.now() - t0, stepCPU: Clock.cpu() - c0)
+            if timed { comparison.add(sample, variant: variantSide) }
+            log("  \(variantSide ? variantName : "library"): forward \(String(format: "%.1f", sample.forward * 1000)) ms, "
+                + "backward \(String(format: "%.1f", sample.backward * 1000)) ms")
+        }
+        for side in [false, true] { try step(variantSide: side, timed: false) }
+        for i in 0..<pairs {
+            for side in i % 2 == 0 ? [false, true] : [true, false] { try step(variantSide: side, timed: true) }
+        }
+        let costs = shape.phaseCosts(pair: true)
+        func limit(_ p: Phase) -> Double? { costs[p].map { 1000 * $0.limitSeconds(ceilingGFLOPs: gflops, bandwidthGBs: bandwidth.gbs) } }
+        func perToken(_ p: Phase) -> Double? { costs[p]?.perTokenBytes.map { 1000 * $0 / (bandwidth.gbs * 1e9) } }
+        return String(format: "in-run ceiling %.1f GFLOP/s, triad %.2f GB/s; ", gflops, bandwidth.gbs)
+            + (trained == nil ? "seeded initial SAEs\n" : "SAEs of \(model!)\n")
+            + comparison.table(forwardLimitMs: limit(.jacobianForward), backwardLimitMs: limit(.jacobianBackward),
+                               perTokenForwardMs: perToken(.jacobianForward), perTokenBackwardMs: perToken(.jacobianBackward))
     }
 
     func synthetic(_ s: Shape) -> (Matrix<Float>, MLP<Float>) {

@@ -71,8 +71,6 @@ func gemmComparison(_ shape: Shape, threads: Int, pairs: Int, log: (String) -> V
                  String(format: "%.3f", stepTiledCPU / stepBLASCPU)])
     let header = ["product", "M×N×K", "calls/step", "tiled ms", "OpenBLAS ms", "tiled/OpenBLAS wall (median of pairs)",
                   "tiled CPU ms", "OpenBLAS CPU ms", "tiled/OpenBLAS CPU"]
-    var out = "dense products of a step, \(threads) threads: tiled on the package's workers vs one call on OpenBLAS's threads, \(pairs) pairs\n"
-    out += "| " + header.joined(separator: " | ") + " |\n|" + String(repeating: "---|", count: header.count) + "\n"
-    for r in rows { out += "| " + r.joined(separator: " | ") + " |\n" }
-    return out
+    return "dense products of a step, \(threads) threads: tiled on the package's workers vs one call on OpenBLAS's threads, \(pairs) pairs\n"
+        + markdownTable([header] + rows)
 }

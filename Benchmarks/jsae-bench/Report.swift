@@ -31,6 +31,8 @@ struct Report {
     var saeAllocations: Allocations
     var jsaeAllocations: Allocations
     var fingerprint: [Double]?
+    /// Both SAEs' parameters after the JSAE's timed steps, hashed (`parameterFingerprint`).
+    var parameterFingerprint: String
     var profile: String?
     var environment: Environment
 
@@ -159,6 +161,7 @@ struct Report {
         var saePaired: PairedShares?
         var jsaePaired: PairedShares?
         var fingerprintLoss: [Double]?
+        var parameterFingerprint: String
         var profile: String?
         var environment: Environment
     }
@@ -201,7 +204,7 @@ struct Report {
              saePhasesMs: Dictionary(uniqueKeysWithValues: saePhases.map { ($0.0, $0.1 * 1000) }),
              phaseLimits: Dictionary(uniqueKeysWithValues: jsaeLimits), saePhaseLimits: Dictionary(uniqueKeysWithValues: saeLimits),
              bandwidth: bandwidth, saePaired: saePaired, jsaePaired: jsaePaired,
-             fingerprintLoss: fingerprint, profile: profile, environment: environment)
+             fingerprintLoss: fingerprint, parameterFingerprint: parameterFingerprint, profile: profile, environment: environment)
     }
 }
 

@@ -7,6 +7,12 @@
 ///
 /// Rows follow K2 order, columns K1 order. Neither the dense m×m Jacobian nor
 /// all B gathered blocks ever exist: tokens go in chunks.
+///
+/// Everything of the Jacobian lives here: the factors, the chunked forward,
+/// the fused backward and the scatter of its gradients, the chain from the
+/// factors' gradients to the weights, and the statistics. The pair's forward
+/// pass (Pair.swift), the loss (Loss.swift) and the step (Step.swift) call
+/// the entries on `JSAEModel` below.
 
 /// Default tokens per Jacobian chunk. Gathers are per worker ([k, d_mlp] ×2);
 /// per chunk only the backward's dL and dR are held: at k = 32, d_mlp = 2048
@@ -39,19 +45,161 @@ struct JacobianInputs<T: JSAEScalar> {
     /// φ' [B, d_mlp]; K1, K2 [B, k].
     var phi: UnsafePointer<T>, k1: UnsafePointer<Int>, k2: UnsafePointer<Int>
     var tokens: Int, k: Int, dMlp: Int, mIn: Int, mOut: Int
+    /// The tokens in the order the pass visits them ([B], a permutation), or
+    /// nil for batch order.
+    var order: UnsafePointer<Int>? = nil
+    /// The token at position i of the visiting order.
+    func token(_ i: Int) -> Int { order.map { $0[i] } ?? i }
 }
 
-/// wd1 = W_dec_x @ W_in and w2eᵀ = W_enc_yᵀ @ W_outᵀ: two gemms, the second
-/// with both operands transposed in place (no transposed copies).
-/// - wd1: [m_in, d_mlp]; w2eT: [m_out, d_mlp]; wDecIn: [m_in, d]; wIn: [d, d_mlp]; wEncOut: [d, m_out]; wOut: [d_mlp, d]
-func jacobianFactors<T: JSAEScalar>(wd1: UnsafeMutablePointer<T>, w2eT: UnsafeMutablePointer<T>,
-                                    wDecIn: UnsafePointer<T>, wIn: UnsafePointer<T>, wEncOut: UnsafePointer<T>, wOut: UnsafePointer<T>,
-                                    mIn: Int, mOut: Int, d: Int, dMlp: Int, threads: Int) {
-    parallelGemm(transA: false, transB: false, m: mIn, n: dMlp, k: d, alpha: 1, a: wDecIn, lda: d, b: wIn, ldb: dMlp,
-                 beta: 0, c: wd1, ldc: dMlp, threads: threads)
-    parallelGemm(transA: true, transB: true, m: mOut, n: dMlp, k: d, alpha: 1, a: wEncOut, lda: mOut, b: wOut, ldb: d,
-                 beta: 0, c: w2eT, ldc: dMlp, threads: threads)
+/// The order in which the Jacobian pass visits a batch's tokens. It decides
+/// which tokens share a chunk and a worker, and so whether the rows of wd1
+/// and w2eᵀ that one token gathers are still in cache for the next; and the
+/// order in which the backward's scatter sums into dwd1 and dw2eᵀ. Either
+/// order comes from the batch alone, never from the thread count, so the
+/// bits stay the same for any `--threads`.
+public enum JacobianOrder: String, Sendable, CaseIterable {
+    /// Batch order.
+    case batch
+    /// Sorted by the leading latents of the index sets, K1[0], K2[0], K1[1],
+    /// K2[1], …, as many as fit beside the token's position in 64 bits
+    /// (`sharedLatentOrder`): tokens whose strongest latents agree, which in
+    /// a trained pair share many of their 2k rows, become neighbours.
+    case sharedLatents = "shared-latents"
 }
+
+/// The `sharedLatents` visiting order of B tokens from their index sets:
+/// each token's key is its leading latents (alternating K1 and K2, in
+/// descending pre-activation order, as many of ⌈log2 m⌉ bits as fit) above
+/// its position, so keys are distinct and ties keep batch order. Heapsort in
+/// place: no allocation and no scratch beyond `keys`.
+/// - k1, k2: [B, k]; order: [B] out; keys: [B] scratch
+public func sharedLatentOrder(k1: UnsafePointer<Int>, k2: UnsafePointer<Int>, tokens B: Int, k: Int, m: Int,
+                              order: UnsafeMutablePointer<Int>, keys: UnsafeMutablePointer<UInt64>) {
+    guard B > 0 else { return }
+    let tokenBits = max(1, Int.bitWidth - (B - 1).leadingZeroBitCount)
+    let latentBits = max(1, Int.bitWidth - (max(m, 2) - 1).leadingZeroBitCount)
+    let levels = min(2 * k, (64 - tokenBits) / latentBits)
+    for b in 0..<B {
+        var key: UInt64 = 0
+        for level in 0..<levels {
+            let latent = (level % 2 == 0 ? k1 : k2)[b * k + level / 2]
+            key = key << UInt64(latentBits) | UInt64(latent)
+        }
+        keys[b] = key << UInt64(tokenBits) | UInt64(b)
+    }
+    func swap(_ i: Int, _ j: Int) { let t = keys[i]; keys[i] = keys[j]; keys[j] = t }
+    func siftDown(_ start: Int, _ end: Int) {
+        var root = start
+        while 2 * root + 1 < end {
+            var child = 2 * root + 1
+            if child + 1 < end && keys[child] < keys[child + 1] { child += 1 }
+            guard keys[root] < keys[child] else { return }
+            swap(root, child)
+            root = child
+        }
+    }
+    for start in stride(from: B / 2 - 1, through: 0, by: -1) { siftDown(start, B) }
+    for end in stride(from: B - 1, to: 0, by: -1) { swap(0, end); siftDown(0, end) }
+    let mask = (UInt64(1) << UInt64(tokenBits)) - 1
+    for i in 0..<B { order[i] = Int(keys[i] & mask) }
+}
+
+// MARK: The entries: what the pair, the loss and the step call
+
+extension JSAEModel {
+    /// Recomputes wd1 and w2eᵀ in `ws` for the current weights: call once
+    /// before `evaluate` and after any change of the weights. Other modules'
+    /// entry; code in this module calls `computeJacobianFactors` (see
+    /// "Specialisation" in Parallel.swift).
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
+    public func updateJacobianFactors(_ ws: Workspace<T>) { computeJacobianFactors(ws) }
+
+    /// wd1 = W_dec_x @ W_in and w2eᵀ = W_enc_yᵀ @ W_outᵀ into the workspace
+    /// (once per weight update: every step in training, once per file in
+    /// evaluation): two gemms, the second with both operands transposed in
+    /// place (no transposed copies).
+    func computeJacobianFactors(_ ws: Workspace<T>) {
+        guard let saeOut, let mlp else { return }
+        let mIn = saeIn.m, mOut = saeOut.m, dMlp = mlp.dMlp, w = mlp.pointers
+        parallelGemm(transA: false, transB: false, m: mIn, n: dMlp, k: d, alpha: 1, a: saeIn.tensors.pointer(.wDec), lda: d,
+                     b: w.wIn, ldb: dMlp, beta: 0, c: ws.wd1.p, ldc: dMlp, threads: ws.threads)
+        parallelGemm(transA: true, transB: true, m: mOut, n: dMlp, k: d, alpha: 1, a: saeOut.tensors.pointer(.wEnc), lda: mOut,
+                     b: w.wOut, ldb: d, beta: 0, c: ws.w2eT.p, ldc: dMlp, threads: ws.threads)
+    }
+
+    /// J's forward on the cached batch (factors current): statistics,
+    /// per-token sums, and J itself when the workspace keeps it.
+    func jacobianStats(_ ws: Workspace<T>) -> JacobianStats {
+        jacobianPass(store: ws.jacobian.count > 0 ? ws.jacobian.p : nil, backward: nil, tokenAbs: ws.jacobianAbs.p,
+                     tokenCounts: ws.jacobianCounts.p, scratch: ws.arena.p, jacobianInputs(ws),
+                     chunk: ws.shape.jacobianChunk, threads: ws.threads)
+    }
+
+    /// The Jacobian term on the cached batch: the factors wd1 and w2eᵀ for the
+    /// current weights, then J fused with the backward of λ·Σ|J|/(B·k²) into
+    /// dwd1/dw2eᵀ when λ > 0, or J alone when only its statistics are asked
+    /// for (`report`). nil when nothing needed J (or there is no pair).
+    func jacobianTerm(_ ws: Workspace<T>, lambda: Double, report: Bool, timer: PhaseTimer?) -> JacobianStats? {
+        guard saeOut != nil && mlp != nil && (lambda > 0 || report) else { return nil }
+        timed(timer, .precompute) { computeJacobianFactors(ws) }
+        guard lambda > 0 else {
+            let stats = jacobianStats(ws)
+            timer?.add(.jacobianForward, stats.forwardSeconds)
+            return stats
+        }
+        timed(timer, .jacobianBackward) {
+            ws.dwd1.p.update(repeating: 0, count: ws.dwd1.count)
+            ws.dw2eT.p.update(repeating: 0, count: ws.dw2eT.count)
+        }
+        let stats = jacobianPass(store: ws.jacobian.count > 0 ? ws.jacobian.p : nil,
+                                 backward: (ws.dwd1.p, ws.dw2eT.p, T(lambda / Double(ws.tokens * k * k))),
+                                 tokenAbs: ws.jacobianAbs.p, tokenCounts: ws.jacobianCounts.p, scratch: ws.arena.p,
+                                 jacobianInputs(ws), chunk: ws.shape.jacobianChunk, threads: ws.threads)
+        timer?.add(.jacobianForward, stats.forwardSeconds)
+        timer?.add(.jacobianBackward, stats.backwardSeconds)
+        return stats
+    }
+
+    /// The Jacobian term's gradient from the factors to the weights, after
+    /// `jacobianTerm` with λ > 0 and after the reconstruction backward (it
+    /// accumulates into their gradients):
+    ///
+    ///     dW_dec_x += dwd1 · W_inᵀ ;  dW_enc_y += W_outᵀ · dw2eᵀᵀ     (no transposed copies)
+    func jacobianFactorsBackward(_ ws: Workspace<T>) {
+        guard let saeOut, let mlp else { return }
+        let w = mlp.pointers
+        parallelGemm(transA: false, transB: true, m: saeIn.m, n: d, k: mlp.dMlp, alpha: 1, a: ws.dwd1.p, lda: mlp.dMlp,
+                     b: w.wIn, ldb: mlp.dMlp, beta: 1, c: ws.gradIn.mutablePointer(.wDec), ldc: d, threads: ws.threads)
+        parallelGemm(transA: true, transB: true, m: d, n: saeOut.m, k: mlp.dMlp, alpha: 1, a: w.wOut, lda: d,
+                     b: ws.dw2eT.p, ldb: mlp.dMlp, beta: 1, c: ws.gradOut.mutablePointer(.wEnc), ldc: saeOut.m, threads: ws.threads)
+    }
+
+    /// Shares of |J| above the thresholds on the batch in `ws` with J at
+    /// `point` (factors current). Overwrites the activation cache.
+    func jacobianShares(_ ws: Workspace<T>, point: EvaluationPoint) -> SIMD4<Double> {
+        ws.hasYTarget = false   // the output SAE reads f at the point, as in evaluation
+        forwardPass(ws, point: point)
+        return jacobianStats(ws).shares
+    }
+
+    /// What the Jacobian kernels read from the workspace's cache.
+    /// What the Jacobian kernels read from the workspace's cache, and the
+    /// token order of `ws.jacobianOrder` computed from the cached index sets.
+    func jacobianInputs(_ ws: Workspace<T>) -> JacobianInputs<T> {
+        var inputs = JacobianInputs(wd1: ws.wd1.p, w2eT: ws.w2eT.p, phi: ws.phi.p, k1: ws.codesIn.indices.p, k2: ws.codesOut.indices.p,
+                                    tokens: ws.tokens, k: k, dMlp: mlp!.dMlp, mIn: saeIn.m, mOut: saeOut!.m)
+        if ws.jacobianOrder == .sharedLatents {
+            sharedLatentOrder(k1: inputs.k1, k2: inputs.k2, tokens: ws.tokens, k: k, m: max(saeIn.m, saeOut!.m),
+                              order: ws.jacobianTokens.p, keys: ws.jacobianSortKeys.p)
+            inputs.order = UnsafePointer(ws.jacobianTokens.p)
+        }
+        return inputs
+    }
+}
+
+// MARK: The kernels
 
 /// Scratch the Jacobian kernels need (elements of T), for `Workspace`.
 enum JacobianScratch {
@@ -62,34 +210,10 @@ enum JacobianScratch {
     }
 }
 
-/// J for every token: statistics, per-token sums and, when `store` is given, J itself ([B, k, k]).
-func jacobianForward<T: JSAEScalar>(store: UnsafeMutablePointer<T>?, tokenAbs: UnsafeMutablePointer<Double>,
-                                    tokenCounts: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<T>,
-                                    _ in_: JacobianInputs<T>, chunk: Int, threads: Int) -> JacobianStats {
-    jacobianPass(store: store, backward: nil, tokenAbs: tokenAbs, tokenCounts: tokenCounts, scratch: scratch,
-                 in_, chunk: chunk, threads: threads)
-}
-
-/// J's forward fused with the backward of coef·Σ|J| while each token's
-/// gathered blocks are in cache:
-///
-///     G = coef · sign(J);  dw2eᵀ[K2] += G·R;  dwd1[K1] += (Gᵀ·L) ⊙ φ'
-///
-/// with L = w2eᵀ[K2] and R = wd1[K1] ⊙ φ' ([k, d_mlp] each). Accumulates (+=)
-/// into dwd1 [m_in, d_mlp] and dw2eT [m_out, d_mlp]. `jacobianForwardBackwardReference`
-/// is its plain-loop definition.
-func jacobianForwardBackward<T: JSAEScalar>(dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>, coef: T,
-                                            store: UnsafeMutablePointer<T>?, tokenAbs: UnsafeMutablePointer<Double>,
-                                            tokenCounts: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<T>,
-                                            _ in_: JacobianInputs<T>, chunk: Int, threads: Int) -> JacobianStats {
-    jacobianPass(store: store, backward: (dwd1, dw2eT, coef), tokenAbs: tokenAbs, tokenCounts: tokenCounts,
-                 scratch: scratch, in_, chunk: chunk, threads: threads)
-}
-
-/// The plain-loop definition of `jacobianForwardBackward` (Double
+/// The plain-loop definition of `jacobianPass` with its backward (Double
 /// accumulation, no BLAS, no chunks): J [B, k, k] and the gradients at wd1
 /// and w2eᵀ of coef·Σ|J|, starting from zero.
-func jacobianForwardBackwardReference<T: JSAEScalar>(_ in_: JacobianInputs<T>, coef: Double) -> (J: [Double], dwd1: [Double], dw2eT: [Double]) {
+func jacobianPassReference<T: JSAEScalar>(_ in_: JacobianInputs<T>, coef: Double) -> (J: [Double], dwd1: [Double], dw2eT: [Double]) {
     let B = in_.tokens, k = in_.k, dMlp = in_.dMlp
     var J = [Double](repeating: 0, count: B * k * k)
     var dwd1 = [Double](repeating: 0, count: in_.mIn * dMlp), dw2eT = [Double](repeating: 0, count: in_.mOut * dMlp)
@@ -120,19 +244,26 @@ func jacobianForwardBackwardReference<T: JSAEScalar>(_ in_: JacobianInputs<T>, c
 
 /// One pass over the tokens in chunks. Per token: gather the K2 rows of w2eᵀ
 /// (L) and the K1 rows of wd1 scaled by φ' (R), form J = L·Rᵀ with one small
-/// gemm, record its statistics, optionally store it, and optionally run the
-/// backward (two more small gemms) while L and R are in cache.
+/// gemm, record its statistics, optionally store it ([B, k, k]), and with
+/// `backward` run the backward of coef·Σ|J| while L and R are in cache:
 ///
-/// Tokens of a chunk are split across workers, each running its small gemms
+///     G = coef · sign(J);  dw2eᵀ[K2] += G·R;  dwd1[K1] += (Gᵀ·L) ⊙ φ'
+///
+/// accumulating (+=) into dwd1 [m_in, d_mlp] and dw2eT [m_out, d_mlp].
+/// `jacobianPassReference` is its plain-loop definition.
+///
+/// Chunks are runs of consecutive tokens in the visiting order (`in_.order`).
+/// A chunk's tokens are split across workers, each running its small gemms
 /// on single-threaded BLAS (OpenBLAS always is, see `BLASThreads`); the
 /// per-token row updates are then scattered by workers that own disjoint
-/// latent ranges, in token order. So the result is the same for any thread
-/// count and chunk size.
-private func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
-                                         backward: (dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>, coef: T)?,
-                                         tokenAbs: UnsafeMutablePointer<Double>, tokenCounts: UnsafeMutablePointer<Int32>,
-                                         scratch: UnsafeMutablePointer<T>, _ in_: JacobianInputs<T>,
-                                         chunk: Int, threads: Int) -> JacobianStats {
+/// latent ranges, in the visiting order. So the result is the same for any
+/// thread count and chunk size; the visiting order decides only the order
+/// of the scatter's sums.
+func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
+                                 backward: (dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>, coef: T)?,
+                                 tokenAbs: UnsafeMutablePointer<Double>, tokenCounts: UnsafeMutablePointer<Int32>,
+                                 scratch: UnsafeMutablePointer<T>, _ in_: JacobianInputs<T>,
+                                 chunk: Int, threads: Int) -> JacobianStats {
     let B = in_.tokens, k = in_.k, dMlp = in_.dMlp, kk = k * k
     precondition(chunk >= 1)
     let c = min(chunk, max(B, 1))
@@ -156,7 +287,7 @@ private func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
         Parallel.forRanges(n, threads: workers) { w, slots in
             let L = sc.p + w * perWorker, R = L + k * dMlp, Jw = R + k * dMlp, G = Jw + kk
             for slot in slots {
-                let b = start + slot
+                let b = in_.token(start + slot)
                 let f0 = w == 0 ? PhaseTimer.now() : 0
                 let phi = in_.phi + b * dMlp
                 for j in 0..<k {
@@ -208,7 +339,8 @@ private func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
 
 /// dw2eᵀ[K2[b, j]] += dL[slot, j] and dwd1[K1[b, j]] += dR[slot, j] ⊙ φ'[b]
 /// for the chunk's tokens: worker w owns a range of latent rows of each, and
-/// visits tokens in order, so the sums do not depend on the thread count.
+/// visits tokens in the pass's order, so the sums do not depend on the
+/// thread count.
 private func scatterJacobianGradients<T: JSAEScalar>(dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>,
                                                      dL: UnsafePointer<T>, dR: UnsafePointer<T>, _ in_: JacobianInputs<T>,
                                                      start: Int, count n: Int, threads: Int) {
@@ -218,7 +350,7 @@ private func scatterJacobianGradients<T: JSAEScalar>(dwd1: UnsafeMutablePointer<
         let ownIn = (own.lowerBound * mIn / mMax)..<(own.upperBound * mIn / mMax)
         let ownOut = (own.lowerBound * mOut / mMax)..<(own.upperBound * mOut / mMax)
         for slot in 0..<n {
-            let b = start + slot
+            let b = in_.token(start + slot)
             for j in 0..<k {
                 let i2 = in_.k2[b * k + j]
                 if ownOut.contains(i2) {

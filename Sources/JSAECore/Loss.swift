@@ -88,37 +88,11 @@ extension JSAEModel {
         return s
     }
 
-    /// The Jacobian term on the cached batch: the factors wd1 and w2eᵀ for the
-    /// current weights, then J fused with the backward of λ·Σ|J|/(B·k²) into
-    /// dwd1/dw2eᵀ when λ > 0, or J alone when only its statistics are asked
-    /// for (`report`). nil when nothing needed J (or there is no pair).
-    func jacobianTerm(_ ws: Workspace<T>, lambda: Double, report: Bool, timer: PhaseTimer?) -> JacobianStats? {
-        guard saeOut != nil && mlp != nil && (lambda > 0 || report) else { return nil }
-        timed(timer, .precompute) { computeJacobianFactors(ws) }
-        guard lambda > 0 else {
-            let stats = jacobianStats(ws)
-            timer?.add(.jacobianForward, stats.forwardSeconds)
-            return stats
-        }
-        timed(timer, .jacobianBackward) {
-            ws.dwd1.p.update(repeating: 0, count: ws.dwd1.count)
-            ws.dw2eT.p.update(repeating: 0, count: ws.dw2eT.count)
-        }
-        let stats = jacobianForwardBackward(dwd1: ws.dwd1.p, dw2eT: ws.dw2eT.p, coef: T(lambda / Double(ws.tokens * k * k)),
-                                            store: ws.jacobian.count > 0 ? ws.jacobian.p : nil, tokenAbs: ws.jacobianAbs.p,
-                                            tokenCounts: ws.jacobianCounts.p, scratch: ws.arena.p, jacobianInputs(ws),
-                                            chunk: ws.shape.jacobianChunk, threads: ws.threads)
-        timer?.add(.jacobianForward, stats.forwardSeconds)
-        timer?.add(.jacobianBackward, stats.backwardSeconds)
-        return stats
-    }
-
     /// The backward pass of the loss whose forward (and, for λ > 0, fused
     /// Jacobian backward into dwd1/dw2eᵀ) is in `ws`, in reverse order: the
     /// output SAE's reconstruction term, the input SAE's, then the chain
-    /// through wd1 = W_dec_x·W_in and w2e = W_out·W_enc_y:
-    ///
-    ///     dW_dec_x += dwd1 · W_inᵀ ;  dW_enc_y += W_outᵀ · dw2eᵀᵀ     (no transposed copies)
+    /// through wd1 = W_dec_x·W_in and w2e = W_out·W_enc_y
+    /// (`jacobianFactorsBackward`, Jacobian.swift).
     func backwardPass(_ ws: Workspace<T>, lambda: Double, timer: PhaseTimer?) {
         let B = ws.tokens, d = self.d, threads = ws.threads
         let scale = T(2) / T(B * d)
@@ -135,14 +109,8 @@ extension JSAEModel {
             sparseDecoderBackward(grad: &ws.gradIn, scratch: ws.arena.p, order: ws.latentPairs.p, starts: ws.latentStarts.p, dOut: ws.residual.p, input: ws.x.p,
                                   codes: ws.codesIn, wDec: saeIn.tensors.pointer(.wDec), tokens: B, threads: threads)
         }
-        guard lambda > 0, let mlp, let saeOut else { return }
-        timed(timer, .weightGradients) {
-            let w = mlp.pointers
-            parallelGemm(transA: false, transB: true, m: saeIn.m, n: d, k: mlp.dMlp, alpha: 1, a: ws.dwd1.p, lda: mlp.dMlp,
-                         b: w.wIn, ldb: mlp.dMlp, beta: 1, c: ws.gradIn.mutablePointer(.wDec), ldc: d, threads: threads)
-            parallelGemm(transA: true, transB: true, m: d, n: saeOut.m, k: mlp.dMlp, alpha: 1, a: w.wOut, lda: d,
-                         b: ws.dw2eT.p, ldb: mlp.dMlp, beta: 1, c: ws.gradOut.mutablePointer(.wEnc), ldc: saeOut.m, threads: threads)
-        }
+        guard lambda > 0 else { return }
+        timed(timer, .weightGradients) { jacobianFactorsBackward(ws) }
     }
 
     /// The reference code's training objective and its analytic gradient on
@@ -165,7 +133,9 @@ extension JSAEModel {
         lossAndGradientsImpl(x, yTarget: nil, lambda: lambda, ws: ws)
     }
 
-    /// Forward, J (always, for the returned statistics), loss, backward.
+    /// Forward, J (always, for the returned statistics), loss, backward. The
+    /// body of both public `lossAndGradients`, which are prespecialised and so
+    /// must not be called from inside the module (Parallel.swift, "Specialisation").
     func lossAndGradientsImpl(_ x: Matrix<T>, yTarget: Matrix<T>?, lambda: Double, ws: Workspace<T>) -> TrainingPass<T> {
         ws.load(x, yTarget: yTarget)
         forwardPass(ws, point: .trueInput)

@@ -105,29 +105,6 @@ extension JSAEModel {
         }
     }
 
-    /// wd1 and w2eᵀ for the current weights, into the workspace (once per
-    /// weight update: every step in training, once per file in evaluation).
-    func computeJacobianFactors(_ ws: Workspace<T>) {
-        guard let saeOut, let mlp else { return }
-        jacobianFactors(wd1: ws.wd1.p, w2eT: ws.w2eT.p, wDecIn: saeIn.tensors.pointer(.wDec), wIn: mlp.pointers.wIn,
-                        wEncOut: saeOut.tensors.pointer(.wEnc), wOut: mlp.pointers.wOut, mIn: saeIn.m, mOut: saeOut.m, d: d, dMlp: mlp.dMlp,
-                        threads: ws.threads)
-    }
-
-    /// What the Jacobian kernels read from the workspace's cache.
-    func jacobianInputs(_ ws: Workspace<T>) -> JacobianInputs<T> {
-        JacobianInputs(wd1: ws.wd1.p, w2eT: ws.w2eT.p, phi: ws.phi.p, k1: ws.codesIn.indices.p, k2: ws.codesOut.indices.p,
-                       tokens: ws.tokens, k: k, dMlp: mlp!.dMlp, mIn: saeIn.m, mOut: saeOut!.m)
-    }
-
-    /// J's forward on the cached batch (factors already computed); stores J
-    /// when the workspace keeps it.
-    func jacobianStats(_ ws: Workspace<T>) -> JacobianStats {
-        jacobianForward(store: ws.jacobian.count > 0 ? ws.jacobian.p : nil, tokenAbs: ws.jacobianAbs.p,
-                        tokenCounts: ws.jacobianCounts.p, scratch: ws.arena.p, jacobianInputs(ws),
-                        chunk: ws.shape.jacobianChunk, threads: ws.threads)
-    }
-
     /// The cache as values (copies).
     func forwardResult(_ ws: Workspace<T>, point: EvaluationPoint) -> PairForward<T> {
         let B = ws.tokens, d = self.d
@@ -155,20 +132,17 @@ extension JSAEModel {
         return evaluateImpl(x, point: point, ws: ws)
     }
 
-    /// Recomputes wd1 and w2eᵀ in `ws` for the current weights: call once
-    /// before `evaluate` and after any change of the weights.
-    @_specialize(exported: true, where T == Float)
-    @_specialize(exported: true, where T == Double)
-    public func updateJacobianFactors(_ ws: Workspace<T>) { computeJacobianFactors(ws) }
-
     /// The forward pass and J of a batch x ([B ≤ workspace tokens, d]) in a
-    /// reused workspace whose factors are current (`updateJacobianFactors`).
+    /// reused workspace whose factors are current (`updateJacobianFactors`,
+    /// Jacobian.swift).
     @_specialize(exported: true, where T == Float)
     @_specialize(exported: true, where T == Double)
     public func evaluate(_ x: Matrix<T>, point: EvaluationPoint, workspace ws: Workspace<T>) -> PairForward<T> {
         evaluateImpl(x, point: point, ws: ws)
     }
 
+    /// The body of the public `evaluate`, which is prespecialised and so must
+    /// not be called from inside the module (Parallel.swift, "Specialisation").
     func evaluateImpl(_ x: Matrix<T>, point: EvaluationPoint, ws: Workspace<T>) -> PairForward<T> {
         ws.load(x, yTarget: nil)
         forwardPass(ws, point: point)

@@ -15,6 +15,8 @@ extension TrainState {
                      report: report, deadLatents: deadLatents, timer: timer)
     }
 
+    /// The body of the public `step`, which is prespecialised and so must not
+    /// be called from inside the module (Parallel.swift, "Specialisation").
     mutating func stepImpl(_ x: Matrix<T>, yTarget: Matrix<T>?, config: TrainConfig, ws: Workspace<T>,
                            report: Bool, deadLatents: DeadLatentTracker?, timer: PhaseTimer?) throws -> StepReport {
         let t = completedSteps, threads = ws.threads
@@ -59,15 +61,5 @@ extension TrainState {
         timer?.add(.optimizer, PhaseTimer.now() - t0)
         completedSteps += 1
         return StepReport(step: t, lr: lr, lambda: lambda, components: loss, gradNorm: norm, clipFactor: factor, metrics: metrics)
-    }
-}
-
-extension JSAEModel {
-    /// Shares of |J| above the thresholds on the batch in `ws` with J at
-    /// `point` (factors current). Overwrites the activation cache.
-    func jacobianShares(_ ws: Workspace<T>, point: EvaluationPoint) -> SIMD4<Double> {
-        ws.hasYTarget = false   // the output SAE reads f at the point, as in evaluation
-        forwardPass(ws, point: point)
-        return jacobianStats(ws).shares
     }
 }

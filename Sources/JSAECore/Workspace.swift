@@ -35,6 +35,10 @@ public final class Workspace<T: JSAEScalar> {
     let jacobianCounts: Buffer<Int32>
     /// [B, k, k] every token's J (only with `.storeJacobian`).
     let jacobian: Buffer<T>
+    /// The order the Jacobian pass visits the batch's tokens in (Jacobian.swift).
+    public var jacobianOrder = JacobianOrder.batch
+    /// That order for `.sharedLatents` [B], and its sort keys [B].
+    let jacobianTokens: Buffer<Int>, jacobianSortKeys: Buffer<UInt64>
 
     // MARK: Backward (docs/jsae-spec.md, "Gradients")
     public internal(set) var gradIn: SAETensors<T>
@@ -72,6 +76,7 @@ public final class Workspace<T: JSAEScalar> {
         wd1 = Buffer(s.mIn * dMlp); w2eT = Buffer(mOut * dMlp)
         jacobianAbs = Buffer(s.pair ? B : 0); jacobianCounts = Buffer(s.pair ? 4 * B : 0)
         jacobian = Buffer(purpose.contains(.storeJacobian) && s.pair ? B * k * k : 0)
+        jacobianTokens = Buffer(s.pair ? B : 0); jacobianSortKeys = Buffer(s.pair ? B : 0)
         gradIn = SAETensors(d: train ? d : 0, m: train ? s.mIn : 0)
         gradOut = SAETensors(d: train && s.pair ? d : 0, m: train && s.pair ? mOut : 0)
         residual = Buffer(train ? B * d : 0)

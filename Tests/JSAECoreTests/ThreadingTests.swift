@@ -11,13 +11,14 @@ struct ThreadingTests {
 
     /// Every parameter after `steps` training steps on `threads` threads
     /// (the workspace's, as `--threads` sets them; OpenBLAS stays on one).
-    static func trainedParameters<T: JSAEScalar>(_: T.Type, threads: Int, steps: Int = 3) throws -> [T] {
+    static func trainedParameters<T: JSAEScalar>(_: T.Type, threads: Int, steps: Int = 3, order: JacobianOrder = .batch) throws -> [T] {
         let (model, x) = randomModel(shape, seed: 211)
         var state = TrainState(model: model.converted(to: T.self))
         var c = TrainConfig()
         c.batch = shape.tokens; c.totalSteps = 100; c.lambda = 0.5; c.lr = 1e-3
         c.lrWarmupFraction = 0; c.lambdaWarmupFraction = 0
         let ws = state.workspace(config: c, threads: threads)
+        ws.jacobianOrder = order
         let xt = x.converted(to: T.self)
         for _ in 0..<steps { _ = try state.step(xt, config: c, workspace: ws, report: true) }
         let sae = state.model.saeIn.tensors, out = state.model.saeOut!.tensors
@@ -38,6 +39,15 @@ struct ThreadingTests {
             let other = try Self.trainedParameters(Float.self, threads: t)
             let same = Self.sameBits(one, other)
             #expect(same, "\(t) threads: \(Self.differing(one, other)) of \(one.count) parameters differ")
+        }
+    }
+
+    @Test("With the shared-latents Jacobian order too, the same bits on 1, 2 and 3 threads (Float)")
+    func sharedLatentOrderSteps() throws {
+        let one = try Self.trainedParameters(Float.self, threads: 1, order: .sharedLatents)
+        for t in [2, 3] {
+            let other = try Self.trainedParameters(Float.self, threads: t, order: .sharedLatents)
+            #expect(Self.sameBits(one, other), "\(t) threads: \(Self.differing(one, other)) of \(one.count) parameters differ")
         }
     }
 

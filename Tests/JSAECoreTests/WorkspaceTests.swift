@@ -14,22 +14,26 @@ struct WorkspaceTests {
         return (TrainState(model: model.converted(to: Float.self)), x.converted(to: Float.self), c)
     }
 
-    @Test("The fused Jacobian forward+backward equals its plain-loop definition", arguments: [1, 3, 100])
-    func fusedJacobian(_ chunk: Int) {
+    @Test("The fused Jacobian forward+backward equals its plain-loop definition, in either token order",
+          arguments: [1, 3, 100], JacobianOrder.allCases)
+    func fusedJacobian(_ chunk: Int, _ order: JacobianOrder) {
         let (state, x, _) = Self.fixture()
         let model = state.model.converted(to: Double.self)
         let ws = Workspace<Double>(model.workspaceShape(tokens: x.rows, jacobianChunk: chunk),
                                    purpose: [.training, .storeJacobian], threads: 2)
+        ws.jacobianOrder = order
         ws.load(x.converted(to: Double.self), yTarget: nil)
         model.forwardPass(ws, point: .trueInput)
         model.computeJacobianFactors(ws)
         let coef = 0.37
         ws.dwd1.p.update(repeating: 0, count: ws.dwd1.count)
         ws.dw2eT.p.update(repeating: 0, count: ws.dw2eT.count)
-        let stats = jacobianForwardBackward(dwd1: ws.dwd1.p, dw2eT: ws.dw2eT.p, coef: coef, store: ws.jacobian.p,
-                                            tokenAbs: ws.jacobianAbs.p, tokenCounts: ws.jacobianCounts.p, scratch: ws.arena.p,
-                                            model.jacobianInputs(ws), chunk: chunk, threads: 2)
-        let want = jacobianForwardBackwardReference(model.jacobianInputs(ws), coef: coef)
+        let inputs = model.jacobianInputs(ws)
+        #expect((inputs.order != nil) == (order == .sharedLatents))
+        let stats = jacobianPass(store: ws.jacobian.p, backward: (ws.dwd1.p, ws.dw2eT.p, coef),
+                                 tokenAbs: ws.jacobianAbs.p, tokenCounts: ws.jacobianCounts.p, scratch: ws.arena.p,
+                                 inputs, chunk: chunk, threads: 2)
+        let want = jacobianPassReference(model.jacobianInputs(ws), coef: coef)
         // The same Double sums in another association order (BLAS blocks vs
         // one running sum over d_mlp = 40 terms): rounding only, ≲ 1e-14 relative.
         let J = ws.jacobian.array(want.J.count)
@@ -101,5 +105,34 @@ struct LatentSortedBackwardTests {
         #expect(got.wDec.data == expected.wDec.data && got.wEnc.data == expected.wEnc.data)
         #expect(got.bEnc == expected.bEnc && got.bDec == expected.bDec)
         #expect(got.wEnc.data != start.wEnc.data)
+    }
+}
+
+@Suite("Shared-latents token order")
+struct SharedLatentOrderTests {
+    @Test("is a permutation, sorted by the leading latents K1[0], K2[0], K1[1], … with ties in batch order")
+    func sorted() {
+        // 40 tokens, k 3, m 6: three bits per latent and six for the token,
+        // so all six leading latents fit in the key.
+        var g = SeededGenerator(seed: 5)
+        let B = 40, k = 3, m = 6
+        let k1 = (0..<(B * k)).map { _ in Int(g.next() % UInt64(m)) }, k2 = (0..<(B * k)).map { _ in Int(g.next() % UInt64(m)) }
+        var order = [Int](repeating: -1, count: B), keys = [UInt64](repeating: 0, count: B)
+        sharedLatentOrder(k1: k1, k2: k2, tokens: B, k: k, m: m, order: &order, keys: &keys)
+        #expect(order.sorted() == Array(0..<B))
+        func key(_ b: Int) -> [Int] { (0..<(2 * k)).map { ($0 % 2 == 0 ? k1 : k2)[b * k + $0 / 2] } + [b] }
+        let want = (0..<B).sorted { key($0).lexicographicallyPrecedes(key($1)) }
+        #expect(order == want)
+    }
+
+    @Test("keeps only the levels that fit beside the token's position")
+    func truncated() {
+        // m 2^20 takes 20 bits a level and B 5 three: three levels fit (K1[0], K2[0], K1[1]);
+        // K2[1] differs between the tokens but must not reorder them.
+        let B = 5, k = 2, m = 1 << 20
+        let k1 = [7, 1, 7, 2, 7, 1, 7, 1, 3, 0], k2 = [9, 5, 9, 4, 9, 3, 9, 2, 9, 1]
+        var order = [Int](repeating: -1, count: B), keys = [UInt64](repeating: 0, count: B)
+        sharedLatentOrder(k1: k1, k2: k2, tokens: B, k: k, m: m, order: &order, keys: &keys)
+        #expect(order == [4, 0, 2, 3, 1])
     }
 }
