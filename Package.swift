@@ -51,7 +51,7 @@ let package = Package(
 
         // MARK: Benchmarks
         .executableTarget(name: "jsae-bench", dependencies: [
-            "JSAECore", "JSAEIO", "JSAECLIOptions", "_JSAETestSupport", "CGPerfTools", "CBLAS", "CAllocationCounter",
+            "JSAECore", "JSAEIO", "JSAERuns", "JSAECLIOptions", "_JSAETestSupport", "CGPerfTools", "CBLAS", "CAllocationCounter",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Benchmarks/jsae-bench", linkerSettings: tcmalloc),
 

@@ -3,26 +3,22 @@ import CHDF5
 import Foundation
 import JSAECore
 import JSAEIO
+import JSAERuns
 import JSAECLIOptions
 
 extension JSAEBench {
     static func main() { runWithOneLineErrors(JSAEBench.self, program: "jsae-bench") }
 
     /// Refuses shapes whose products overflow or whose buffers cannot fit in
-    /// memory, before anything is allocated. Counted in Double: two SAEs'
-    /// parameters, moments and gradients (4 × 2·m·d each), a batch's dense
-    /// pre-activations (2·B·m), x and the MLP (B·d, 2·d·d_mlp, B·d_mlp).
+    /// memory, before anything is allocated, by the rules every run meets
+    /// (`RunRules`): a JSAE pair of this shape in Float, with no shuffling
+    /// buffer but x and the MLP (B·d, 2·d·d_mlp, B·d_mlp) beside it.
     func requireFits(_ s: Shape) throws {
-        let (m, o) = s.expansion.multipliedReportingOverflow(by: s.d)
-        guard !o else { throw JSAEError("--expansion \(s.expansion) × d \(s.d) overflows a 64-bit integer") }
-        let D = Double(s.d), M = Double(m), B = Double(s.batch), H = Double(s.dMlp)
-        let bytes = 4 * (2 * 4 * 2 * M * D + 2 * B * M + B * D + 2 * D * H + B * H)
-        let limit = Double(ProcessInfo.processInfo.physicalMemory)
-        guard bytes <= limit else {
-            throw JSAEError(String(format: "d %d, d_mlp %d, m %d, batch %d would need at least %.3g GiB, more than this machine's %.1f GiB: lower --expansion, --batch, --d or --d-mlp",
-                                   s.d, s.dMlp, m, s.batch, bytes / 1073741824, limit / 1073741824))
-        }
-        guard s.k <= m else { throw JSAEError("k = \(s.k) exceeds m = \(m)") }
+        let m = try RunRules.latents(expansion: s.expansion, d: s.d)
+        let D = Double(s.d), B = Double(s.batch), H = Double(s.dMlp)
+        try RunRules.requireMemory(d: s.d, m: m, saes: 2, batch: s.batch, bufferBatches: 0, scalarBytes: 4,
+                                   otherElements: B * D + 2 * D * H + B * H, flags: "--expansion, --batch, --d or --d-mlp")
+        try RunRules.requireK(s.k, m: m, d: s.d)
     }
 
     /// With --activations, d and d_mlp are the file's: a different --d or

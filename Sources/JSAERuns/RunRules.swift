@@ -36,17 +36,18 @@ public enum RunRules {
     /// Counted in Double, which cannot overflow here: parameters, Adam's two
     /// moments and the gradient (4 copies of 2·m·d per SAE), the pre-
     /// activations of a batch (B·m per SAE) and the shuffling buffer (x and
-    /// y, 2·B·buffers·d). A lower bound of what a step uses, which is all a
-    /// refusal needs.
+    /// y, 2·B·buffers·d), plus `otherElements` a caller holds besides (the
+    /// benchmark's MLP and its activations). A lower bound of what a step
+    /// uses, which is all a refusal needs.
     public static func requireMemory(d: Int, m: Int, saes: Int, batch: Int, bufferBatches: Int, scalarBytes: Int,
-                                     flags: String) throws {
+                                     otherElements: Double = 0, flags: String) throws {
         let D = Double(d), M = Double(m), B = Double(batch), S = Double(saes)
-        let elements = S * 4 * 2 * M * D + S * B * M + 2 * B * Double(bufferBatches) * D
+        let elements = S * 4 * 2 * M * D + S * B * M + 2 * B * Double(bufferBatches) * D + otherElements
         let bytes = elements * Double(scalarBytes)
         let limit = Double(ProcessInfo.processInfo.physicalMemory)
         guard bytes <= limit else {
             func gib(_ v: Double) -> String { v >= 1e6 * 1073741824 ? String(format: "%.2g", v / 1073741824) : String(format: "%.1f", v / 1073741824) }
-            throw JSAEError("d \(d), m \(m), batch \(batch) and \(bufferBatches) buffered batches would need at least "
+            throw JSAEError("d \(d), m \(m), batch \(batch)" + (bufferBatches > 0 ? " and \(bufferBatches) buffered batches" : "") + " would need at least "
                             + "\(gib(bytes)) GiB of memory, more than this machine's \(gib(limit)) GiB: lower \(flags)")
         }
     }

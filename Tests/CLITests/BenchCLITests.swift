@@ -75,7 +75,7 @@ struct BenchCLITests {
         let r = try jsae(["--activations", "/nonexistent/a.h5"] + Self.tiny, binary: builtExecutable("jsae-bench"))
         #expect(r.status == 2 && r.stderr.contains("/nonexistent/a.h5: no such file"), "\(r.stderr)")
         let k = try jsae(["--k", "99"] + Self.tiny.filter { $0 != "--k" && $0 != "4" }, binary: builtExecutable("jsae-bench"))
-        #expect(k.status == 2 && k.stderr.contains("k = 99 exceeds m = 32"), "\(k.stderr)")
+        #expect(k.status == 2 && k.stderr.contains("k = 99 must be between 1 and m = expansion 2 × d 16 = 32"), "\(k.stderr)")
         // An output path in a missing folder is refused before the benchmark runs (no ceiling line is logged).
         let dir = temporaryDirectory()
         for flags in [["--json", dir + "/missing/b.json"], ["--profile-path", dir + "/missing/p.prof"]] {
