@@ -58,7 +58,7 @@ struct JacobianInputs<T: JSAEScalar> {
 /// order in which the backward's scatter sums into dwd1 and dw2eᵀ. Either
 /// order comes from the batch alone, never from the thread count, so the
 /// bits stay the same for any `--threads`.
-public enum JacobianOrder: String, Sendable, CaseIterable {
+package enum JacobianOrder: String, Sendable, CaseIterable {
     /// Batch order.
     case batch
     /// Sorted by the leading latents of the index sets, K1[0], K2[0], K1[1],

@@ -10,7 +10,7 @@
 /// modules; see "Specialisation" in Parallel.swift.)
 @_specialize(exported: true, where T == Float)
 @_specialize(exported: true, where T == Double)
-public func squaredDistance<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>) -> Double { matrixSquaredDistance(a, b) }
+package func squaredDistance<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>) -> Double { matrixSquaredDistance(a, b) }
 
 func matrixSquaredDistance<T: JSAEScalar>(_ a: Matrix<T>, _ b: Matrix<T>) -> Double {
     precondition(a.count == b.count)

@@ -36,7 +36,7 @@ public final class Workspace<T: JSAEScalar> {
     /// [B, k, k] every token's J (only with `.storeJacobian`).
     let jacobian: Buffer<T>
     /// The order the Jacobian pass visits the batch's tokens in (Jacobian.swift).
-    public var jacobianOrder = JacobianOrder.batch
+    package var jacobianOrder = JacobianOrder.batch
     /// That order for `.sharedLatents` [B], and its sort keys [B].
     let jacobianTokens: Buffer<Int>, jacobianSortKeys: Buffer<UInt64>
 
