@@ -127,7 +127,7 @@ struct ReproduceCommand: ParsableCommand {
                 }
                 if reportOnly { try requireFinishedRuns(o, layers: layerList) }
                 if let layers {
-                    let s = try reproduceLayers(o, layers: parseLayers(layers)!, pattern: pretrained, provenance: runProvenance(),
+                    let s = try reproduceLayers(o, layers: layerList!, pattern: o.pretrained, provenance: runProvenance(),
                                                 shouldStop: { stop.stopped }, log: log)
                     for l in s.layers {
                         let a = l.jsae.shares["trueInput"]![1], b = l.traditional.shares["trueInput"]![1]

@@ -166,8 +166,9 @@ func writeSlurmFiles(_ commands: PlanCommands, planned: PlannedRuns, outDir: Str
         on_term() {
           echo "task: got SIGTERM at $(date -u +%FT%TZ): forwarding it to jsae (pid $child), which checkpoints and exits 143"
           [ -n "$child" ] && kill -TERM "$child" 2>/dev/null
-          # The final evaluation does not stop at a signal: requeue before the limit kills the task.
-          ( sleep 90; echo "task: jsae still running 90 s after SIGTERM: requeueing"; scontrol requeue "$SLURM_JOB_ID" ) &
+          # The final evaluation does not stop at a signal: requeue before the limit kills the task
+          # (Slurm may signal up to half a minute late, so 60 s of the 120 s lead).
+          ( sleep 60; echo "task: jsae still running 60 s after SIGTERM: requeueing"; scontrol requeue "$SLURM_JOB_ID" ) &
           watchdog=$!
         }
         trap on_term TERM

@@ -134,6 +134,24 @@ struct ClusterCLITests {
                 && absent.stderr.contains(gone), "\(absent.stderr)")
     }
 
+    @Test("--layers split with --plan: each layer's runs alone, then the report, give the monolithic sweep's summary.json")
+    func layerSweep() throws {
+        let mono = try LayerSample.monolithic.get()
+        #expect(mono.run.status == 0, "\(mono.run.stderr)")
+        let dir = temporaryDirectory()
+        try mono.summary.write(to: URL(fileURLWithPath: dir + "/monolithic.json"))
+        let plan = try jsae(["reproduce"] + LayerSample.settings + ["--out", dir + "/split", "--plan"])
+        let lines = commands(plan.stdout)
+        try #require(plan.status == 0 && lines.count == 3, "\(plan.stdout)\(plan.stderr)")
+        #expect(lines[0].hasSuffix("--only jsae-l3") && lines[1].hasSuffix("--only traditional-l3") && lines[0].contains("--layers 3 "), "\(lines)")
+        for line in lines.prefix(2).reversed() + [lines[2]] {
+            let r = try shell(line)
+            #expect(r.status == 0, "\(line): \(r.stderr)")
+        }
+        let same = try compareSummaries(dir + "/monolithic.json", dir + "/split/summary.json")
+        #expect(same.same, "\(same.output)")
+    }
+
     @Test("bad cluster flags are one line and exit 2, before any folder is made")
     func badFlags() throws {
         let dir = temporaryDirectory()

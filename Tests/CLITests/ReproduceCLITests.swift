@@ -30,6 +30,21 @@ enum QuickSample {
     }
 }
 
+/// The layer sweep on the committed sample, trained once for `layers` and
+/// for ClusterCLITests, which compares a split sweep with it.
+enum LayerSample {
+    /// Layer 3 only: the sample holds one layer. The pattern is what a sweep over several files uses.
+    static let settings = ["--quick", "--layers", "3", "--steps", "6", "--samples", "6", "--expansion", "2", "--batch", "128",
+                           "--pretrained", packageRoot + "/reproduce/sample/minilm-l{layer}-pretrained.h5"]
+
+    /// Its folder, the command's result and summary.json as first written.
+    static let monolithic: Result<(dir: String, run: Run, summary: Data), any Error> = Result {
+        let dir = temporaryDirectory()
+        let r = try jsae(["reproduce"] + settings + ["--out", dir])
+        return (dir, r, (try? Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) ?? Data())
+    }
+}
+
 @Suite("jsae reproduce")
 struct ReproduceCLITests {
     @Test("--quick on the committed sample: report structure, plots, and numbers that match their forward files")
@@ -198,11 +213,8 @@ struct ReproduceCLITests {
 
     @Test("--layers on the committed sample: one table row per layer from each run's own forward file, no snapshots, and a second call reuses the runs")
     func layers() throws {
-        let dir = temporaryDirectory()
-        // Layer 3 only: the sample holds one layer. The pattern is what a sweep over several files uses.
-        let args = ["reproduce", "--quick", "--layers", "3", "--steps", "6", "--samples", "6", "--expansion", "2", "--batch", "128",
-                    "--pretrained", packageRoot + "/reproduce/sample/minilm-l{layer}-pretrained.h5", "--out", dir]
-        let r = try jsae(args)
+        let (dir, r, _) = try LayerSample.monolithic.get()
+        let args = ["reproduce"] + LayerSample.settings + ["--out", dir]
         #expect(r.status == 0, "\(r.stderr)")
         let summary = try JSONDecoder().decode(LayerSweepSummary.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json")))
         let report = try String(contentsOfFile: dir + "/report.md", encoding: .utf8)
