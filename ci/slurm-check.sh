@@ -166,9 +166,10 @@ failures=0
 if ! python3 ci/compare_summaries.py "$work/monolithic/summary.json" "$out/summary.json"; then failures=$((failures + 1)); fi
 logs=$(cat "$out"/slurm/logs/run-*.log)
 requeued=$(echo "$raised" | wc -w)
-if [ "$requeued" -ge 1 ] && echo "$logs" | grep -q "task: got SIGTERM" && echo "$logs" | grep -q "jsae exited with status 143" \
+stopped=$(echo "$logs" | grep -c "jsae exited with status 143" || true)
+if [ "$requeued" -ge 1 ] && echo "$logs" | grep -q "task: got SIGTERM" && [ "$stopped" -ge 1 ] \
    && echo "$logs" | grep -q "requeueing job" && echo "$logs" | grep -q "resuming from"; then
-  say "$requeued task(s) signalled before their limit, exited 143, requeued and resumed from a checkpoint"
+  say "$requeued task(s) signalled before their limit and requeued; $stopped of them stopped training with exit 143 and resumed from their checkpoint"
 else
   say "FAILED: no task shows SIGTERM, exit 143, requeue and resume (requeued: '$raised')"; failures=$((failures + 1))
 fi
