@@ -16,14 +16,21 @@ private func compareSummaries(_ a: String, _ b: String) throws -> (same: Bool, o
     return (r.status == 0, r.stdout + r.stderr)
 }
 
+/// A new folder holding the fixture's summary.json as `monolithic.json` (the fixture's own folder may be rewritten by other tests).
+private func folderWithMonolithicSummary(_ fixture: Result<(dir: String, run: Run, summary: Data), any Error>,
+                                         sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+    let mono = try fixture.get()
+    #expect(mono.run.status == 0, "\(mono.run.stderr)", sourceLocation: sourceLocation)
+    let dir = temporaryDirectory()
+    try mono.summary.write(to: URL(fileURLWithPath: dir + "/monolithic.json"))
+    return dir
+}
+
 @Suite("jsae reproduce split into runs (cluster)")
 struct ClusterCLITests {
     @Test("--plan's commands, run two at a time in reverse order and then the report, give the monolithic summary.json; --report-only refuses unfinished runs; --only refuses other settings and unknown runs")
     func splitEqualsMonolithic() throws {
-        let mono = try QuickSample.monolithic.get()
-        #expect(mono.run.status == 0, "\(mono.run.stderr)")
-        let dir = temporaryDirectory()
-        try mono.summary.write(to: URL(fileURLWithPath: dir + "/monolithic.json"))
+        let dir = try folderWithMonolithicSummary(QuickSample.monolithic)
         let out = dir + "/split"
         // Each run on 2 threads here, against 1 in the monolithic reproduction: the numbers must not depend on it.
         let plan = try jsae(["reproduce"] + QuickSample.settings + ["--threads", "2", "--out", out, "--plan"])
@@ -136,10 +143,7 @@ struct ClusterCLITests {
 
     @Test("--layers split with --plan: each layer's runs alone, then the report, give the monolithic sweep's summary.json")
     func layerSweep() throws {
-        let mono = try LayerSample.monolithic.get()
-        #expect(mono.run.status == 0, "\(mono.run.stderr)")
-        let dir = temporaryDirectory()
-        try mono.summary.write(to: URL(fileURLWithPath: dir + "/monolithic.json"))
+        let dir = try folderWithMonolithicSummary(LayerSample.monolithic)
         let plan = try jsae(["reproduce"] + LayerSample.settings + ["--out", dir + "/split", "--plan"])
         let lines = commands(plan.stdout)
         try #require(plan.status == 0 && lines.count == 3, "\(plan.stdout)\(plan.stderr)")
