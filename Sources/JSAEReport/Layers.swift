@@ -28,26 +28,17 @@ public struct LayerSweepSummary: Codable, Sendable {
 public func reproduceLayers(_ options: ReproduceOptions, layers: [Int], pattern: String, provenance: [String: String] = [:],
                             shouldStop: () -> Bool = { false }, log: @escaping (String) -> Void) throws -> LayerSweepSummary {
     let start = Date()
-    // The per-layer table reports each run at its end: no scale-curve
-    // snapshots, whose evaluations would cost time and appear nowhere.
-    var o = options
-    o.snapshotTokens = []
-    try requireCreatableFolder(o.outDir)
-    guard pattern.contains("{layer}") else { throw JSAEError("--pretrained must contain {layer} with --layers, got \(pattern)") }
-    let readers = try layers.map { try ActivationsReader(pattern.replacingOccurrences(of: "{layer}", with: String($0))) }
-    let d = readers[0].d, m = try RunRules.latents(expansion: o.expansion, d: d)
-    for r in readers where r.d != d { throw JSAEError(file: r.path, "has d = \(r.d) but \(readers[0].path) has d = \(d)") }
-    try RunRules.requireK(o.k, m: m, d: d, file: readers[0].path)
-    let lambda = o.lambda ?? TrainConfig.paperLambda(k: o.k, d: d)
-    let splits = try readers.map { try DataSplit($0, o: o) }
-    for s in splits { _ = try runSettings(o, split: s, lambda: lambda, d: d) }
-
-    var plan = o
-    plan.pretrained = pattern; plan.randomized = "-"
+    // The files, d, k, λ, splits and every run's settings, checked before
+    // any work by the rules the split stages use.
+    var given = options
+    given.pretrained = pattern
+    let inputs = try ReproductionInputs(given, layers: layers)
+    let o = inputs.options, plan = inputs.planOptions, readers = inputs.readers
+    let d = inputs.d, m = inputs.m, lambda = inputs.lambda, runPlans = inputs.runs
+    let splits = inputs.dataNames.map { inputs.splits[$0]! }
     let lock = try openReportFolder(plan, inputs: readers, log: log)
     defer { withExtendedLifetime(lock) {} }
 
-    let runPlans = layers.flatMap { l in [RunPlan(RunID(.jsae, .layer(l)), lambda: lambda), RunPlan(RunID(.traditional, .layer(l)), lambda: 0)] }
     let progress = PlanProgress(runPlans, steps: o.trainingSteps, runsAtOnce: o.runsAtOnce, log: log)
     let evals = try layers.enumerated().map { i, layer in try splits[i].evalSet(heldOutFile: o.outDir + "/data/heldout-l\(layer).h5", processedEmulation: true) }
     let runs = try withRunThreads(o) { perRun in

@@ -161,22 +161,12 @@ public struct ReproduceInterrupted: Error, CustomStringConvertible, Sendable {
 public func reproduce(_ o: ReproduceOptions, provenance: [String: String] = [:], shouldStop: () -> Bool = { false },
                       log: @escaping (String) -> Void) throws -> ReproduceSummary {
     let start = Date()
-    try requireCreatableFolder(o.outDir)
-    let pre = try ActivationsReader(o.pretrained), rnd = try ActivationsReader(o.randomized)
-    guard pre.d == rnd.d else { throw JSAEError(file: o.randomized, "has d = \(rnd.d) but \(o.pretrained) has d = \(pre.d)") }
-    let d = pre.d, m = try RunRules.latents(expansion: o.expansion, d: d)
-    try RunRules.requireK(o.k, m: m, d: d, file: pre.path)
-    let lambda = o.lambda ?? TrainConfig.paperLambda(k: o.k, d: d)
+    let inputs = try ReproductionInputs(o)
+    let pre = inputs.readers[0], d = inputs.d, m = inputs.m, lambda = inputs.lambda, splits = inputs.splits, plan = inputs.runs
     let text = try TokenText.read(for: pre)   // checked now, used only at the end
-    let splits = ["pretrained": try DataSplit(pre, o: o), "randomized": try DataSplit(rnd, o: o)]
-    // Every run's settings (a one-pass run's rows among them) must hold before any work.
-    for name in ["pretrained", "randomized"] { _ = try runSettings(o, split: splits[name]!, lambda: lambda, d: d) }
 
-    let lock = try openReportFolder(o, inputs: [pre, rnd], log: log)
+    let lock = try openReportFolder(o, inputs: inputs.readers, log: log)
     defer { withExtendedLifetime(lock) {} }
-
-    var plan = RunID.main.map { RunPlan($0, lambda: $0.method == .jsae ? lambda : 0) }
-    for l in o.lambdaSweep where l != lambda && l != 0 { plan.append(RunPlan(.sweep(lambda: l), lambda: l)) }
 
     var evalSets: [String: EvalSet] = [:]
     for (name, s) in splits {

@@ -42,18 +42,40 @@ struct PlanRecord: Codable {
         blasThreadsPerRun = o.blasThreadsPerRun
     }
 
+    /// The plan.json in `dir`, nil when there is none.
+    static func read(in dir: String) throws -> PlanRecord? {
+        let path = dir + "/plan.json"
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        guard let data = FileManager.default.contents(atPath: path), let old = try? JSONDecoder().decode(PlanRecord.self, from: data) else {
+            throw JSAEError(file: path, "is not a reproduction plan (remove it, or choose another --out)")
+        }
+        return old
+    }
+
+    /// Refuses, naming the first setting that differs, when `old` holds
+    /// other settings or inputs than these (evaluation settings aside when
+    /// `evaluationMayDiffer`).
+    func requireSame(as old: PlanRecord, path: String, evaluationMayDiffer: Bool) throws {
+        let counted = { (key: String) in !evaluationMayDiffer || !ReproduceOptions.evaluationOnly.contains(key) }
+        let key = (Set(old.options.keys).union(options.keys)).sorted().first { old.options[$0] != options[$0] && counted($0) }
+        guard key != nil || old.inputs != inputs else { return }
+        let what = key.map { "\($0) was \(old.options[$0] ?? "unset"), now \(options[$0] ?? "unset")" } ?? "the input files changed"
+        throw JSAEError(file: path, "holds a reproduction with other settings (\(what)): rerun with the same ones to resume, or choose another --out")
+    }
+
+    /// For the split stages, which never write plan.json: it must be there
+    /// (written by --plan) and hold these settings.
+    func requireSame(in dir: String, evaluationMayDiffer: Bool) throws {
+        guard let old = try PlanRecord.read(in: dir) else {
+            throw JSAEError(file: dir + "/plan.json", "no such file: write the plan first with the same options and --plan")
+        }
+        try requireSame(as: old, path: dir + "/plan.json", evaluationMayDiffer: evaluationMayDiffer)
+    }
+
     func requireSameOrWrite(in dir: String, log: (String) -> Void) throws {
         let path = dir + "/plan.json"
-        if FileManager.default.fileExists(atPath: path) {
-            guard let data = FileManager.default.contents(atPath: path), let old = try? JSONDecoder().decode(PlanRecord.self, from: data) else {
-                throw JSAEError(file: path, "is not a reproduction plan (remove it, or choose another --out)")
-            }
-            let training = { (o: [String: String]) in o.filter { !ReproduceOptions.evaluationOnly.contains($0.key) } }
-            if training(old.options) != training(options) || old.inputs != inputs {
-                let key = (Set(old.options.keys).union(options.keys)).sorted().first { old.options[$0] != options[$0] && !ReproduceOptions.evaluationOnly.contains($0) }
-                let what = key.map { "\($0) was \(old.options[$0] ?? "unset"), now \(options[$0] ?? "unset")" } ?? "the input files changed"
-                throw JSAEError(file: path, "holds a reproduction with other settings (\(what)): rerun with the same ones to resume, or choose another --out")
-            }
+        if let old = try PlanRecord.read(in: dir) {
+            try requireSame(as: old, path: path, evaluationMayDiffer: true)
             log("resuming the reproduction in \(dir) (same settings and inputs as \(path))")
             if old.options != options {
                 log("evaluation settings changed (\(ReproduceOptions.evaluationOnly.sorted().joined(separator: ", "))): finished runs are evaluated again")

@@ -7,7 +7,14 @@ import JSAERuns
 /// `evaluation` names the final evaluation it holds (`ReproduceOptions.evaluationID`):
 /// a run finished under another one is evaluated again from its model.h5,
 /// without retraining.
-struct FinishedRun: Codable { var summary: RunSummary; var evaluation: String? }
+struct FinishedRun: Codable {
+    var summary: RunSummary; var evaluation: String?
+
+    /// The record in the run folder `dir`; nil when there is none or it does not decode (the run is then trained or resumed).
+    static func read(_ dir: String) -> FinishedRun? {
+        FileManager.default.contents(atPath: dir + "/run.json").flatMap { try? JSONDecoder().decode(FinishedRun.self, from: $0) }
+    }
+}
 
 /// Trains one run (resuming from its folder when it has a checkpoint, or
 /// reusing it when it finished), evaluating the scale-curve snapshots on the
@@ -17,7 +24,7 @@ func trainAndEvaluate(_ p: RunPlan, split: DataSplit, eval: EvalSet, d: Int, m: 
     let dir = o.outDir + "/runs/" + p.name
     let finishedPath = dir + "/run.json", snapshotsPath = dir + "/snapshots.json"
     let folder = try RunFolder(dir, log: { progress.say("[\(p.name)] " + $0) })
-    if let data = FileManager.default.contents(atPath: finishedPath), let done = try? JSONDecoder().decode(FinishedRun.self, from: data) {
+    if let done = FinishedRun.read(dir) {
         if done.evaluation == o.evaluationID {
             progress.say("[\(p.name)] finished earlier: reusing \(finishedPath)")
             progress.done(p.name)

@@ -31,6 +31,14 @@ public enum RunRules {
         return tokens / b + (tokens % b > 0 ? 1 : 0)
     }
 
+    /// The bytes `requireMemory` counts (see there), in Double, which cannot
+    /// overflow here. Also the base of a cluster job's memory request.
+    public static func trainingBytes(d: Int, m: Int, saes: Int, batch: Int, bufferBatches: Int, scalarBytes: Int) -> Double {
+        let D = Double(d), M = Double(m), B = Double(batch), S = Double(saes)
+        let elements = S * 4 * 2 * M * D + S * B * M + 2 * B * Double(bufferBatches) * D
+        return elements * Double(scalarBytes)
+    }
+
     /// Refuses a configuration whose buffers would not fit in this machine's
     /// memory (and, on the way, any size product that would overflow).
     /// Counted in Double, which cannot overflow here: parameters, Adam's two
@@ -41,9 +49,8 @@ public enum RunRules {
     /// uses, which is all a refusal needs.
     public static func requireMemory(d: Int, m: Int, saes: Int, batch: Int, bufferBatches: Int, scalarBytes: Int,
                                      otherElements: Double = 0, flags: String) throws {
-        let D = Double(d), M = Double(m), B = Double(batch), S = Double(saes)
-        let elements = S * 4 * 2 * M * D + S * B * M + 2 * B * Double(bufferBatches) * D + otherElements
-        let bytes = elements * Double(scalarBytes)
+        let bytes = trainingBytes(d: d, m: m, saes: saes, batch: batch, bufferBatches: bufferBatches, scalarBytes: scalarBytes)
+            + otherElements * Double(scalarBytes)
         let limit = Double(ProcessInfo.processInfo.physicalMemory)
         guard bytes <= limit else {
             func gib(_ v: Double) -> String { v >= 1e6 * 1073741824 ? String(format: "%.2g", v / 1073741824) : String(format: "%.1f", v / 1073741824) }

@@ -45,6 +45,13 @@ struct ReproduceCommand: ParsableCommand {
     var runsAtOnce: Int?
     @Option(help: "Comma-separated extra λ values trained on the pre-trained data for the sweep, e.g. 0.01,0.5,3.")
     var lambdaSweep: String?
+    @Flag(help: "Train nothing: write OUT/plan.json and print, one per line, the command of each run (--only) and then of the report (--report-only), with every setting explicit and every path absolute, to run on other machines that see the same files (docs/cluster.md).")
+    var plan = false
+    @Option(help: "Train and evaluate only this run of OUT/plan.json (written by --plan) in OUT/runs/RUN, resumable like any run; settings that differ from the plan are refused.")
+    var only: String?
+    @Flag(help: "Write report.md, summary.json and the plots from the finished runs in OUT; refused, naming them, while any run is unfinished. Trains nothing.")
+    var reportOnly = false
+    @OptionGroup var slurmOptions: SlurmOptions
 
     func validate() throws {
         for (name, v) in [("steps", steps), ("samples", samples), ("ablation-samples", ablationSamples), ("tokens", tokens), ("eval-tokens", evalTokens), ("runs-at-once", runsAtOnce)] {
@@ -64,6 +71,17 @@ struct ReproduceCommand: ParsableCommand {
         if let layers, parseLayers(layers) == nil { throw ValidationError("--layers takes a range like 0-5 or a list like 1,3, got \(layers)") }
         if layers != nil && lambdaSweep != nil { throw ValidationError("--lambda-sweep is not available with --layers") }
         if layers != nil && snapshots != nil { throw ValidationError("--snapshots is not available with --layers (the sweep reports each layer at its end only)") }
+        if [plan || slurmOptions.slurm, only != nil, reportOnly].filter({ $0 }).count > 1 {
+            throw ValidationError("--plan (or --slurm), --only and --report-only exclude each other")
+        }
+        if let only, only.isEmpty { throw ValidationError("--only takes a run's name, e.g. jsae-pretrained") }
+        if slurmOptions.slurm {
+            if let t = threadOptions.threads, let c = slurmOptions.slurmCpus, t != c {
+                throw ValidationError("--threads \(t) and --slurm-cpus \(c) differ: a task runs on as many threads as it has CPUs")
+            }
+            // sbatch expands % in --output, and the scripts name OUT in their lines.
+            if out.contains("%") || out.contains("\n") { throw ValidationError("--out with --slurm must not contain % or a line break, got \(out)") }
+        }
     }
 
     func run() throws {
@@ -87,12 +105,29 @@ struct ReproduceCommand: ParsableCommand {
             if let samples { o.linearitySamples = samples }
             if let ablationSamples { o.ablationSamples = ablationSamples }
             o.lambdaSweep = lambdaSweep.flatMap { parseNumbers($0, Double.self) } ?? []
+            let layerList = layers.flatMap(parseLayers)
+            let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
+            if plan || slurmOptions.slurm || only != nil || reportOnly {
+                // The commands run elsewhere: every path absolute, so that each means the same file there.
+                (o.pretrained, o.randomized, o.outDir) = (absolutePath(o.pretrained), absolutePath(o.randomized), absolutePath(o.outDir))
+            }
+            if plan || slurmOptions.slurm {
+                if slurmOptions.slurm { o.threads = slurmOptions.slurmCpus ?? o.threads }
+                try printPlan(o, layers: layerList, log: log)
+                return
+            }
             let start = Date()
             let stop = StopOnSignals()
-            let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
             do {
+                if let only {
+                    let r = try reproduceOne(o, layers: layerList, run: only, shouldStop: { stop.stopped }, log: log)
+                    print(String(format: "%@: |J|>0.01 %.1f%%, EV in %.3f out %.3f; %@/runs/%@ (%d s)", r.name, 100 * r.headlineShare,
+                                 r.metrics.explainedVarianceIn, r.metrics.explainedVarianceOut, o.outDir, r.name, Int(Date().timeIntervalSince(start))))
+                    return
+                }
+                if reportOnly { try requireFinishedRuns(o, layers: layerList) }
                 if let layers {
-                    let s = try reproduceLayers(o, layers: parseLayers(layers)!, pattern: pretrained, provenance: runProvenance(),
+                    let s = try reproduceLayers(o, layers: layerList!, pattern: o.pretrained, provenance: runProvenance(),
                                                 shouldStop: { stop.stopped }, log: log)
                     for l in s.layers {
                         let a = l.jsae.headlineShare, b = l.traditional.headlineShare
@@ -106,8 +141,22 @@ struct ReproduceCommand: ParsableCommand {
                 log("jsae: \(e.description); run the same command again to resume")
                 throw ExitCode(128 + stop.signal)
             }
-            print("report: \(out)/report.md (\(Int(Date().timeIntervalSince(start))) s)")
+            print("report: \(o.outDir)/report.md (\(Int(Date().timeIntervalSince(start))) s)")
         }
+    }
+
+    /// --plan (and --slurm): plan.json, the commands on stdout, the batch scripts.
+    func printPlan(_ o: ReproduceOptions, layers: [Int]?, log: (String) -> Void) throws {
+        let planned = try writeReproductionPlan(o, layers: layers, log: log)
+        let commands = PlanCommands(o, layers: layers, names: planned.names)
+        let slurmDir = slurmOptions.slurm ? try writeSlurmFiles(commands, planned: planned, outDir: o.outDir, slurm: slurmOptions, cpus: o.threads) : nil
+        print("# \(o.outDir)/plan.json: \(planned.names.count) runs. Run each command below once, in any order and on any machine that sees these paths,")
+        print("# as many at a time as there are machines; a stopped run resumes when its command runs again. Each run uses \(o.threads) thread\(o.threads == 1 ? "" : "s") "
+              + "and about \(Int((planned.memoryBytes / 1_048_576).rounded(.up))) MiB (the estimate of docs/cluster.md).")
+        for r in commands.runs { print(PlanCommands.line(r.arguments)) }
+        print("# Then, once every run has finished, the report:")
+        print(PlanCommands.line(commands.report))
+        if let slurmDir { print("# Slurm: \(slurmDir)/submit.sh submits the runs as one array job and the report after them; logs in \(slurmDir)/logs") }
     }
 }
 

@@ -200,9 +200,9 @@ struct CLITests {
 /// Runs jsae with `args`, reading its stderr until `ready` holds for all of
 /// it read so far (or the stream ends), then sends `signal`; returns the
 /// ended process (its terminationStatus or signal) and its whole stderr.
-func signalJSAE(_ args: [String], _ signal: Int32, when ready: (String) -> Bool) throws -> (process: Process, stderr: String) {
+func signalJSAE(_ args: [String], _ signal: Int32, binary: String = jsaeBinary, when ready: (String) -> Bool) throws -> (process: Process, stderr: String) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: jsaeBinary)
+    p.executableURL = URL(fileURLWithPath: binary)
     p.arguments = args
     let err = Pipe()
     p.standardError = err

@@ -9,17 +9,48 @@ extension JSONEncoder {
     static var sorted: JSONEncoder { let e = JSONEncoder(); e.outputFormatting = [.sortedKeys]; return e }
 }
 
+/// The quick reproduction of the committed sample, trained once for the
+/// tests that read it (`quick`, and ClusterCLITests, which compares a split
+/// reproduction with it).
+enum QuickSample {
+    /// --quick, further shrunk so that the debug build `swift test` uses
+    /// finishes in about a minute; the release build runs plain --quick in
+    /// < 1 min. Two runs at once on 2 threads: each run on one thread.
+    static let settings = ["--quick", "--steps", "6", "--samples", "6", "--ablation-samples", "64", "--expansion", "2", "--batch", "128",
+                           "--pretrained", packageRoot + "/reproduce/sample/minilm-l3-pretrained.h5",
+                           "--randomized", packageRoot + "/reproduce/sample/minilm-l3-randomized.h5"]
+    static let threads = ["--threads", "2", "--runs-at-once", "2"]
+
+    /// The monolithic reproduction: its folder, the command's result, and
+    /// its summary.json as first written (`quick` later re-evaluates the folder).
+    static let monolithic: Result<(dir: String, run: Run, summary: Data), any Error> = Result {
+        let dir = temporaryDirectory()
+        let r = try jsae(["reproduce"] + settings + threads + ["--out", dir])
+        return (dir, r, (try? Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) ?? Data())
+    }
+}
+
+/// The layer sweep on the committed sample, trained once for `layers` and
+/// for ClusterCLITests, which compares a split sweep with it.
+enum LayerSample {
+    /// Layer 3 only: the sample holds one layer. The pattern is what a sweep over several files uses.
+    static let settings = ["--quick", "--layers", "3", "--steps", "6", "--samples", "6", "--expansion", "2", "--batch", "128",
+                           "--pretrained", packageRoot + "/reproduce/sample/minilm-l{layer}-pretrained.h5"]
+
+    /// Its folder, the command's result and summary.json as first written.
+    static let monolithic: Result<(dir: String, run: Run, summary: Data), any Error> = Result {
+        let dir = temporaryDirectory()
+        let r = try jsae(["reproduce"] + settings + ["--out", dir])
+        return (dir, r, (try? Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) ?? Data())
+    }
+}
+
 @Suite("jsae reproduce")
 struct ReproduceCLITests {
     @Test("--quick on the committed sample: report structure, plots, and numbers that match their forward files")
     func quick() throws {
-        let dir = temporaryDirectory()
-        // --quick, further shrunk so the debug build that `swift test` uses
-        // finishes in seconds; the release build runs plain --quick in < 1 min.
-        let quickArgs = ["reproduce", "--quick", "--steps", "6", "--samples", "6", "--ablation-samples", "64", "--expansion", "2", "--batch", "128",
-                         "--pretrained", packageRoot + "/reproduce/sample/minilm-l3-pretrained.h5",
-                         "--randomized", packageRoot + "/reproduce/sample/minilm-l3-randomized.h5", "--out", dir]
-        let r = try jsae(quickArgs)
+        let (dir, r, _) = try QuickSample.monolithic.get()
+        let quickArgs = ["reproduce"] + QuickSample.settings + QuickSample.threads + ["--out", dir]
         #expect(r.status == 0, "\(r.stderr)")
         let verdicts = r.stdout.split(separator: "\n").filter { $0.hasPrefix("REPRODUCED:") || $0.hasPrefix("NOT REPRODUCED:") }
         // Five claims, the German unit and its comparison with the traditional pair (the sample has German documents).
@@ -181,11 +212,8 @@ struct ReproduceCLITests {
 
     @Test("--layers on the committed sample: one table row per layer from each run's own forward file, no snapshots, and a second call reuses the runs")
     func layers() throws {
-        let dir = temporaryDirectory()
-        // Layer 3 only: the sample holds one layer. The pattern is what a sweep over several files uses.
-        let args = ["reproduce", "--quick", "--layers", "3", "--steps", "6", "--samples", "6", "--expansion", "2", "--batch", "128",
-                    "--pretrained", packageRoot + "/reproduce/sample/minilm-l{layer}-pretrained.h5", "--out", dir]
-        let r = try jsae(args)
+        let (dir, r, _) = try LayerSample.monolithic.get()
+        let args = ["reproduce"] + LayerSample.settings + ["--out", dir]
         #expect(r.status == 0, "\(r.stderr)")
         let summary = try JSONDecoder().decode(LayerSweepSummary.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json")))
         let report = try String(contentsOfFile: dir + "/report.md", encoding: .utf8)
