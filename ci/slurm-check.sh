@@ -20,7 +20,7 @@
 # Needs root (slurmd) and a release jsae (JSAE=path, default
 # .build/release/jsae). Installs slurm-wlm and munge with apt-get when they
 # are missing. Where that or the daemons fail, it says SKIP and why and
-# exits 0: that says nothing about jsae. Takes 10-20 minutes on 2 cores.
+# exits 0: that says nothing about jsae. Takes 5-10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
