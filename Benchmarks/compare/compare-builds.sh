@@ -4,7 +4,7 @@
 # in-run bandwidth, from jsae-bench's JSON).
 #
 #   Benchmarks/compare/compare-builds.sh BEFORE_BIN AFTER_BIN [PAIRS] [jsae-bench flags...]
-#   e.g. Benchmarks/compare/compare-builds.sh /tmp/before/jsae-bench .build/release/jsae-bench 5 --preset pythia-70m
+#   e.g. Benchmarks/compare/compare-builds.sh ../before/.build/release/jsae-bench .build/release/jsae-bench 5 --preset pythia-70m
 #
 # The two builds run alternately, BEFORE AFTER BEFORE AFTER ..., PAIRS times
 # (default 5), each with --no-profile and its own --json, so that drift of a
