@@ -157,9 +157,9 @@ final class PlanProgress: @unchecked Sendable {
 
 /// Trains and evaluates `plan`'s runs, `runsAtOnce` at a time on their own
 /// threads, each worker taking the next waiting run in plan order, and
-/// returns the summaries in plan order. A run's numbers do not depend on
-/// the runs beside it, only on the OpenBLAS threads it is given (OpenBLAS's
-/// threaded sgemm rounds differently from its single-threaded one).
+/// returns the summaries in plan order. A run's numbers depend neither on
+/// the runs beside it nor on the threads it is given (the products are cut
+/// into tiles by shape alone: `GemmTiles`).
 /// After a failure no further run starts and the runs in progress stop at
 /// their next step (with a checkpoint); the failure is rethrown, before
 /// any interruption. Interruptions of several runs are reported together.

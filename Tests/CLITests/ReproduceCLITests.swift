@@ -130,9 +130,9 @@ struct ReproduceCLITests {
     @Test("one-pass runs with snapshots: an interrupted reproduction, two runs at once, resumes to the numbers of uninterrupted runs one after another; other settings are refused")
     func interruptAndResume() throws {
         let dir = temporaryDirectory()
-        // --threads 2 --runs-at-once 2: each run on one OpenBLAS thread, as
-        // --threads 1 one run at a time (OpenBLAS's threaded sgemm rounds
-        // differently, so the thread count per run must match).
+        // The whole run trains one run at a time on one thread; the cut one
+        // trains two at once on two threads: the numbers must not depend on
+        // either.
         let common = ["reproduce", "--quick", "--tokens", "1280", "--batch", "128", "--snapshots", "256,512", "--expansion", "2",
                       "--samples", "6", "--eval-tokens", "200",
                       "--pretrained", packageRoot + "/reproduce/sample/minilm-l3-pretrained.h5",
@@ -180,7 +180,7 @@ struct ReproduceCLITests {
     @Test("SIGKILL mid-run: rerunning reuses the finished run, removes the dead process's temporaries from the run's folder, resumes the killed run from its checkpoint, and matches an uninterrupted reproduction")
     func killAndResume() throws {
         let dir = temporaryDirectory()
-        // One run at a time on one thread in both folders (the thread count per run decides the rounding).
+        // One run at a time in both folders, so that the kill finds the first run finished and the second in progress.
         let common = ["reproduce", "--quick", "--tokens", "1280", "--batch", "128", "--snapshots", "256,512", "--expansion", "2",
                       "--samples", "6", "--ablation-samples", "64", "--eval-tokens", "200", "--threads", "1", "--runs-at-once", "1",
                       "--pretrained", packageRoot + "/reproduce/sample/minilm-l3-pretrained.h5",
