@@ -50,10 +50,9 @@ public struct ReproduceOptions: Sendable {
     public var mode = "default"
     /// Threads for the package's own loops; results do not depend on it.
     public var threads = Parallel.onlineCores
-    /// Runs trained at the same time, each on threads / runsAtOnce threads
-    /// (at least 1) for OpenBLAS and the package's loops. A run's numbers
-    /// depend on that per-run count (OpenBLAS's threaded sgemm rounds
-    /// differently from its single-threaded one), not on the runs beside it.
+    /// Runs trained at the same time, each on threads / runsAtOnce of the
+    /// package's workers (at least 1). A run's numbers depend neither on
+    /// that count nor on the runs beside it (`GemmTiles`).
     /// Two 1-thread runs at once on 2 cores train faster than one 2-thread
     /// run after another (reproduce/README.md, "Time").
     public var runsAtOnce = 1

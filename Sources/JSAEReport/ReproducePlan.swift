@@ -29,11 +29,12 @@ func openReportFolder(_ o: ReproduceOptions, inputs: [ActivationsReader], log: (
 struct PlanRecord: Codable {
     var options: [String: String]
     var inputs: [String: String]
-    /// OpenBLAS threads each run trains on. OpenBLAS's threaded sgemm rounds
-    /// differently from its single-threaded one, so a run resumed on another
-    /// count continues to numbers that differ from an uninterrupted run's in
-    /// their last bits: such a resume is allowed (the machine may have
-    /// changed) but said. nil in plans written before it was recorded.
+    /// OpenBLAS threads each run trains on: 1 with this code. A plan.json
+    /// that records more holds runs trained on OpenBLAS's threaded sgemm,
+    /// which rounds differently from its single-threaded one, so a run
+    /// resumed from it continues to numbers that differ from an
+    /// uninterrupted run's in their last bits: such a resume is allowed but
+    /// said. nil in plans that do not record it.
     var blasThreadsPerRun: Int?
 
     init(_ o: ReproduceOptions, files: [ActivationsReader]) throws {
