@@ -24,7 +24,7 @@ struct ReproduceCommand: ParsableCommand {
     @Option(help: "Activations of the randomised control (same text).") var randomized = "reproduce/sample/minilm-l3-randomized.h5"
     @Option(help: "Report folder. Rerunning the same command on it resumes: finished runs are reused, an interrupted one continues from its checkpoint.")
     var out = "jsae-report"
-    @Flag(help: "Smaller SAEs, fewer steps and samples (under 2 minutes).") var quick = false
+    @Flag(help: "Smaller SAEs, fewer steps and samples (about 5 minutes on 2 cores).") var quick = false
     @Flag(help: "One pass over 4M distinct training tokens per run at batch 4096, lr 5e-4, expansion 8, with the scale curve (0.25M … 4M) and 65,536 held-out tokens (reproduce/README.md).")
     var full = false
     @Option(help: "Layers to sweep, e.g. 0-5 or 1,3: a JSAE and a traditional pair per layer, pre-trained only; --pretrained names the files with {layer}.")

@@ -14,8 +14,8 @@ extension JSONEncoder {
 /// reproduction with it).
 enum QuickSample {
     /// --quick, further shrunk so that the debug build `swift test` uses
-    /// finishes in about a minute; the release build runs plain --quick in
-    /// < 1 min. Two runs at once on 2 threads: each run on one thread.
+    /// finishes in about a minute (plain --quick takes about 5 minutes on 2
+    /// cores in release). Two runs at once on 2 threads: each run on one thread.
     static let settings = ["--quick", "--steps", "6", "--samples", "6", "--ablation-samples", "64", "--expansion", "2", "--batch", "128",
                            "--pretrained", packageRoot + "/reproduce/sample/minilm-l3-pretrained.h5",
                            "--randomized", packageRoot + "/reproduce/sample/minilm-l3-randomized.h5"]
