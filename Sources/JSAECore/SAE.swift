@@ -135,17 +135,22 @@ func sparseDecode<T: JSAEScalar>(out: UnsafeMutablePointer<T>, indices: UnsafePo
 /// order either way, so the result is bit-identical to the token scan and
 /// independent of the thread count.
 ///
-/// dW_enc is [d, m], where a latent's column is strided by m, so it is
-/// accumulated transposed in `scratch` ([m, d], rows contiguous) and added
-/// back with one blocked transpose. Workers own latent ranges.
+/// dW_enc is [d, m], where a latent's column is strided by m. Workers own
+/// groups of `decoderBackwardGroup` latents; a group's columns are summed as
+/// rows in the worker's slice of `scratch` (L1-sized) and then added into
+/// dW_enc a row segment at a time, each segment one cache line. A separate
+/// [m, d] buffer added back by a transpose cost a write and a read of all
+/// of it, with the transpose's reads strided by pages.
 /// - grad: the SAE's gradient; dOut: [B, d] = dL/dx̂; input: [B, d] the SAE's input
+/// - scratch: `decoderBackwardScratchCount(m:d:threads:)` entries
 func sparseDecoderBackward<T: JSAEScalar>(grad: inout SAETensors<T>, scratch: UnsafeMutablePointer<T>,
                                           order: UnsafeMutablePointer<Int>, starts: UnsafeMutablePointer<Int>,
                                           dOut: UnsafePointer<T>, input: UnsafePointer<T>, codes: CodesBuffer<T>,
                                           wDec: UnsafePointer<T>, tokens B: Int, threads: Int) {
-    let d = grad.d, m = grad.m, k = codes.k
-    let gEncT = SharedPointer(scratch)
+    let d = grad.d, m = grad.m, k = codes.k, group = decoderBackwardGroup
+    let columns = SharedPointer(scratch)
     let gwd = SharedPointer(grad.mutablePointer(.wDec)), gbe = SharedPointer(grad.mutablePointer(.bEnc))
+    let gwe = SharedPointer(grad.mutablePointer(.wEnc))
     let gbd = grad.mutablePointer(.bDec)
     let idx = codes.indices.p, pre = codes.preacts.p, val = codes.values.p
     // b_dec: the sum of dL/dx̂ over tokens, in token order.
@@ -153,25 +158,41 @@ func sparseDecoderBackward<T: JSAEScalar>(grad: inout SAETensors<T>, scratch: Un
     // ReLU after TopK: no gradient where h <= 0 (torch's relu' at 0 is 0).
     latentOrder(order: order, starts: starts, indices: idx, carries: { pre[$0] > 0 }, pairs: B * k, m: m)
     let ord = UnsafePointer(order), st = UnsafePointer(starts)
-    Parallel.forRanges(m, threads: threads) { _, own in
-        for i in own {
-            let erow = gEncT.p + i * d
-            erow.update(repeating: 0, count: d)
-            let wrow = wDec + i * d, grow = gwd.p + i * d
-            for q in st[i]..<st[i + 1] {
-                let pair = ord[q], b = pair / k
-                let dx = dOut + b * d, xb = input + b * d
-                let s = val[pair]
-                // A Float reduction is not vectorised without fast-math
-                // (reassociation); BLAS dot is, in a fixed order.
-                let ds = T.dot(d, dx, wrow)
-                for c in 0..<d { grow[c] += s * dx[c] }
-                gbe.p[i] += ds
-                for c in 0..<d { erow[c] += ds * xb[c] }
+    Parallel.forRanges((m + group - 1) / group, threads: threads) { part, groups in
+        let cols = columns.p + part * group * d
+        for g in groups {
+            let i0 = g * group, i1 = min(i0 + group, m)
+            cols.update(repeating: 0, count: (i1 - i0) * d)
+            for i in i0..<i1 {
+                let erow = cols + (i - i0) * d
+                let wrow = wDec + i * d, grow = gwd.p + i * d
+                for q in st[i]..<st[i + 1] {
+                    let pair = ord[q], b = pair / k
+                    let dx = dOut + b * d, xb = input + b * d
+                    let s = val[pair]
+                    // A Float reduction is not vectorised without fast-math
+                    // (reassociation); BLAS dot is, in a fixed order.
+                    let ds = T.dot(d, dx, wrow)
+                    for c in 0..<d { grow[c] += s * dx[c] }
+                    gbe.p[i] += ds
+                    for c in 0..<d { erow[c] += ds * xb[c] }
+                }
+            }
+            for c in 0..<d {
+                let dst = gwe.p + c * m
+                for i in i0..<i1 { dst[i] += cols[(i - i0) * d + c] }
             }
         }
     }
-    addTransposed(grad.mutablePointer(.wEnc), scratch, rows: m, cols: d, threads: threads)
+}
+
+/// Latents per group in `sparseDecoderBackward`: 16 Float columns of dW_enc
+/// are one 64-byte cache line, and a group's [16, d] sums stay in L1/L2.
+let decoderBackwardGroup = 16
+
+/// Scratch entries `sparseDecoderBackward` needs: a group's sums per worker.
+func decoderBackwardScratchCount(m: Int, d: Int, threads: Int) -> Int {
+    min(threads, (m + decoderBackwardGroup - 1) / decoderBackwardGroup) * decoderBackwardGroup * d
 }
 
 /// Stable counting sort of the flat (token, slot) pairs `0..<pairs` that
@@ -188,21 +209,4 @@ func latentOrder(order: UnsafeMutablePointer<Int>, starts: UnsafeMutablePointer<
     for p in 0..<pairs where carries(p) { let i = indices[p]; order[starts[i]] = p; starts[i] += 1 }
     for i in stride(from: m, to: 0, by: -1) { starts[i] = starts[i - 1] }
     starts[0] = 0
-}
-
-/// dst [cols, rows] += srcᵀ where src is [rows, cols], in 64×64 tiles; workers
-/// own disjoint tile rows of src (= columns of dst).
-func addTransposed<T: JSAEScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, rows: Int, cols: Int, threads: Int) {
-    let tile = 64
-    let o = SharedPointer(dst)
-    Parallel.forRanges((rows + tile - 1) / tile, threads: threads) { _, tiles in
-        for t in tiles {
-            let i0 = t * tile
-            for j0 in stride(from: 0, to: cols, by: tile) {
-                for i in i0..<min(i0 + tile, rows) {
-                    for j in j0..<min(j0 + tile, cols) { o.p[j * rows + i] += src[i * cols + j] }
-                }
-            }
-        }
-    }
 }

@@ -56,9 +56,9 @@ public final class Workspace<T: JSAEScalar> {
 
     /// Scratch shared by phases that are never live at once: the encoder's
     /// pre-activation chunk, the MLP's hidden activations, the Jacobian
-    /// pass's gathered blocks and their gradients, and the transposed encoder
-    /// gradient. Sharing it keeps peak memory at what the old per-call
-    /// allocations reached (each phase's scratch was freed before the next).
+    /// pass's gathered blocks and their gradients, and the reconstruction
+    /// backward's per-worker sums of encoder-gradient columns. Shared, it
+    /// costs only the largest phase's need.
     let arena: Buffer<T>
 
     public init(_ s: WorkspaceShape, purpose: WorkspacePurpose = [], threads: Int = Parallel.onlineCores) {
@@ -87,7 +87,7 @@ public final class Workspace<T: JSAEScalar> {
         featureMeans = Buffer(d)
         let encoderChunk = min(encodeChunkTokens, max(B, 1)) * mMax
         let jac = s.pair ? JacobianScratch.count(tokens: B, k: k, dMlp: dMlp, chunk: s.jacobianChunk, threads: threads, backward: train) : 0
-        arena = Buffer(max(encoderChunk, B * dMlp, jac, train ? mMax * d : 0))
+        arena = Buffer(max(encoderChunk, B * dMlp, jac, train ? decoderBackwardScratchCount(m: mMax, d: d, threads: threads) : 0))
     }
 
     /// Copies a batch (and the output SAE's target, if given) into the cache.

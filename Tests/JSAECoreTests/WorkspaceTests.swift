@@ -95,7 +95,8 @@ struct LatentSortedBackwardTests {
         Self.tokenScan(grad: &expected, dOut: dOut, input: input, codes: codes, wDec: wDec, B: B)
 
         var got = start
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: m * d), order = UnsafeMutablePointer<Int>.allocate(capacity: B * k)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: decoderBackwardScratchCount(m: m, d: d, threads: threads))
+        let order = UnsafeMutablePointer<Int>.allocate(capacity: B * k)
         let starts = UnsafeMutablePointer<Int>.allocate(capacity: m + 1)
         defer { scratch.deallocate(); order.deallocate(); starts.deallocate() }
         dOut.withUnsafeBufferPointer { dx in input.withUnsafeBufferPointer { x in wDec.withUnsafeBufferPointer { w in
