@@ -68,17 +68,63 @@ func adamStep<T: JSAEScalar>(_ params: inout SAETensors<T>, grads: SAETensors<T>
     precondition(params.count == grads.count && moments.expAvg.count == params.count)
     let t = Double(step + 1)
     let bc1 = 1 - Glibc.pow(config.beta1, t), bc2 = 1 - Glibc.pow(config.beta2, t)
-    let stepSize = T(lr / bc1), bc2Sqrt = T(bc2.squareRoot())
-    let b1 = T(config.beta1), b2 = T(config.beta2), eps = T(config.eps)
+    let c = AdamCoefficients(stepSize: T(lr / bc1), bc2Sqrt: T(bc2.squareRoot()),
+                             beta1: T(config.beta1), beta2: T(config.beta2), eps: T(config.eps))
     let w = SharedPointer(params.mutableBase()), g = grads.base
     let avg = SharedPointer(moments.expAvg.mutableBase()), avgSq = SharedPointer(moments.expAvgSq.mutableBase())
-    Parallel.forRanges(params.count, threads: threads) { _, range in
-        for j in range {
-            let gj = g[j]
-            avg.p[j] += (1 - b1) * (gj - avg.p[j])
-            avgSq.p[j] = b2 * avgSq.p[j] + (1 - b2) * gj * gj
-            w.p[j] -= stepSize * avg.p[j] / (T.sqrt(avgSq.p[j]) / bc2Sqrt + eps)
-        }
+    Parallel.forRanges(params.count, threads: threads) { _, r in
+        let o = r.lowerBound
+        T.adamUpdate(r.count, params: w.p + o, grads: g + o, expAvg: avg.p + o, expAvgSq: avgSq.p + o, c)
+    }
+}
+
+/// `adamStep`'s per-step constants in the parameters' type.
+public struct AdamCoefficients<T: JSAEScalar>: Sendable {
+    /// lr / (1−β1ᵗ) and √(1−β2ᵗ).
+    public var stepSize: T, bc2Sqrt: T
+    public var beta1: T, beta2: T, eps: T
+    public init(stepSize: T, bc2Sqrt: T, beta1: T, beta2: T, eps: T) {
+        self.stepSize = stepSize; self.bc2Sqrt = bc2Sqrt; self.beta1 = beta1; self.beta2 = beta2; self.eps = eps
+    }
+}
+
+/// `adamStep`'s update of `n` entries, a vector V of them at a time, then the
+/// rest one by one. Every lane does the scalar formula's operations in its
+/// order (IEEE +, −, ×, ÷ and √ are correctly rounded, and Swift fuses no
+/// multiply-add), so the bits do not depend on where a thread's range starts.
+/// Instantiated by each `JSAEScalar` with a concrete V: through a generic
+/// scalar type the loop ran unvectorised, one libm `sqrt` call per entry, at
+/// about a fifth of the vector loop's speed.
+@inline(__always)
+func adamUpdateVectorised<V: SIMD>(_: V.Type, _ n: Int, params w: UnsafeMutablePointer<V.Scalar>, grads g: UnsafePointer<V.Scalar>,
+                                   expAvg a: UnsafeMutablePointer<V.Scalar>, expAvgSq s: UnsafeMutablePointer<V.Scalar>,
+                                   _ c: AdamCoefficients<V.Scalar>) where V.Scalar: JSAEScalar {
+    let oneMinusB1 = 1 - c.beta1, oneMinusB2 = 1 - c.beta2
+    let vB1 = V(repeating: oneMinusB1), vB2 = V(repeating: c.beta2), vOneMinusB2 = V(repeating: oneMinusB2)
+    let vStep = V(repeating: c.stepSize), vBc2 = V(repeating: c.bc2Sqrt), vEps = V(repeating: c.eps)
+    let rw = UnsafeMutableRawPointer(w), rg = UnsafeRawPointer(g), ra = UnsafeMutableRawPointer(a), rs = UnsafeMutableRawPointer(s)
+    let width = V.scalarCount, stride = MemoryLayout<V.Scalar>.stride
+    var j = 0
+    while j + width <= n {
+        let o = j * stride
+        let gj = rg.loadUnaligned(fromByteOffset: o, as: V.self)
+        var aj = ra.loadUnaligned(fromByteOffset: o, as: V.self)
+        var sj = rs.loadUnaligned(fromByteOffset: o, as: V.self)
+        var wj = rw.loadUnaligned(fromByteOffset: o, as: V.self)
+        aj += vB1 * (gj - aj)
+        sj = vB2 * sj + vOneMinusB2 * gj * gj
+        wj -= vStep * aj / (sj.squareRoot() / vBc2 + vEps)
+        ra.storeBytes(of: aj, toByteOffset: o, as: V.self)
+        rs.storeBytes(of: sj, toByteOffset: o, as: V.self)
+        rw.storeBytes(of: wj, toByteOffset: o, as: V.self)
+        j += width
+    }
+    while j < n {
+        let gj = g[j]
+        a[j] += oneMinusB1 * (gj - a[j])
+        s[j] = c.beta2 * s[j] + oneMinusB2 * gj * gj
+        w[j] -= c.stepSize * a[j] / (s[j].squareRoot() / c.bc2Sqrt + c.eps)
+        j += 1
     }
 }
 

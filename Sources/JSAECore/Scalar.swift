@@ -35,6 +35,10 @@ public protocol JSAEScalar: BinaryFloatingPoint, Sendable where Self.RawSignific
     /// reached from another module's generic reader, through a protocol
     /// witness per entry, and took about a tenth of a reproduction's wall time.
     static func firstNonFinite(in p: UnsafeBufferPointer<Self>) -> Int?
+    /// One Adam update of `count` entries (`adamStep`), vectorised: written
+    /// per type for the reason `anyOfEight` is.
+    static func adamUpdate(_ count: Int, params: UnsafeMutablePointer<Self>, grads: UnsafePointer<Self>,
+                           expAvg: UnsafeMutablePointer<Self>, expAvgSq: UnsafeMutablePointer<Self>, _ c: AdamCoefficients<Self>)
 }
 
 /// The scan behind `firstNonFinite(in:)`, instantiated for each concrete
@@ -72,6 +76,10 @@ extension Float: JSAEScalar {
         any(UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) .> SIMD8<Float>(repeating: t))
     }
     public static func firstNonFinite(in p: UnsafeBufferPointer<Float>) -> Int? { firstNonFiniteScan(p) }
+    public static func adamUpdate(_ count: Int, params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
+                                  expAvg: UnsafeMutablePointer<Float>, expAvgSq: UnsafeMutablePointer<Float>, _ c: AdamCoefficients<Float>) {
+        adamUpdateVectorised(SIMD8<Float>.self, count, params: params, grads: grads, expAvg: expAvg, expAvgSq: expAvgSq, c)
+    }
 }
 
 extension Double: JSAEScalar {
@@ -98,6 +106,10 @@ extension Double: JSAEScalar {
         any(UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Double>.self) .> SIMD8<Double>(repeating: t))
     }
     public static func firstNonFinite(in p: UnsafeBufferPointer<Double>) -> Int? { firstNonFiniteScan(p) }
+    public static func adamUpdate(_ count: Int, params: UnsafeMutablePointer<Double>, grads: UnsafePointer<Double>,
+                                  expAvg: UnsafeMutablePointer<Double>, expAvgSq: UnsafeMutablePointer<Double>, _ c: AdamCoefficients<Double>) {
+        adamUpdateVectorised(SIMD4<Double>.self, count, params: params, grads: grads, expAvg: expAvg, expAvgSq: expAvgSq, c)
+    }
 }
 
 /// OpenBLAS runs on one thread: the package splits its large products
