@@ -75,6 +75,8 @@ final class CeilingProbe {
     private let a: [Float], b: [Float]
     private var c: [Float]
     var flops: Double { 2 * Double(rows) * Double(cols) * Double(inner) }
+    /// Its three arrays, resident from init (all written there).
+    var bytes: Int { (a.count + b.count + c.count) * MemoryLayout<Float>.stride }
 
     init(rows: Int, cols: Int, inner: Int, threads: Int) {
         self.rows = rows; self.cols = cols; self.inner = inner; self.threads = threads
