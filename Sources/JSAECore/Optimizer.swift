@@ -92,9 +92,9 @@ public struct AdamCoefficients<T: JSAEScalar>: Sendable {
 /// rest one by one. Every lane does the scalar formula's operations in its
 /// order (IEEE +, −, ×, ÷ and √ are correctly rounded, and Swift fuses no
 /// multiply-add), so the bits do not depend on where a thread's range starts.
-/// Instantiated by each `JSAEScalar` with a concrete V: through a generic
-/// scalar type the loop ran unvectorised, one libm `sqrt` call per entry, at
-/// about a fifth of the vector loop's speed.
+/// Instantiated by each `JSAEScalar` with a concrete V: written through a
+/// generic scalar type the loop is not vectorised (one libm `sqrt` call per
+/// entry) and runs at about a fifth of this one's speed.
 @inline(__always)
 func adamUpdateVectorised<V: SIMD>(_: V.Type, _ n: Int, params w: UnsafeMutablePointer<V.Scalar>, grads g: UnsafePointer<V.Scalar>,
                                    expAvg a: UnsafeMutablePointer<V.Scalar>, expAvgSq s: UnsafeMutablePointer<V.Scalar>,

@@ -138,9 +138,9 @@ func sparseDecode<T: JSAEScalar>(out: UnsafeMutablePointer<T>, indices: UnsafePo
 /// dW_enc is [d, m], where a latent's column is strided by m. Workers own
 /// groups of `decoderBackwardGroup` latents; a group's columns are summed as
 /// rows in the worker's slice of `scratch` (L1-sized) and then added into
-/// dW_enc a row segment at a time, each segment one cache line. A separate
-/// [m, d] buffer added back by a transpose cost a write and a read of all
-/// of it, with the transpose's reads strided by pages.
+/// dW_enc a row segment at a time, each segment one cache line (an [m, d]
+/// buffer added back by a transpose would cost a write and a read of all of
+/// it, the transpose's accesses strided by pages).
 /// - grad: the SAE's gradient; dOut: [B, d] = dL/dx̂; input: [B, d] the SAE's input
 /// - scratch: `decoderBackwardScratchCount(m:d:threads:)` entries
 func sparseDecoderBackward<T: JSAEScalar>(grad: inout SAETensors<T>, scratch: UnsafeMutablePointer<T>,
