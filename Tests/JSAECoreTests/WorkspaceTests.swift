@@ -161,28 +161,24 @@ struct VectorisedAdamTests {
     func check<T: JSAEScalar>(_: T.Type, threads: Int) {
         var g = SeededGenerator(seed: 11)
         let d = 5, m = 7
+        // One flat buffer in file order holds an SAE's four tensors, as PyTorch's
+        // loop sees them one after another.
+        func flat(_ t: SAETensors<T>) -> [T] { Array(UnsafeBufferPointer(start: t.base, count: t.count)) }
+        func set(_ t: inout SAETensors<T>, _ v: [T]) { t.mutableBase().update(from: v, count: t.count) }
         var params = SAETensors<T>(d: d, m: m), grads = params
         var moments = AdamMoments<T>(d: d, dLatent: m)
         var p = [T](repeating: 0, count: params.count), a = p, s = p
         for j in 0..<params.count { p[j] = T(g.normal()) }
         let initial = p
-        params.wEnc = Matrix(rows: d, cols: m, data: Array(p[params.range(.wEnc)]))
-        params.bEnc = Array(p[params.range(.bEnc)])
-        params.wDec = Matrix(rows: m, cols: d, data: Array(p[params.range(.wDec)]))
-        params.bDec = Array(p[params.range(.bDec)])
+        set(&params, p)
         for step in 0..<3 {
             // Gradients from 1e-6 to 1e2 in magnitude, with zeros.
             let gr = (0..<params.count).map { j in j % 9 == 0 ? T(0) : T(g.normal() * pow(10, Double(j % 9) - 6)) }
-            grads.wEnc = Matrix(rows: d, cols: m, data: Array(gr[params.range(.wEnc)]))
-            grads.bEnc = Array(gr[params.range(.bEnc)])
-            grads.wDec = Matrix(rows: m, cols: d, data: Array(gr[params.range(.wDec)]))
-            grads.bDec = Array(gr[params.range(.bDec)])
+            set(&grads, gr)
             adamStep(&params, grads: grads, moments: &moments, lr: 4e-4, step: step, config: AdamConfig(), threads: threads)
             Self.pytorchAdam(p: &p, g: gr, a: &a, s: &s, lr: 4e-4, step: step)
         }
-        let got = params.wEnc.data + params.bEnc + params.wDec.data + params.bDec
-        let gotA = moments.expAvg.wEnc.data + moments.expAvg.bEnc + moments.expAvg.wDec.data + moments.expAvg.bDec
-        let gotS = moments.expAvgSq.wEnc.data + moments.expAvgSq.bEnc + moments.expAvgSq.wDec.data + moments.expAvgSq.bDec
+        let got = flat(params), gotA = flat(moments.expAvg), gotS = flat(moments.expAvgSq)
         #expect(got == p && gotA == a && gotS == s)
         #expect(got != initial)
     }
