@@ -26,11 +26,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --product jsae-bench >/dev/null
 bench=".build/release/jsae-bench"
+# Both builds of a pair run the OpenBLAS kernels the current build runs: a
+# reference build that does not start itself again on the right core
+# (BLASCore) would otherwise time other kernels than the current one.
+if [ -z "${OPENBLAS_CORETYPE+set}" ]; then
+  OPENBLAS_CORETYPE=$("$bench" --print-openblas-core) && [ -n "$OPENBLAS_CORETYPE" ] || {
+    echo "gate: jsae-bench --print-openblas-core failed" >&2; exit 2; }
+  export OPENBLAS_CORETYPE
+fi
 ROUNDS=2
 STEPS=4
-# A/B runs time 6 steps: the SAE's steps (~0.13 s at the ci preset) are short
-# enough that one preemption moves a 4-step median.
+# A/B runs time 6 steps of the JSAE pair and 24 of the single SAE. Load
+# comes in bursts of a few steps; the SAE's steps (75-200 ms at the ci
+# preset, by core) are short enough that one burst covers half of 6 and
+# moves their median: over 6 runs of one build on a Cooperlake machine, the
+# ratios of neighbouring runs' 6-step SAE medians ranged 0.924-1.128, of
+# their 24-step medians 0.994-1.015.
 AB_STEPS=6
+AB_SAE_STEPS=24
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -93,11 +106,13 @@ reference_binary() {
 }
 
 # one_run BIN FILE STEPS [hook args...]: one 1-thread run of BIN with a
-# ceiling product beside every step, into FILE.
+# ceiling product beside every step, into FILE. STEPS is "N" or "N:M", M
+# the single SAE's steps.
 one_run() {
-  local bin=$1 file=$2 steps=$3
+  local bin=$1 file=$2 steps=${3%%:*} sae=()
+  [ "$3" = "$steps" ] || sae=(--sae-steps "${3#*:}")
   shift 3
-  "$bin" --preset ci --no-profile --no-fingerprint --threads 1 --steps "$steps" --interleave-ceiling "$@" \
+  "$bin" --preset ci --no-profile --no-fingerprint --threads 1 --steps "$steps" "${sae[@]}" --interleave-ceiling "$@" \
     --json "$file" >/dev/null 2>"$file.log" || {
       echo "gate: jsae-bench ($bin) failed: $(tail -n 1 "$file.log")" >&2; return 2; }
 }
@@ -113,9 +128,9 @@ ab_measure() {
   mkdir -p "$dir"
   for ((p = 1; p <= max; p++)); do
     if ((p % 2)); then
-      one_run "$ref" "$dir/ref-$p.json" "$AB_STEPS" && one_run "$cur" "$dir/cur-$p.json" "$AB_STEPS" "$@" || return 2
+      one_run "$ref" "$dir/ref-$p.json" "$AB_STEPS:$AB_SAE_STEPS" && one_run "$cur" "$dir/cur-$p.json" "$AB_STEPS:$AB_SAE_STEPS" "$@" || return 2
     else
-      one_run "$cur" "$dir/cur-$p.json" "$AB_STEPS" "$@" && one_run "$ref" "$dir/ref-$p.json" "$AB_STEPS" || return 2
+      one_run "$cur" "$dir/cur-$p.json" "$AB_STEPS:$AB_SAE_STEPS" "$@" && one_run "$ref" "$dir/ref-$p.json" "$AB_STEPS:$AB_SAE_STEPS" || return 2
     fi
     ((p >= min)) || continue
     python3 ci/gate.py ab "$dir" --label "$label" > "$out/gate.txt" && rc=0 || rc=$?

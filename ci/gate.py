@@ -410,7 +410,7 @@ def ab(directory, baseline_path, final, label):
     rows, verdict = ab_rows(pairs, tol, final)
     a = pairs[0][0]
     print(f"gate: A/B against {label}, OpenBLAS core {a['environment']['openblasCore']}, preset {a['preset']}, "
-          f"{len(pairs)} pairs of {a['steps']} steps, 1 thread (ratio: median over pairs of reference / current step CPU time, "
+          f"{len(pairs)} pairs of {a['steps']} steps (single SAE: {a.get('saeSteps', a['steps'])}), 1 thread (ratio: median over pairs of reference / current step CPU time, "
           f"[interval] covering the median with >= {100 * AB_COVERAGE:.1f}%)")
     print(table(rows, ("metric", "reference", "current", "ratio [interval]", "allowed", "status")))
     if verdict == REGRESSION:

@@ -42,6 +42,8 @@ struct JSAEBench: ParsableCommand {
     @OptionGroup var shapeOptions: SAEShapeOptions
     @OptionGroup var threadOptions: ThreadOptions
     @Option(help: "Timed steps per measurement (median reported).") var steps: Int?
+    @Option(help: "Timed steps of the single SAE (default: --steps). Its steps are a fifth as long as the pair's, so the CI gate times more of them for a median that holds as still.")
+    var saeSteps: Int?
     @Option(help: "Warm-up steps before timing.") var warmup: Int = 1
     @Option(help: "Tokens per Jacobian chunk (default: the library's).") var jacobianChunk: Int?
     @Option(help: "Use the first batch of /x (and /mlp) from this activations file instead of synthetic data.")
@@ -67,11 +69,13 @@ struct JSAEBench: ParsableCommand {
     @Option(help: "Test hook for the CI gate: scale the fingerprint run's lr by (1 + this).") var perturbFingerprint: Double = 0
     @Option(help: "Test hook for the allocation count: allocate this many arrays inside every timed step.")
     var injectAllocations: Int = 0
+    @Flag(help: "Print the OpenBLAS core (kernel set) this executable runs with and exit: the one OpenBLAS chose, or the one it is started again with when OpenBLAS fell back to its generic Prescott kernels on a CPU it does not know. The CI gate exports it so that the reference build runs the same kernels.")
+    var printOpenblasCore = false
     @Flag(help: "Instead of the steps: time each dense product of a step at the preset's shape, tiled on the package's threads against one call on OpenBLAS's own threads, alternately, --steps pairs each (medians and the median ratio).")
     var gemms = false
 
     func validate() throws {
-        for (name, v) in [("d", d), ("d-mlp", dMlp), ("steps", steps), ("jacobian-chunk", jacobianChunk)] {
+        for (name, v) in [("d", d), ("d-mlp", dMlp), ("steps", steps), ("sae-steps", saeSteps), ("jacobian-chunk", jacobianChunk)] {
             if let v, v < 1 { throw ValidationError("--\(name) must be at least 1") }
         }
         if warmup < 0 { throw ValidationError("--warmup must be >= 0") }
@@ -80,6 +84,7 @@ struct JSAEBench: ParsableCommand {
     }
 
     func run() throws {
+        if printOpenblasCore { print(BLASThreads.coreName); return }
         do { try bench() } catch let e as JSAEError {
             FileHandle.standardError.write(Data("jsae-bench: error: \(e.description)\n".utf8))
             throw ExitCode(2)
@@ -103,6 +108,7 @@ struct JSAEBench: ParsableCommand {
         if let k = shapeOptions.k { shape.k = k }
         if let batch = shapeOptions.batch { shape.batch = batch }
         let nSteps = steps ?? preset.steps
+        let nSAESteps = saeSteps ?? nSteps
         try requireFits(shape)
 
         // Data and MLP: synthetic and seeded, or the first batch of a real file.
@@ -153,11 +159,11 @@ struct JSAEBench: ParsableCommand {
         let start = trained
 
         // One traditional SAE (single, on x).
-        log("single SAE: \(warmup + nSteps) steps …")
+        log("single SAE: \(warmup + nSAESteps) steps …")
         var sc = config; sc.single = true
         PeakMemory.reset()
         let saeTimer = PhaseTimer()
-        let (saeTimes, saeCPU, saeAllocations, saePaired, _) = try timeSteps(shape, mlp, x, sc, saeTimer, threads: threads, probe: probe, start: start)
+        let (saeTimes, saeCPU, saeAllocations, saePaired, _) = try timeSteps(shape, mlp, x, sc, saeTimer, steps: nSAESteps, threads: threads, probe: probe, start: start)
         // VmHWM, read after the state is freed. With --interleave-ceiling the
         // probe's arrays (296 MiB at Pythia-70m) are resident throughout; they
         // are the bench's, not the step's, so they are taken off.
@@ -169,7 +175,7 @@ struct JSAEBench: ParsableCommand {
         PeakMemory.reset()
         let timer = PhaseTimer()
         var profiled = false
-        let (jsaeTimes, jsaeCPU, jsaeAllocations, jsaePaired, parameterBits) = try timeSteps(shape, mlp, x, config, timer, threads: threads, probe: probe, start: start, beforeTimed: {
+        let (jsaeTimes, jsaeCPU, jsaeAllocations, jsaePaired, parameterBits) = try timeSteps(shape, mlp, x, config, timer, steps: nSteps, threads: threads, probe: probe, start: start, beforeTimed: {
             if !noProfile { profiled = CPUProfiler.start(profilePath) }
             if let heapProfile { HeapProfiler.start(heapProfile) }
         })
@@ -195,7 +201,7 @@ struct JSAEBench: ParsableCommand {
             fingerprint = try goldenFingerprint(lrScale: 1 + perturbFingerprint)
         }
 
-        let report = Report(preset: preset.rawValue, shape: shape, steps: nSteps, warmup: warmup,
+        let report = Report(preset: preset.rawValue, shape: shape, steps: nSteps, saeSteps: nSAESteps, warmup: warmup,
                             ceilingGFLOPs: ceiling.bestGFLOPs, ceilingCPUGFLOPs: ceiling.bestCPUGFLOPs, ceiling: ceiling, bandwidth: bandwidth,
                             saeSeconds: median(saeTimes), jsaeSeconds: median(jsaeTimes),
                             saeCPUSeconds: median(saeCPU), jsaeCPUSeconds: median(jsaeCPU),
@@ -203,7 +209,7 @@ struct JSAEBench: ParsableCommand {
                             jsaePaired: jsaePaired.map { $0.shares(flops: shape.jsaeFlops, probeFlops: probe!.flops) },
                             saeStepSeconds: saeTimes, jsaeStepSeconds: jsaeTimes,
                             phases: Phase.allCases.map { ($0.rawValue, (timer.seconds[$0] ?? 0) / Double(nSteps)) },
-                            saePhases: Phase.allCases.map { ($0.rawValue, (saeTimer.seconds[$0] ?? 0) / Double(nSteps)) },
+                            saePhases: Phase.allCases.map { ($0.rawValue, (saeTimer.seconds[$0] ?? 0) / Double(nSAESteps)) },
                             saePeakBytes: saePeak, jsaePeakBytes: jsaePeak,
                             saeAllocations: saeAllocations, jsaeAllocations: jsaeAllocations, fingerprint: fingerprint,
                             parameterFingerprint: parameterBits,
@@ -228,14 +234,13 @@ struct JSAEBench: ParsableCommand {
     /// optimizer steps; returns each timed step's wall and CPU seconds. The state lives only
     /// here, so the next section starts without it.
     func timeSteps(_ shape: Shape, _ mlp: MLP<Float>, _ x: Matrix<Float>, _ c: TrainConfig, _ timer: PhaseTimer?,
-                   threads: Int, probe: CeilingProbe? = nil, start: JSAEModel<Float>? = nil,
+                   steps n: Int, threads: Int, probe: CeilingProbe? = nil, start: JSAEModel<Float>? = nil,
                    beforeTimed: () -> Void = {}) throws -> ([Double], [Double], Allocations, PairedSamples?, String) {
         var state = try initialState(shape, mlp, c, start: start)
         let ws = state.workspace(config: c, threads: threads)
         ws.jacobianOrder = jacobianOrder
         for _ in 0..<warmup { _ = try state.step(x, config: c, workspace: ws, report: false) }
         beforeTimed()
-        let n = steps ?? preset.steps
         var times: [Double] = [], cpu: [Double] = []
         times.reserveCapacity(n); cpu.reserveCapacity(n)
         var allocations = Allocations()

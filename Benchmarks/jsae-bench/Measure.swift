@@ -244,6 +244,9 @@ struct Environment: Codable {
     var cpuModel: String
     var cores: Int
     var openblasCore: String
+    /// OPENBLAS_CORETYPE when set: the user's choice, or the one the
+    /// executable started again with (`BLASCore`).
+    var openblasCoretype: String?
     var openblasThreads: Int
     var packageThreads: Int
     var swiftVersion: String
@@ -251,7 +254,8 @@ struct Environment: Codable {
 
     static func current(threads: Int) -> Environment {
         return Environment(cpuModel: Parallel.cpuModel, cores: ProcessInfo.processInfo.activeProcessorCount,
-                           openblasCore: BLASThreads.coreName, openblasThreads: BLASThreads.count,
+                           openblasCore: BLASThreads.coreName,
+                           openblasCoretype: ProcessInfo.processInfo.environment[BLASCore.variable], openblasThreads: BLASThreads.count,
                            packageThreads: threads,
                            swiftVersion: run("swift", ["--version"]).split(separator: "\n").first.map(String.init) ?? "unknown",
                            gitCommit: run("git", ["-C", packageRoot, "rev-parse", "--short=12", "HEAD"]).trimmingCharacters(in: .whitespacesAndNewlines))

@@ -6,6 +6,8 @@ struct Report {
     var preset: String
     var shape: Shape
     var steps: Int
+    /// The single SAE's timed steps (`--sae-steps`, else `steps`).
+    var saeSteps: Int
     var warmup: Int
     /// The best of every ceiling product of the run (`CeilingSpread`).
     var ceilingGFLOPs: Double
@@ -96,7 +98,7 @@ struct Report {
         rows.append(["peak resident memory", gib(saePeakBytes), gib(jsaePeakBytes), ""])
         rows.append(["heap allocations per step (largest, bytes)", saeAllocations.description, jsaeAllocations.description, ""])
         var out = "jsae-bench \(preset): d \(shape.d), d_mlp \(shape.dMlp), m \(shape.m), k \(shape.k), batch \(shape.batch); "
-            + "median of \(steps) steps after \(warmup) warm-up; \(environment.packageThreads) threads\n"
+            + "median of \(steps) steps\(saeSteps == steps ? "" : " (single SAE: \(saeSteps))") after \(warmup) warm-up; \(environment.packageThreads) threads\n"
         let setMedians = ["before", "beside SAE steps", "beside JSAE steps", "after"].compactMap { name in
             ceiling.setMedianGFLOPs(name).map { "\(name) \(f($0))" }
         }.joined(separator: ", ")
@@ -151,6 +153,7 @@ struct Report {
         var preset: String
         var shape: Shape
         var steps: Int
+        var saeSteps: Int
         var warmup: Int
         var metrics: [String: Double]
         var phasesMs: [String: Double]
@@ -198,7 +201,7 @@ struct Report {
             metrics["sae_paired_efficiency"] = saePaired.wall; metrics["jsae_paired_efficiency"] = jsaePaired.wall
             metrics["sae_paired_cpu_efficiency"] = saePaired.cpu; metrics["jsae_paired_cpu_efficiency"] = jsaePaired.cpu
         }
-        return JSON(preset: preset, shape: shape, steps: steps, warmup: warmup,
+        return JSON(preset: preset, shape: shape, steps: steps, saeSteps: saeSteps, warmup: warmup,
              metrics: metrics,
              phasesMs: Dictionary(uniqueKeysWithValues: phases.map { ($0.0, $0.1 * 1000) }),
              saePhasesMs: Dictionary(uniqueKeysWithValues: saePhases.map { ($0.0, $0.1 * 1000) }),

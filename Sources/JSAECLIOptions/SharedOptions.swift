@@ -60,6 +60,7 @@ public struct SeedOption: ParsableArguments {
 /// status). HDF5 crashes inside a read become one line too (see README,
 /// "Failure behaviour").
 public func runWithOneLineErrors<C: ParsableCommand>(_: C.Type, program: String) -> Never {
+    startOnRightBLASCore(program: program)
     HDF5File.installCrashGuard(program: program)
     let args = Array(CommandLine.arguments.dropFirst())
     do {
@@ -74,6 +75,21 @@ public func runWithOneLineErrors<C: ParsableCommand>(_: C.Type, program: String)
         if let hint = negativeNumberHint(args) { msg += hint }
         exitAtOnce(2, "\(program): error: \(msg)")
     }
+}
+
+/// Starts this process again, the same executable with the same arguments
+/// and `OPENBLAS_CORETYPE` set, when OpenBLAS fell back to its generic
+/// kernels on a CPU it did not know (`BLASCore`). It runs first in `main`,
+/// before anything is read or written, so the second start repeats nothing;
+/// the variable it sets keeps it from starting a third time. Should the
+/// exec fail the process goes on, correct and slower, after one line.
+public func startOnRightBLASCore(program: String) {
+    guard let core = BLASCore.replacementHere() else { return }
+    setenv(BLASCore.variable, core, 1)
+    execv("/proc/self/exe", CommandLine.unsafeArgv)
+    let reason = String(cString: strerror(errno))
+    unsetenv(BLASCore.variable)
+    FileHandle.standardError.write(Data("\(program): warning: cannot start again with \(BLASCore.variable)=\(core) (\(reason)); OpenBLAS's Prescott kernels run\n".utf8))
 }
 
 /// ArgumentParser reads `--flag -1` as a flag followed by an option named

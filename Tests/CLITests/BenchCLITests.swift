@@ -45,6 +45,30 @@ struct BenchCLITests {
         #expect((env["openblasCore"] as? String)?.isEmpty == false && (env["cores"] as? Int ?? 0) >= 1)
     }
 
+    /// OpenBLAS 0.3.21 does not know some CPUs newer than it and falls back
+    /// to its SSE3 (Prescott) kernels; the executables then start again on
+    /// the kernels the CPU's features call for. The flags come from
+    /// /proc/cpuinfo, read here.
+    @Test("The executable never runs OpenBLAS's Prescott fallback on a CPU with AVX, and a chosen OPENBLAS_CORETYPE stands")
+    func openblasCore() throws {
+        let bench = builtExecutable("jsae-bench")
+        var env = ProcessInfo.processInfo.environment
+        env["OPENBLAS_CORETYPE"] = nil
+        let chosen = try jsae(["--print-openblas-core"], binary: bench, environment: env)
+        #expect(chosen.status == 0 && chosen.stderr.isEmpty, "\(chosen.stderr)")
+        let core = chosen.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let info = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        let flags = Set(info.split(separator: "\n").first { $0.hasPrefix("flags") }?.split(separator: " ") ?? [])
+        if flags.contains("avx") { #expect(core.lowercased() != "prescott", "core \(core) on a CPU with AVX") }
+        if ["avx512f", "avx512bw", "avx512dq", "avx512vl"].allSatisfy({ flags.contains($0) }) {
+            #expect(["SkylakeX", "Cooperlake", "SapphireRapids"].contains(core), "core \(core) on a CPU with AVX-512")
+        }
+        // Prescott runs on every x86-64 CPU; the user's choice is kept, even this one.
+        env["OPENBLAS_CORETYPE"] = "Prescott"
+        let forced = try jsae(["--print-openblas-core"], binary: bench, environment: env)
+        #expect(forced.status == 0 && forced.stdout == "Prescott\n", "\(forced.stdout) \(forced.stderr)")
+    }
+
     /// A step's buffers live in its run's workspace, so once the workspace
     /// exists a step allocates nothing: counted through tcmalloc's hook over
     /// every timed step after one warm-up step (one-time type metadata and

@@ -10,10 +10,11 @@ let jsaeBinary: String = builtExecutable("jsae")
 
 struct Run { var status: Int32; var stdout: String; var stderr: String }
 
-func jsae(_ args: [String], binary: String = jsaeBinary) throws -> Run {
+func jsae(_ args: [String], binary: String = jsaeBinary, environment: [String: String]? = nil) throws -> Run {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: binary)
     p.arguments = args
+    if let environment { p.environment = environment }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
