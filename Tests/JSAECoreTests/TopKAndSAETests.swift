@@ -101,6 +101,25 @@ struct GELUTests {
         #expect(allClose(zs.map { a.derivative($0) }, fd, rtol: 1e-8, atol: 1e-9))
     }
 
+    /// The MLP's loop uses the fused call; value and derivative, which the
+    /// tests above hold against PyTorch and central differences, are the
+    /// definition it must equal bit for bit, in both precisions.
+    @Test("valueAndDerivative is value and derivative, bit for bit", arguments: Activation.allCases)
+    func fused(_ a: Activation) {
+        func sameBits<T>(_ x: T, _ y: T) -> Bool {
+            withUnsafeBytes(of: x) { px in withUnsafeBytes(of: y) { py in px.elementsEqual(py) } }
+        }
+        func check<T: JSAEScalar>(_ zs: [T]) {
+            for z in zs {
+                let (v, d) = a.valueAndDerivative(z)
+                #expect(sameBits(v, a.value(z)) && sameBits(d, a.derivative(z)), "z = \(z)")
+            }
+        }
+        let zs = stride(from: -9.0, through: 9.0, by: 0.0137).map { $0 } + [0, -0.0, 1e-30, -1e-30, 40, -40]
+        check(zs)
+        check(zs.map { Float($0) })
+    }
+
     @Test("The two forms are different functions (so the tests can tell them apart)")
     func formsDiffer() {
         #expect(abs(Activation.gelu.derivative(1.5) - Activation.geluTanh.derivative(1.5)) > 1e-4)
