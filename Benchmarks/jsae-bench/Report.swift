@@ -98,7 +98,7 @@ struct Report {
         rows.append(["peak resident memory", gib(saePeakBytes), gib(jsaePeakBytes), ""])
         rows.append(["heap allocations per step (largest, bytes)", saeAllocations.description, jsaeAllocations.description, ""])
         var out = "jsae-bench \(preset): d \(shape.d), d_mlp \(shape.dMlp), m \(shape.m), k \(shape.k), batch \(shape.batch); "
-            + "median of \(steps) steps\(saeSteps == steps ? "" : " (single SAE: \(saeSteps))") after \(warmup) warm-up; \(environment.packageThreads) threads\n"
+            + "median of \(steps) steps\(saeSteps == steps ? "" : " (single SAE: \(saeSteps))") after \(warmup) warm-up; \(environment.packageThreads) threads; OpenBLAS core \(environment.openblasCore)\n"
         let setMedians = ["before", "beside SAE steps", "beside JSAE steps", "after"].compactMap { name in
             ceiling.setMedianGFLOPs(name).map { "\(name) \(f($0))" }
         }.joined(separator: ", ")
