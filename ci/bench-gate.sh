@@ -13,8 +13,8 @@
 # runs of a pair share the machine's state, so their ratio holds still where
 # a share recorded on another day drifts by +-7% (ci/gate-flake-proof.txt).
 # ci/gate.py ab decides once the median ratio's interval clears the 5% floor
-# or lies below it; between 4 and 12 pairs of 6-step runs (about 2 to 7
-# minutes idle).
+# or lies below it; between 4 and 12 pairs of runs of 6 JSAE and 24 SAE
+# steps (about 1 to 7 minutes idle).
 # Memory and the numerical fingerprint come from one plain 2-thread run,
 # against ci/baseline.json. Without the reference commit (a shallow clone) or
 # when it does not build, the gate says so and falls back to the recorded
@@ -39,7 +39,7 @@ STEPS=4
 # A/B runs time 6 steps of the JSAE pair and 24 of the single SAE. Load
 # comes in bursts of a few steps; the SAE's steps (75-200 ms at the ci
 # preset, by core) are short enough that one burst covers half of 6 and
-# moves their median: over 6 runs of one build on a Cooperlake machine, the
+# moves their median: over 6 runs of one build on an AVX-512 Xeon, the
 # ratios of neighbouring runs' 6-step SAE medians ranged 0.924-1.128, of
 # their 24-step medians 0.994-1.015.
 AB_STEPS=6

@@ -81,15 +81,45 @@ public func runWithOneLineErrors<C: ParsableCommand>(_: C.Type, program: String)
 /// and `OPENBLAS_CORETYPE` set, when OpenBLAS fell back to its generic
 /// kernels on a CPU it did not know (`BLASCore`). It runs first in `main`,
 /// before anything is read or written, so the second start repeats nothing;
-/// the variable it sets keeps it from starting a third time. Should the
-/// exec fail the process goes on, correct and slower, after one line.
+/// the variable it sets keeps it from starting a third time. It does not
+/// start again, and says so in one line, where the exec would lose
+/// something: an armed interval timer (a profiler's, or a caller's alarm)
+/// survives exec while its handler does not, so its signal would kill the
+/// new image; gperftools writes a `CPUPROFILE` profile under another name
+/// after an exec; and with the dynamic loader started by hand,
+/// /proc/self/exe is the loader, not this program. Should the exec fail the
+/// process goes on, correct and slower, after one line.
 public func startOnRightBLASCore(program: String) {
     guard let core = BLASCore.replacementHere() else { return }
-    setenv(BLASCore.variable, core, 1)
+    func keep(_ why: String) {
+        FileHandle.standardError.write(Data("\(program): note: OpenBLAS runs its Prescott fallback kernels; not starting again with \(BLASCore.variable)=\(core) because \(why)\n".utf8))
+    }
+    if ProcessInfo.processInfo.environment["CPUPROFILE"] != nil { return keep("CPUPROFILE is set") }
+    for timer in [ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF] {
+        var t = itimerval()
+        if getitimer(__itimer_which_t(timer.rawValue), &t) != 0 || t.it_value.tv_sec != 0 || t.it_value.tv_usec != 0 {
+            return keep("an interval timer is armed")
+        }
+    }
+    if !startedThroughLoader() { return keep("the dynamic loader was started by hand") }
+    guard setenv(BLASCore.variable, core, 1) == 0 else { return keep("the environment cannot be set") }
     execv("/proc/self/exe", CommandLine.unsafeArgv)
     let reason = String(cString: strerror(errno))
     unsetenv(BLASCore.variable)
-    FileHandle.standardError.write(Data("\(program): warning: cannot start again with \(BLASCore.variable)=\(core) (\(reason)); OpenBLAS's Prescott kernels run\n".utf8))
+    keep("the exec failed (\(reason))")
+}
+
+/// Whether the kernel loaded this program's dynamic loader for it (the
+/// auxiliary vector's AT_BASE, type 7, is the loader's address), rather than
+/// the loader being the program started. false when /proc/self/auxv cannot
+/// be read.
+func startedThroughLoader() -> Bool {
+    guard let data = FileManager.default.contents(atPath: "/proc/self/auxv"), data.count % 16 == 0 else { return false }
+    return data.withUnsafeBytes { raw in
+        stride(from: 0, to: raw.count, by: 16).contains { i in
+            raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) == 7 && raw.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self) != 0
+        }
+    }
 }
 
 /// ArgumentParser reads `--flag -1` as a flag followed by an option named

@@ -3,19 +3,28 @@ import Testing
 
 @Suite("OpenBLAS core choice")
 struct BLASCoreTests {
-    static let avx512: Set<Substring> = ["sse3", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]
+    /// What `-march=haswell` and `-march=skylake-avx512` compile OpenBLAS's
+    /// kernels for, as /proc/cpuinfo names the flags.
+    static let haswell: Set<Substring> = ["sse3", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "abm", "movbe"]
+    static let avx512 = haswell.union(["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"])
 
-    /// The ladder written out as OpenBLAS's dynamic.c walks it for a model it
-    /// knows: BF16 first, then AVX-512, AVX2 with FMA, AVX.
+    /// OpenBLAS's ladder for a model it knows (AVX-512, AVX2, AVX), each rung
+    /// asking for every extension its kernels are compiled for.
     @Test("A Prescott fallback is replaced by the core the CPU's features call for")
     func ladder() {
-        #expect(BLASCore.replacement(loaded: "Prescott", cpuFlags: Self.avx512.union(["avx512_bf16"]), environment: [:]) == "Cooperlake")
-        #expect(BLASCore.replacement(loaded: "Prescott", cpuFlags: Self.avx512, environment: [:]) == "SkylakeX")
-        #expect(BLASCore.replacement(loaded: "Prescott", cpuFlags: Self.avx512.subtracting(["avx512vl"]), environment: [:]) == "Haswell")
-        #expect(BLASCore.replacement(loaded: "Prescott", cpuFlags: ["sse3", "avx", "avx2"], environment: [:]) == "Sandybridge")
-        #expect(BLASCore.replacement(loaded: "Prescott", cpuFlags: ["sse3", "avx", "fma"], environment: [:]) == "Sandybridge")
-        #expect(BLASCore.replacement(loaded: "Prescott", cpuFlags: ["sse3", "ssse3", "sse4_2"], environment: [:]) == nil)
-        #expect(BLASCore.replacement(loaded: "Prescott", cpuFlags: [], environment: [:]) == nil)
+        func choice(_ flags: Set<Substring>) -> String? { BLASCore.replacement(loaded: "Prescott", cpuFlags: flags, environment: [:]) }
+        #expect(choice(Self.avx512) == "SkylakeX")
+        #expect(choice(Self.avx512.union(["avx512_bf16", "avx512_vnni"])) == "SkylakeX")
+        for missing in ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"] as [Substring] {
+            #expect(choice(Self.avx512.subtracting([missing])) == "Haswell", "without \(missing)")
+        }
+        #expect(choice(Self.haswell) == "Haswell")
+        for missing in ["avx2", "fma", "f16c", "bmi1", "bmi2", "abm", "movbe"] as [Substring] {
+            #expect(choice(Self.avx512.subtracting([missing])) == "Sandybridge", "without \(missing)")
+        }
+        #expect(choice(["sse3", "avx"]) == "Sandybridge")
+        #expect(choice(["sse3", "ssse3", "sse4_2"]) == nil)
+        #expect(choice([]) == nil)
     }
 
     @Test("OpenBLAS's own choice and a set OPENBLAS_CORETYPE are kept")
