@@ -63,7 +63,7 @@ measure() {
 cpu_run() {
   local dir=$1 n=$2
   shift 2
-  one_run "$bench" "$dir/cpu-$n.json" "$STEPS" "$@"
+  one_run "$bench" "$dir/cpu-$n.json" "$STEPS" "$STEPS" "$@"
 }
 full_run() {
   local dir=$1 full=$2
@@ -105,14 +105,13 @@ reference_binary() {
   echo "$dir/build/release/jsae-bench"
 }
 
-# one_run BIN FILE STEPS [hook args...]: one 1-thread run of BIN with a
-# ceiling product beside every step, into FILE. STEPS is "N" or "N:M", M
-# the single SAE's steps.
+# one_run BIN FILE STEPS SAE_STEPS [hook args...]: one 1-thread run of BIN
+# (STEPS of the JSAE pair, SAE_STEPS of the single SAE) with a ceiling
+# product beside every step, into FILE.
 one_run() {
-  local bin=$1 file=$2 steps=${3%%:*} sae=()
-  [ "$3" = "$steps" ] || sae=(--sae-steps "${3#*:}")
-  shift 3
-  "$bin" --preset ci --no-profile --no-fingerprint --threads 1 --steps "$steps" "${sae[@]}" --interleave-ceiling "$@" \
+  local bin=$1 file=$2 steps=$3 sae=$4
+  shift 4
+  "$bin" --preset ci --no-profile --no-fingerprint --threads 1 --steps "$steps" --sae-steps "$sae" --interleave-ceiling "$@" \
     --json "$file" >/dev/null 2>"$file.log" || {
       echo "gate: jsae-bench ($bin) failed: $(tail -n 1 "$file.log")" >&2; return 2; }
 }
@@ -128,9 +127,9 @@ ab_measure() {
   mkdir -p "$dir"
   for ((p = 1; p <= max; p++)); do
     if ((p % 2)); then
-      one_run "$ref" "$dir/ref-$p.json" "$AB_STEPS:$AB_SAE_STEPS" && one_run "$cur" "$dir/cur-$p.json" "$AB_STEPS:$AB_SAE_STEPS" "$@" || return 2
+      one_run "$ref" "$dir/ref-$p.json" "$AB_STEPS" "$AB_SAE_STEPS" && one_run "$cur" "$dir/cur-$p.json" "$AB_STEPS" "$AB_SAE_STEPS" "$@" || return 2
     else
-      one_run "$cur" "$dir/cur-$p.json" "$AB_STEPS:$AB_SAE_STEPS" "$@" && one_run "$ref" "$dir/ref-$p.json" "$AB_STEPS:$AB_SAE_STEPS" || return 2
+      one_run "$cur" "$dir/cur-$p.json" "$AB_STEPS" "$AB_SAE_STEPS" "$@" && one_run "$ref" "$dir/ref-$p.json" "$AB_STEPS" "$AB_SAE_STEPS" || return 2
     fi
     ((p >= min)) || continue
     python3 ci/gate.py ab "$dir" --label "$label" > "$out/gate.txt" && rc=0 || rc=$?
