@@ -275,9 +275,9 @@ struct JSAEBench: ParsableCommand {
     func parameterFingerprint(_ model: JSAEModel<Float>) -> String {
         var h: UInt64 = 0xcbf29ce484222325
         for sae in [model.saeIn] + (model.saeOut.map { [$0] } ?? []) {
-            for name in SAETensors<Float>.Name.allCases {
-                for v in sae.tensors[name] { h = (h ^ UInt64(v.bitPattern)) &* 0x100000001b3 }
-            }
+            // Storage order is the names' order; read in place, since copies
+            // of the tensors would raise the section's peak memory.
+            sae.tensors.withFlatValues { for v in $0 { h = (h ^ UInt64(v.bitPattern)) &* 0x100000001b3 } }
         }
         return String(h, radix: 16)
     }

@@ -72,6 +72,12 @@ public struct SAETensors<T: JSAEScalar>: Sendable {
     mutating func mutableBase() -> UnsafeMutablePointer<T> { makeUnique(); return storage.p }
     var base: UnsafePointer<T> { UnsafePointer(storage.p) }
 
+    /// Every entry in storage (file) order, read in place: no copy of the
+    /// tensors, which at m = 16384 are 32 MiB each.
+    package func withFlatValues<R>(_ body: (UnsafeBufferPointer<T>) throws -> R) rethrows -> R {
+        try body(UnsafeBufferPointer(start: storage.p, count: count))
+    }
+
     /// Sets every entry to zero (in place, no allocation when unique).
     public mutating func zero() { mutableBase().update(repeating: 0, count: count) }
 
