@@ -75,14 +75,16 @@ struct LatentSortedBackwardTests {
     /// latents across tokens, unused latents and non-positive pre-activations.
     @Test("equals the token scan bit for bit", arguments: [1, 2, 3])
     func bitIdentical(threads: Int) {
-        let B = 37, d = 12, m = 50, k = 6
+        // Two full groups of latents and a partial one, so the write-back
+        // into dW_enc meets group boundaries and a short last group.
+        let B = 37, d = 12, m = 2 * decoderBackwardGroup + 5, k = 6
         var g = SeededGenerator(seed: 5)
         let r = { (n: Int) in (0..<n).map { _ in Float(g.normal()) } }
         let dOut = r(B * d), input = r(B * d), wDec = r(m * d)
         let codes = CodesBuffer<Float>(tokens: B, k: k)
         for b in 0..<B {
-            // Distinct latents per token from the first 40 (10 never used).
-            var pool = Array(0..<40)
+            // Distinct latents per token from all but the last 10 (never used).
+            var pool = Array(0..<(m - 10))
             for j in 0..<k {
                 let i = pool.remove(at: Int(g.next() % UInt64(pool.count)))
                 let h = Float(g.normal())
