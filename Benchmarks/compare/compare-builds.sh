@@ -73,7 +73,13 @@ for m in ['jsae_ms_per_step', 'jsae_efficiency', 'jsae_over_limit', 'jsae_tokens
     b = [j['metrics'].get(m) for j in B]; a = [j['metrics'].get(m) for j in A]
     ratio = mednn([y / x for x, y in zip(b, a) if x and y is not None])
     print(f"| {m} | {fmt(mednn(b), '{:.4g}')} | {fmt(mednn(a), '{:.4g}')} | {fmt(ratio, '{:.3f}')} |")
-same = all(json.dumps(x['fingerprintLoss']) == json.dumps(y['fingerprintLoss']) for x, y in zip(B, A))
-print(f"\nGolden loss fingerprint identical in every run: {'yes' if same else 'NO'}")
+if all(j.get('fingerprintLoss') is None for j in B + A):
+    print("\nGolden loss fingerprint: not run (--no-fingerprint)")
+else:
+    same = all(json.dumps(x.get('fingerprintLoss')) == json.dumps(y.get('fingerprintLoss')) for x, y in zip(B, A))
+    print(f"\nGolden loss fingerprint identical in every run: {'yes' if same else 'NO'}")
+hashes = lambda R: sorted({str(j.get('parameterFingerprint')) for j in R})
+print(f"Parameters after the JSAE steps (hash), before: {', '.join(hashes(B))}; after: {', '.join(hashes(A))}; "
+      f"identical: {'yes' if hashes(B) == hashes(A) and len(hashes(B)) == 1 else 'NO'}")
 PY
 echo "compare-builds: JSON and logs in $dir" >&2
