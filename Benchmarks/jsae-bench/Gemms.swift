@@ -12,12 +12,16 @@ import _JSAETestSupport
 func gemmComparison(_ shape: Shape, threads: Int, pairs: Int, log: (String) -> Void) -> String {
     let B = shape.batch, d = shape.d, h = shape.dMlp, m = shape.m
     // (name, transA, transB, M, N, K, beta, calls per step); the encoder runs
-    // on chunks of at most 512 tokens (JSAECore's encodeChunkTokens), twice.
-    let chunk = min(512, B)
+    // on chunks of tokens and parts of columns (JSAECore's encodeChunkTokens,
+    // encodePartColumns), for both SAEs; the MLP on chunks of tokens
+    // (mlpChunkTokens). Here each product's operands are contiguous, where
+    // the step's encoder reads a part of W_enc's columns (ldb = m).
+    let chunk = min(encodeChunkTokens, B), part = min(encodePartColumns, m), mlpChunk = min(mlpChunkTokens, B)
+    let encoderCalls = 2 * ((B + chunk - 1) / chunk) * ((m + part - 1) / part), mlpCalls = (B + mlpChunk - 1) / mlpChunk
     let products: [(String, Bool, Bool, Int, Int, Int, Float, Int)] = [
-        ("encoder chunk x·W_enc", false, false, chunk, m, d, 1, 2 * ((B + chunk - 1) / chunk)),
-        ("MLP x·W_in", false, false, B, h, d, 0, 1),
-        ("MLP act·W_out", false, false, B, d, h, 0, 1),
+        ("encoder part x·W_enc", false, false, chunk, part, d, 1, encoderCalls),
+        ("MLP x·W_in", false, false, mlpChunk, h, d, 0, mlpCalls),
+        ("MLP act·W_out", false, false, mlpChunk, d, h, 0, mlpCalls),
         ("wd1 = W_dec_x·W_in", false, false, m, h, d, 0, 1),
         ("w2eᵀ = W_enc_yᵀ·W_outᵀ", true, true, m, h, d, 0, 1),
         ("dW_dec_x += dwd1·W_inᵀ", false, true, m, d, h, 1, 1),

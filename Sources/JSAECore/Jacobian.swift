@@ -16,8 +16,10 @@
 
 /// Default tokens per Jacobian chunk. Gathers are per worker ([k, d_mlp] ×2);
 /// per chunk only the backward's dL and dR are held: at k = 32, d_mlp = 2048
-/// in Float that is 2 × 64 × 256 KiB = 32 MiB.
-public let defaultJacobianChunk = 64
+/// in Float that is 2 × 32 × 256 KiB = 16 MiB, the size of the encoder's and
+/// the MLP's chunks. Any chunk gives the same bits; 32 and 64 tokens ran
+/// the Jacobian phases at the same speed (docs/performance.md).
+public let defaultJacobianChunk = 32
 
 /// Summaries of a Jacobian pass, accumulated in Double in token order.
 public struct JacobianStats: Sendable, Equatable {

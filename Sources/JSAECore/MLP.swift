@@ -108,7 +108,7 @@ public struct MLP<T: JSAEScalar>: Sendable, Equatable {
     public func forward(_ x: Matrix<T>, threads: Int = Parallel.onlineCores) -> (y: Matrix<T>, phiPrime: Matrix<T>) {
         precondition(x.cols == d, "MLP: x has \(x.cols) columns, MLP has d = \(d)")
         let B = x.rows
-        let y = Buffer<T>(B * d), phi = Buffer<T>(B * dMlp), act = Buffer<T>(B * dMlp)
+        let y = Buffer<T>(B * d), phi = Buffer<T>(B * dMlp), act = Buffer<T>(min(B, mlpChunkTokens) * dMlp)
         mlpForward(y: y.p, act: act.p, phi: phi.p, x: x.data, pointers, activation: activation,
                    tokens: B, d: d, dMlp: dMlp, threads: threads)
         return (Matrix(rows: B, cols: d, data: y.array(B * d)), Matrix(rows: B, cols: dMlp, data: phi.array(B * dMlp)))
@@ -119,22 +119,33 @@ struct MLPPointers<T> {
     let wIn: UnsafePointer<T>, bIn: UnsafePointer<T>, wOut: UnsafePointer<T>, bOut: UnsafePointer<T>
 }
 
-/// y = act(x @ W_in + b_in) @ W_out + b_out, keeping the hidden activations
-/// and φ' = act'(x @ W_in + b_in) (the Jacobian's middle factor).
-/// - y: [B, d]; act, phi: [B, d_mlp]; x: [B, d]
+/// y = act(x @ W_in + b_in) @ W_out + b_out, keeping φ' = act'(x @ W_in + b_in)
+/// (the Jacobian's middle factor), `mlpChunkTokens` tokens at a time so
+/// that the hidden activations are held for one chunk only.
+/// - y: [B, d]; act: [min(B, mlpChunkTokens), d_mlp] scratch; phi: [B, d_mlp]; x: [B, d]
 func mlpForward<T: JSAEScalar>(y: UnsafeMutablePointer<T>, act: UnsafeMutablePointer<T>, phi: UnsafeMutablePointer<T>,
                                x: UnsafePointer<T>, _ w: MLPPointers<T>, activation: Activation,
                                tokens B: Int, d: Int, dMlp: Int, threads: Int) {
-    parallelGemm(transA: false, transB: false, m: B, n: dMlp, k: d, alpha: 1, a: x, lda: d, b: w.wIn, ldb: dMlp,
-                 beta: 0, c: act, ldc: dMlp, threads: threads)
-    addRowBias(act, w.bIn, rows: B, cols: dMlp)
-    let z = SharedPointer(act), pp = SharedPointer(phi)
-    Parallel.forRanges(B * dMlp, threads: threads) { _, range in
-        for i in range {
-            (z.p[i], pp.p[i]) = activation.valueAndDerivative(z.p[i])
+    for start in stride(from: 0, to: B, by: mlpChunkTokens) {
+        let n = min(mlpChunkTokens, B - start)
+        parallelGemm(transA: false, transB: false, m: n, n: dMlp, k: d, alpha: 1, a: x + start * d, lda: d, b: w.wIn, ldb: dMlp,
+                     beta: 0, c: act, ldc: dMlp, threads: threads)
+        addRowBias(act, w.bIn, rows: n, cols: dMlp)
+        let z = SharedPointer(act), pp = SharedPointer(phi + start * dMlp)
+        Parallel.forRanges(n * dMlp, threads: threads) { _, range in
+            for i in range {
+                (z.p[i], pp.p[i]) = activation.valueAndDerivative(z.p[i])
+            }
         }
+        parallelGemm(transA: false, transB: false, m: n, n: d, k: dMlp, alpha: 1, a: act, lda: dMlp, b: w.wOut, ldb: d,
+                     beta: 0, c: y + start * d, ldc: d, threads: threads)
+        addRowBias(y + start * d, w.bOut, rows: n, cols: d)
     }
-    parallelGemm(transA: false, transB: false, m: B, n: d, k: dMlp, alpha: 1, a: act, lda: dMlp, b: w.wOut, ldb: d,
-                 beta: 0, c: y, ldc: d, threads: threads)
-    addRowBias(y, w.bOut, rows: B, cols: d)
 }
+
+/// Tokens per chunk of `mlpForward`: [2048, d_mlp] in T is 16 MiB at
+/// d_mlp = 2048 in Float, the size of the encoder's part and of the
+/// Jacobian's chunk, so none of them sets the workspace's shared scratch
+/// alone. The chunk's row tiles are multiples of 64 rows, as the whole
+/// batch's would be.
+package let mlpChunkTokens = 2048

@@ -48,7 +48,7 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
     public func encode(_ x: Matrix<T>, threads: Int = Parallel.onlineCores) -> SparseCodes<T> {
         precondition(x.cols == d, "encode: x has \(x.cols) columns, SAE has d = \(d)")
         let codes = CodesBuffer<T>(tokens: x.rows, k: k)
-        let scratch = Buffer<T>(min(encodeChunkTokens, max(x.rows, 1)) * m)
+        let scratch = Buffer<T>(encodeScratchCount(tokens: x.rows, m: m))
         encode(into: codes, x: x.data, tokens: x.rows, scratch: scratch.p, threads: threads)
         return codes.codes(x.rows)
     }
@@ -63,40 +63,66 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
         return out
     }
 
-    /// Encoder gemm then TopK, chunk by chunk so the dense [B, m]
-    /// pre-activations never exist whole (`scratch`: [min(B, 1024), m]).
+    /// Encoder gemm then TopK, in chunks of tokens and within a chunk in
+    /// parts of columns, so the dense [B, m] pre-activations never exist
+    /// whole (`scratch`: `encodeScratchCount(tokens:m:)`). TopK scans a
+    /// row's parts in column order, carrying its k held values from one
+    /// part to the next, which is the one-by-one scan of the whole row.
     func encode(into codes: CodesBuffer<T>, x: UnsafePointer<T>, tokens B: Int, scratch h: UnsafeMutablePointer<T>,
                 threads: Int, timer: PhaseTimer? = nil) {
         let chunk = min(encodeChunkTokens, max(B, 1))
         for start in stride(from: 0, to: B, by: chunk) {
             let n = min(chunk, B - start)
-            timed(timer, .encoderGemm) {
-                encoderPreactivations(out: h, x: x + start * d, wEnc: tensors.pointer(.wEnc), bEnc: tensors.pointer(.bEnc),
-                                      tokens: n, d: d, m: m, threads: threads)
+            for first in stride(from: 0, to: m, by: encodePartColumns) {
+                let columns = first..<min(first + encodePartColumns, m)
+                timed(timer, .encoderGemm) {
+                    encoderPreactivations(out: h, x: x + start * d, wEnc: tensors.pointer(.wEnc), bEnc: tensors.pointer(.bEnc),
+                                          tokens: n, d: d, m: m, columns: columns, threads: threads)
+                }
+                timed(timer, .topK) { selectTopK(codes, at: start, h: h, tokens: n, columns: columns, k: k, threads: threads) }
             }
-            timed(timer, .topK) { selectTopK(codes, at: start, h: h, tokens: n, m: m, k: k, threads: threads) }
         }
     }
 }
 
+/// Tokens per encoder chunk: 512 rows keep the encoder gemm at its FLOP
+/// limit (256-row chunks ran it 1.05× slower: each chunk repacks all of
+/// W_enc; 1024 rows were no faster than 512; docs/performance.md).
+package let encodeChunkTokens = 512
+
+/// Columns of a chunk's pre-activations held at once: [512, 8192] in T is
+/// 16 MiB in Float, the size of the MLP's and the Jacobian's chunks, so
+/// none of them sets the workspace's shared scratch alone. A part repacks
+/// only the chunk's x (512 × d), not W_enc.
+package let encodePartColumns = 8192
+
+/// Scratch entries `encode` needs for a batch of B tokens and m latents.
+func encodeScratchCount(tokens B: Int, m: Int) -> Int { min(encodeChunkTokens, max(B, 1)) * min(encodePartColumns, m) }
+
 // MARK: Kernels (outputs, inputs, sizes)
 
-/// h = x @ W_enc + b_enc: the bias broadcast, then one gemm with beta = 1.
-/// - out: [n, m]; x: [n, d]; wEnc: [d, m]; bEnc: [m]
+/// h = x @ W_enc[:, columns] + b_enc[columns]: the bias broadcast, then one
+/// gemm with beta = 1.
+/// - out: [n, columns.count]; x: [n, d]; wEnc: [d, m]; bEnc: [m]
 func encoderPreactivations<T: JSAEScalar>(out h: UnsafeMutablePointer<T>, x: UnsafePointer<T>,
-                                          wEnc: UnsafePointer<T>, bEnc: UnsafePointer<T>, tokens n: Int, d: Int, m: Int, threads: Int) {
-    for r in 0..<n { (h + r * m).update(from: bEnc, count: m) }
-    parallelGemm(transA: false, transB: false, m: n, n: m, k: d, alpha: 1, a: x, lda: d, b: wEnc, ldb: m,
-                 beta: 1, c: h, ldc: m, threads: threads)
+                                          wEnc: UnsafePointer<T>, bEnc: UnsafePointer<T>, tokens n: Int, d: Int, m: Int,
+                                          columns: Range<Int>, threads: Int) {
+    let w = columns.count
+    for r in 0..<n { (h + r * w).update(from: bEnc + columns.lowerBound, count: w) }
+    parallelGemm(transA: false, transB: false, m: n, n: w, k: d, alpha: 1, a: x, lda: d, b: wEnc + columns.lowerBound, ldb: m,
+                 beta: 1, c: h, ldc: w, threads: threads)
 }
 
-/// TopK of n rows of h into token rows at..<at+n of `codes`; values = ReLU(preacts).
-func selectTopK<T: JSAEScalar>(_ codes: CodesBuffer<T>, at: Int, h: UnsafePointer<T>, tokens n: Int, m: Int, k: Int, threads: Int) {
+/// TopK of n rows of h (the pre-activations of `columns`) continued into
+/// token rows at..<at+n of `codes`; values = ReLU(preacts).
+func selectTopK<T: JSAEScalar>(_ codes: CodesBuffer<T>, at: Int, h: UnsafePointer<T>, tokens n: Int, columns: Range<Int>, k: Int,
+                               threads: Int) {
     let idx = SharedPointer(codes.indices.p), pre = SharedPointer(codes.preacts.p), val = SharedPointer(codes.values.p)
+    let w = columns.count
     Parallel.forRanges(n, threads: threads) { _, rows in
         for r in rows {
             let b = at + r
-            topKRow(h + r * m, m: m, k: k, outIndices: idx.p + b * k, outValues: pre.p + b * k)
+            topKRow(h + r * w, count: w, firstIndex: columns.lowerBound, k: k, outIndices: idx.p + b * k, outValues: pre.p + b * k)
             for j in 0..<k { let v = pre.p[b * k + j]; val.p[b * k + j] = v > 0 ? v : 0 }
         }
     }

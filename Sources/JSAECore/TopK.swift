@@ -16,7 +16,19 @@ package func topKRow<T: JSAEScalar>(_ h: UnsafePointer<T>, m: Int, k: Int,
                                    outIndices: UnsafeMutablePointer<Int>,
                                    outValues: UnsafeMutablePointer<T>) {
     precondition(k >= 1 && k <= m)
-    var filled = 0
+    topKRow(h, count: m, firstIndex: 0, k: k, outIndices: outIndices, outValues: outValues)
+}
+
+/// The same scan over one part of a row: entries firstIndex..<firstIndex +
+/// count, at `h`, continuing from the earlier parts' state in outIndices and
+/// outValues (which hold the min(k, firstIndex) largest so far, as the scan
+/// leaves them). Scanning a row's parts in order is the scan of the row.
+@inlinable
+package func topKRow<T: JSAEScalar>(_ h: UnsafePointer<T>, count m: Int, firstIndex: Int, k: Int,
+                                   outIndices: UnsafeMutablePointer<Int>,
+                                   outValues: UnsafeMutablePointer<T>) {
+    precondition(k >= 1 && m >= 0 && firstIndex >= 0)
+    var filled = min(k, firstIndex)
     var j = 0
     while j < m {
         var end = j + 1
@@ -39,7 +51,7 @@ package func topKRow<T: JSAEScalar>(_ h: UnsafePointer<T>, m: Int, k: Int,
                 pos -= 1
             }
             outValues[pos] = v
-            outIndices[pos] = j
+            outIndices[pos] = firstIndex + j
             filled += 1
             j += 1
         }

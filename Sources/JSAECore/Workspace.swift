@@ -54,11 +54,14 @@ public final class Workspace<T: JSAEScalar> {
     /// Per-block partial sums of the gradient norm; per-feature means (metrics).
     let partials: Buffer<Double>, featureMeans: Buffer<Double>
 
-    /// Scratch shared by phases that are never live at once: the encoder's
-    /// pre-activation chunk, the MLP's hidden activations, the Jacobian
-    /// pass's gathered blocks and their gradients, and the reconstruction
-    /// backward's per-worker sums of encoder-gradient columns. Shared, it
-    /// costs only the largest phase's need.
+    /// Scratch shared by phases that are never live at once: a part of the
+    /// encoder's pre-activations, one chunk of the MLP's hidden
+    /// activations, the Jacobian pass's gathered blocks and their chunk's
+    /// gradients, and the reconstruction backward's per-worker sums of
+    /// encoder-gradient columns. Shared, it costs only the largest phase's
+    /// need; the first three are sized to about the same (16–17 MiB at
+    /// Pythia-70m in Float), so that shrinking any one alone would not
+    /// shrink it.
     let arena: Buffer<T>
 
     public init(_ s: WorkspaceShape, purpose: WorkspacePurpose = [], threads: Int = Parallel.onlineCores) {
@@ -85,9 +88,9 @@ public final class Workspace<T: JSAEScalar> {
         latentPairs = Buffer(train ? B * k : 0); latentStarts = Buffer(train ? mMax + 1 : 0)
         partials = Buffer(train ? squaredSumBlocks(2 * d * mMax + mMax + d) : 0)
         featureMeans = Buffer(d)
-        let encoderChunk = min(encodeChunkTokens, max(B, 1)) * mMax
+        let encoderChunk = encodeScratchCount(tokens: B, m: mMax)
         let jac = s.pair ? JacobianScratch.count(tokens: B, k: k, dMlp: dMlp, chunk: s.jacobianChunk, threads: threads, backward: train) : 0
-        arena = Buffer(max(encoderChunk, B * dMlp, jac, train ? decoderBackwardScratchCount(m: mMax, d: d, threads: threads) : 0))
+        arena = Buffer(max(encoderChunk, min(B, mlpChunkTokens) * dMlp, jac, train ? decoderBackwardScratchCount(m: mMax, d: d, threads: threads) : 0))
     }
 
     /// Copies a batch (and the output SAE's target, if given) into the cache.
@@ -106,11 +109,6 @@ public final class Workspace<T: JSAEScalar> {
     /// The output SAE's input and target: the given y, else f(x).
     var outputTarget: UnsafeMutablePointer<T> { hasYTarget ? yTarget.p : y.p }
 }
-
-/// Tokens whose dense pre-activations are held at once while encoding
-/// (512 × m in T: 32 MiB at m = 16384 in Float, the size of the other
-/// phases' scratch in the arena; 512 rows keep the gemm at full speed).
-let encodeChunkTokens = 512
 
 /// One raw allocation of `count` elements, zeroed, freed with its owner.
 final class Buffer<E> {

@@ -174,6 +174,38 @@ struct BlockedTopKTests {
     }
 }
 
+@Suite("TopK over parts of a row")
+struct TopKPartsTests {
+    /// The encoder selects a row part by part; cut at random points (parts
+    /// shorter than k, than a vector block, empty ones), with ties, NaN and
+    /// infinities, the indices and values equal the one-by-one scan's.
+    @Test("scanning a row's parts in order equals scanning the row")
+    func partsEqualWhole() {
+        var g = SeededGenerator(seed: 23)
+        for m in [1, 7, 40, 300] {
+            for k in [1, 3, 8, 33].filter({ $0 <= m }) {
+                for trial in 0..<8 {
+                    var h = (0..<m).map { _ in trial % 2 == 0 ? Float(Int.random(in: -3...3, using: &g)) : Float(g.normal()) }
+                    if trial >= 6 {
+                        for _ in 0..<3 { h[Int.random(in: 0..<m, using: &g)] = [Float.nan, .infinity, -.infinity][Int.random(in: 0...2, using: &g)] }
+                    }
+                    var cuts = [0, m] + (0..<3).map { _ in Int.random(in: 0...m, using: &g) }
+                    cuts.sort()
+                    var idx = [Int](repeating: -1, count: k), val = [Float](repeating: 0, count: k)
+                    h.withUnsafeBufferPointer { p in
+                        for (a, b) in zip(cuts, cuts.dropFirst()) {
+                            topKRow(p.baseAddress! + a, count: b - a, firstIndex: a, k: k, outIndices: &idx, outValues: &val)
+                        }
+                    }
+                    let want = scalarTopK(h, k: k)
+                    #expect(idx == want.indices, "m=\(m) k=\(k) cuts \(cuts)")
+                    #expect(val.map(\.bitPattern) == want.values.map(\.bitPattern), "m=\(m) k=\(k) cuts \(cuts)")
+                }
+            }
+        }
+    }
+}
+
 @Suite("Finiteness scan")
 struct FinitenessScanTests {
     /// The first NaN or ±Inf by (row, col), found by a plain walk here, for

@@ -5,7 +5,7 @@ import _JSAETestSupport
 
 @Suite("Workspace and fused kernels")
 struct WorkspaceTests {
-    /// A Float pair whose batch spans several encoder and Jacobian chunks.
+    /// A Float pair whose batch spans several Jacobian chunks.
     static func fixture() -> (state: TrainState<Float>, x: Matrix<Float>, config: TrainConfig) {
         let s = PairShape(d: 16, dMlp: 40, mIn: 96, mOut: 80, k: 5, tokens: 48)
         let (model, x) = randomModel(s, seed: 91)
