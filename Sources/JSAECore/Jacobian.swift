@@ -272,9 +272,15 @@ func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
     let workers = JacobianScratch.workers(tokens: B, chunk: chunk, threads: threads)
     // Scratch: per worker L, R [k, d_mlp] and J, G [k, k]; then the chunk's
     // backward outputs dL = G·R and dR = Gᵀ·L (⊙ φ' is applied in the
-    // scatter), every slot of which a gemm with beta = 0 writes first.
+    // scatter). Their gemms add into zeros (beta = 1): zeroed here once per
+    // pass, and by the scatter as it reads each row. With beta = 0 OpenBLAS
+    // would zero C in a pass of its own before adding into it (2 GiB per
+    // Pythia-70m step). 0 + x is x for every x but -0, which becomes +0;
+    // the gradients start at +0, so no sum there is -0, and adding +0 or -0
+    // to them gives the same bits.
     let perWorker = 2 * k * dMlp + 2 * kk
     let dL = SharedPointer(scratch + workers * perWorker), dR = SharedPointer(dL.p + c * k * dMlp)
+    if backward != nil { dL.p.update(repeating: 0, count: 2 * c * k * dMlp) }
     let sc = SharedPointer(scratch), st = store.map(SharedPointer.init)
     let abs_ = SharedPointer(tokenAbs), cnt = SharedPointer(tokenCounts)
     let th = JacobianStats.thresholds
@@ -318,8 +324,8 @@ func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
                 // d|J|/dJ = sign(J), with sign(0) = 0 as torch.sign.
                 for e in 0..<kk { G[e] = J[e] > 0 ? bw.coef : (J[e] < 0 ? -bw.coef : 0) }
                 let outL = dL.p + slot * k * dMlp, outR = dR.p + slot * k * dMlp
-                T.gemm(transA: false, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: R, ldb: dMlp, beta: 0, c: outL, ldc: dMlp)
-                T.gemm(transA: true, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: L, ldb: dMlp, beta: 0, c: outR, ldc: dMlp)
+                T.gemm(transA: false, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: R, ldb: dMlp, beta: 1, c: outL, ldc: dMlp)
+                T.gemm(transA: true, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: L, ldb: dMlp, beta: 1, c: outR, ldc: dMlp)
                 if w == 0 { w0Backward += PhaseTimer.now() - f1 }
             }
         }
@@ -342,9 +348,10 @@ func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
 /// dw2eᵀ[K2[b, j]] += dL[slot, j] and dwd1[K1[b, j]] += dR[slot, j] ⊙ φ'[b]
 /// for the chunk's tokens: worker w owns a range of latent rows of each, and
 /// visits tokens in the pass's order, so the sums do not depend on the
-/// thread count.
+/// thread count. Each row of dL and dR is read by the one worker that owns
+/// its latent, which zeroes it for the next chunk's gemms.
 private func scatterJacobianGradients<T: JSAEScalar>(dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>,
-                                                     dL: UnsafePointer<T>, dR: UnsafePointer<T>, _ in_: JacobianInputs<T>,
+                                                     dL: UnsafeMutablePointer<T>, dR: UnsafeMutablePointer<T>, _ in_: JacobianInputs<T>,
                                                      start: Int, count n: Int, threads: Int) {
     let k = in_.k, dMlp = in_.dMlp, mIn = in_.mIn, mOut = in_.mOut, mMax = max(mIn, mOut)
     let d1 = SharedPointer(dwd1), d2 = SharedPointer(dw2eT)
@@ -357,12 +364,12 @@ private func scatterJacobianGradients<T: JSAEScalar>(dwd1: UnsafeMutablePointer<
                 let i2 = in_.k2[b * k + j]
                 if ownOut.contains(i2) {
                     let dst = d2.p + i2 * dMlp, src = dL + (slot * k + j) * dMlp
-                    for r in 0..<dMlp { dst[r] += src[r] }
+                    for r in 0..<dMlp { dst[r] += src[r]; src[r] = 0 }
                 }
                 let i1 = in_.k1[b * k + j]
                 if ownIn.contains(i1) {
                     let dst = d1.p + i1 * dMlp, src = dR + (slot * k + j) * dMlp, phi = in_.phi + b * dMlp
-                    for r in 0..<dMlp { dst[r] += src[r] * phi[r] }
+                    for r in 0..<dMlp { dst[r] += src[r] * phi[r]; src[r] = 0 }
                 }
             }
         }
