@@ -108,7 +108,7 @@ public struct MLP<T: JSAEScalar>: Sendable, Equatable {
     public func forward(_ x: Matrix<T>, threads: Int = Parallel.onlineCores) -> (y: Matrix<T>, phiPrime: Matrix<T>) {
         precondition(x.cols == d, "MLP: x has \(x.cols) columns, MLP has d = \(d)")
         let B = x.rows
-        let y = Buffer<T>(B * d), phi = Buffer<T>(B * dMlp), act = Buffer<T>(min(B, mlpChunkTokens) * dMlp)
+        let y = Buffer<T>(B * d), phi = Buffer<T>(B * dMlp), act = Buffer<T>(mlpScratchCount(tokens: B, dMlp: dMlp))
         mlpForward(y: y.p, act: act.p, phi: phi.p, x: x.data, pointers, activation: activation,
                    tokens: B, d: d, dMlp: dMlp, threads: threads)
         return (Matrix(rows: B, cols: d, data: y.array(B * d)), Matrix(rows: B, cols: dMlp, data: phi.array(B * dMlp)))
@@ -122,7 +122,7 @@ struct MLPPointers<T> {
 /// y = act(x @ W_in + b_in) @ W_out + b_out, keeping φ' = act'(x @ W_in + b_in)
 /// (the Jacobian's middle factor), `mlpChunkTokens` tokens at a time so
 /// that the hidden activations are held for one chunk only.
-/// - y: [B, d]; act: [min(B, mlpChunkTokens), d_mlp] scratch; phi: [B, d_mlp]; x: [B, d]
+/// - y: [B, d]; act: `mlpScratchCount(tokens:dMlp:)` scratch; phi: [B, d_mlp]; x: [B, d]
 func mlpForward<T: JSAEScalar>(y: UnsafeMutablePointer<T>, act: UnsafeMutablePointer<T>, phi: UnsafeMutablePointer<T>,
                                x: UnsafePointer<T>, _ w: MLPPointers<T>, activation: Activation,
                                tokens B: Int, d: Int, dMlp: Int, threads: Int) {
@@ -149,3 +149,6 @@ func mlpForward<T: JSAEScalar>(y: UnsafeMutablePointer<T>, act: UnsafeMutablePoi
 /// alone. The chunk's row tiles are multiples of 64 rows, as the whole
 /// batch's would be.
 package let mlpChunkTokens = 2048
+
+/// Scratch entries `mlpForward` needs for a batch of B tokens.
+func mlpScratchCount(tokens B: Int, dMlp: Int) -> Int { min(B, mlpChunkTokens) * dMlp }

@@ -90,7 +90,7 @@ public final class Workspace<T: JSAEScalar> {
         featureMeans = Buffer(d)
         let encoderChunk = encodeScratchCount(tokens: B, m: mMax)
         let jac = s.pair ? JacobianScratch.count(tokens: B, k: k, dMlp: dMlp, chunk: s.jacobianChunk, threads: threads, backward: train) : 0
-        arena = Buffer(max(encoderChunk, min(B, mlpChunkTokens) * dMlp, jac, train ? decoderBackwardScratchCount(m: mMax, d: d, threads: threads) : 0))
+        arena = Buffer(max(encoderChunk, mlpScratchCount(tokens: B, dMlp: dMlp), jac, train ? decoderBackwardScratchCount(m: mMax, d: d, threads: threads) : 0))
     }
 
     /// Copies a batch (and the output SAE's target, if given) into the cache.
