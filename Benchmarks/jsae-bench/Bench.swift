@@ -150,7 +150,7 @@ struct JSAEBench: ParsableCommand {
         let before = ceilingSamples(rows: shape.batch, cols: shape.m, inner: shape.d, threads: threads, reps: ceilingReps)
         let probe = interleaveCeiling ? CeilingProbe(rows: shape.batch, cols: shape.m, inner: shape.d, threads: threads) : nil
         log("bandwidth: copy and triad over \(Bandwidth.arrayBytes() >> 20) MiB arrays …")
-        let bandwidth = try Bandwidth.measure(threads: threads, reps: max(nSteps, 5))
+        let bandwidth = try Bandwidth.measure(threads: threads, reps: max(nSteps, 5), gathers: GatherShape.step(shape))
 
         var config = TrainConfig()
         config.totalSteps = 1_000_000; config.batch = shape.batch; config.lambda = 1

@@ -184,9 +184,17 @@ struct Bandwidth: Codable {
     var triadSeconds: [Double]
     var copySeconds: [Double]
 
+    /// Random whole-row reads at the shapes the step gathers from (`GatherRate`).
+    var gathers: [GatherRate] = []
+
     /// The figure the phase limits use: triad, whose two reads and one write
     /// are the mix of most phases.
     var gbs: Double { triadGBs }
+
+    /// The gather rate measured from a matrix of this shape, if any.
+    func gatherGBs(_ shape: MatrixShape) -> Double? {
+        gathers.first { $0.rows == shape.rows && $0.rowFloats == shape.rowFloats }?.gbs
+    }
 
     /// max(64 MiB, 4 × L3), at most 256 MiB. L3 as the kernel lists it for
     /// cpu0 (sysfs), else glibc's: on this VM glibc reports the host's
@@ -204,7 +212,7 @@ struct Bandwidth: Codable {
     /// The arrays are mmap'ed and unmapped here, not taken from the
     /// allocator, so they are back with the system before the steps' peak
     /// resident memory is measured.
-    static func measure(threads: Int, reps: Int, bytes: Int = arrayBytes()) throws -> Bandwidth {
+    static func measure(threads: Int, reps: Int, bytes: Int = arrayBytes(), gathers: [GatherShape] = []) throws -> Bandwidth {
         let n = bytes / MemoryLayout<Float>.stride
         let size = n * MemoryLayout<Float>.stride
         func map() throws -> UnsafeMutablePointer<Float> {
@@ -235,7 +243,77 @@ struct Bandwidth: Codable {
         }
         blackHole(a[n / 2])
         return Bandwidth(copyGBs: 2 * Double(size) / median(copy) / 1e9, triadGBs: 3 * Double(size) / median(triad) / 1e9,
-                         arrayBytes: size, reps: reps, triadSeconds: triad, copySeconds: copy)
+                         arrayBytes: size, reps: reps, triadSeconds: triad, copySeconds: copy,
+                         gathers: try gathers.map { try GatherRate.measure($0, threads: threads, reps: reps) })
+    }
+}
+
+/// What a gather measurement reads: `reads` rows of `rowFloats` floats, each
+/// at a seeded random row of a [`rows`, `rowFloats`] matrix.
+struct GatherShape {
+    var rows: Int, rowFloats: Int, reads: Int
+
+    /// The step's row gathers at a shape: the sparse decode's rows of W_dec
+    /// ([m, d], B·k reads per SAE), its backward's token rows ([B, d], 2·B·k
+    /// reads) and the Jacobian's rows of wd1 and w2eᵀ (two [m, d_mlp]
+    /// matrices, read here as one of 2m rows; B·2k reads).
+    static func step(_ s: Shape) -> [GatherShape] {
+        [GatherShape(rows: s.m, rowFloats: s.d, reads: s.batch * s.k),
+         GatherShape(rows: s.batch, rowFloats: s.d, reads: 2 * s.batch * s.k),
+         GatherShape(rows: 2 * s.m, rowFloats: s.dMlp, reads: s.batch * 2 * s.k)]
+    }
+}
+
+/// Random whole-row reads, the memory access of the step's gathers (the
+/// sparse decode's rows of W_dec, the backward's token rows, the Jacobian's
+/// rows of wd1 and w2eᵀ), measured like the triad in the same run and on
+/// the same threads: each worker adds its share of the rows into an
+/// accumulator row that stays in L1, so the rows' bytes are read once and
+/// nothing is written to memory. The indices are uniform, as a batch's TopK
+/// indices are at the seeded initial SAEs. A phase that must read its rows
+/// at random takes at least its gathered bytes at this rate (the "gathers"
+/// column of the phase table). GB/s counts the rows' bytes; each figure is
+/// the median of `reps` passes over a matrix written first.
+struct GatherRate: Codable {
+    var rows: Int
+    var rowFloats: Int
+    var matrixBytes: Int
+    var reads: Int
+    var gbs: Double
+    var seconds: [Double]
+
+    /// The matrix is mmap'ed and unmapped here, like the triad's arrays.
+    static func measure(_ g: GatherShape, threads: Int, reps: Int) throws -> GatherRate {
+        let n = g.rows * g.rowFloats, size = n * MemoryLayout<Float>.stride
+        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            throw JSAEError("cannot map \(size >> 20) MiB for the gather measurement")
+        }
+        defer { munmap(p, size) }
+        let a = p.bindMemory(to: Float.self, capacity: n)
+        Parallel.forRanges(n, threads: threads) { _, r in for i in r { a[i] = 1 } }
+        var rng = SeededGenerator(seed: 11)
+        let index = (0..<g.reads).map { _ in Int.random(in: 0..<g.rows, using: &rng) }
+        let w = g.rowFloats
+        let acc = UnsafeMutablePointer<Float>.allocate(capacity: max(threads, 1) * w)
+        defer { acc.deallocate() }
+        acc.initialize(repeating: 0, count: max(threads, 1) * w)
+        var seconds: [Double] = []
+        for _ in 0..<reps {
+            let t0 = Clock.now()
+            index.withUnsafeBufferPointer { idx in
+                Parallel.forRanges(g.reads, threads: threads) { worker, r in
+                    let out = acc + worker * w
+                    for i in r {
+                        let row = a + idx[i] * w
+                        for c in 0..<w { out[c] += row[c] }
+                    }
+                }
+            }
+            seconds.append(Clock.now() - t0)
+        }
+        blackHole(acc[0])
+        return GatherRate(rows: g.rows, rowFloats: w, matrixBytes: size, reads: g.reads,
+                          gbs: Double(g.reads * w * MemoryLayout<Float>.stride) / median(seconds) / 1e9, seconds: seconds)
     }
 }
 

@@ -14,10 +14,32 @@ struct PhaseCost: Codable {
     /// floor of that formulation; the gap between the two floors is what a
     /// token order that shares rows in cache could win.
     var perTokenBytes: Double? = nil
+    /// For the phases that read rows at random positions (the sparse decode
+    /// and its backward, the Jacobian's gathers and scatter): the bytes of
+    /// those rows as the phase's code reads them, by the shape of the matrix
+    /// they come from. Their time at the in-run gather rate for that shape
+    /// (`GatherRate`) is the floor of the phase as written: rows cannot be
+    /// read at random faster than that, whatever the arithmetic around them.
+    var gathered: [GatheredRows] = []
 
     static let zero = PhaseCost(flops: 0, bytes: 0)
     static func + (a: PhaseCost, b: PhaseCost) -> PhaseCost { PhaseCost(flops: a.flops + b.flops, bytes: a.bytes + b.bytes) }
-    static func * (n: Double, c: PhaseCost) -> PhaseCost { PhaseCost(flops: n * c.flops, bytes: n * c.bytes) }
+    static func * (n: Double, c: PhaseCost) -> PhaseCost {
+        PhaseCost(flops: n * c.flops, bytes: n * c.bytes, perTokenBytes: c.perTokenBytes.map { n * $0 },
+                  gathered: c.gathered.map { GatheredRows(bytes: n * $0.bytes, from: $0.from) })
+    }
+
+    /// The gathered rows' time at the measured rates, nil when a rate for
+    /// one of their shapes was not measured or the phase gathers nothing.
+    func gatherSeconds(_ bandwidth: Bandwidth) -> Double? {
+        guard !gathered.isEmpty else { return nil }
+        var t = 0.0
+        for g in gathered {
+            guard let gbs = bandwidth.gatherGBs(g.from) else { return nil }
+            t += g.bytes / (gbs * 1e9)
+        }
+        return t
+    }
 
     func flopSeconds(ceilingGFLOPs: Double) -> Double { flops / (ceilingGFLOPs * 1e9) }
     func byteSeconds(bandwidthGBs: Double) -> Double { bytes / (bandwidthGBs * 1e9) }
@@ -70,8 +92,13 @@ extension Shape {
         // (6·B·k·d). Reads W_dec, the target [B, d] and the codes; writes x̂
         // [B, d]; accumulates into dW_dec and dW_enc (read + write each) and
         // the two bias gradients.
+        // Gathered: the decode reads a row of W_dec per (token, latent), the
+        // backward, which visits the pairs latent by latent, a row of dL/dx̂
+        // and one of the input per pair.
         c[.sparseDecoder] = n * PhaseCost(flops: 8 * B * k * d,
-                                          bytes: F * (m * d + 2 * B * d + 4 * m * d + 2 * (m + d)) + codes)
+                                          bytes: F * (m * d + 2 * B * d + 4 * m * d + 2 * (m + d)) + codes,
+                                          gathered: [GatheredRows(bytes: F * B * k * d, from: .init(rows: Int(m), rowFloats: Int(d))),
+                                                     GatheredRows(bytes: F * 2 * B * k * d, from: .init(rows: Int(B), rowFloats: Int(d)))])
         // Normalise W_dec's rows (read + write W_dec), read every gradient
         // once for the global clipping norm, then Adam: reads the gradient,
         // reads and writes the parameters and both moments (7 per parameter).
@@ -91,16 +118,32 @@ extension Shape {
         // and both index sets; writes per-token |J| sums and counts (8 + 16 bytes).
         let rows = min(m, B * k)
         c[.jacobianForward] = PhaseCost(flops: 2 * B * k * k * h, bytes: F * (2 * rows * h + B * h) + 2 * B * k * I + 24 * B,
-                                        perTokenBytes: F * (2 * B * k * h + B * h) + 2 * B * k * I + 24 * B)
+                                        perTokenBytes: F * (2 * B * k * h + B * h) + 2 * B * k * I + 24 * B,
+                                        gathered: [GatheredRows(bytes: F * 2 * B * k * h, from: .init(rows: 2 * Int(m), rowFloats: Int(h)))])
         // G·R and Gᵀ·L per token (4·B·k²·h), scattered into dwd1 and dw2eᵀ
         // [m, h] each, written once (their inputs were counted by the forward,
         // with which the backward is fused).
-        c[.jacobianBackward] = PhaseCost(flops: 4 * B * k * k * h, bytes: F * 2 * m * h, perTokenBytes: F * 2 * 2 * B * k * h)
+        // Gathered: the scatter reads each token's 2k gradient rows before
+        // writing them back (the writes are not counted there).
+        c[.jacobianBackward] = PhaseCost(flops: 4 * B * k * k * h, bytes: F * 2 * m * h, perTokenBytes: F * 2 * 2 * B * k * h,
+                                         gathered: [GatheredRows(bytes: F * 2 * B * k * h, from: .init(rows: 2 * Int(m), rowFloats: Int(h)))])
         // dW_dec_x += dwd1·W_inᵀ, dW_enc_y += W_outᵀ·dw2e (4·m·d·h): reads
         // dwd1, dw2eᵀ, W_in, W_out; accumulates into both [m, d] gradients.
         c[.weightGradients] = PhaseCost(flops: 4 * m * d * h, bytes: F * (2 * m * h + 2 * d * h + 4 * m * d))
         return c
     }
+}
+
+/// Bytes of rows a phase reads at random positions, and the shape of the
+/// matrix it reads them from.
+struct GatheredRows: Codable {
+    var bytes: Double
+    var from: MatrixShape
+}
+
+/// A matrix's rows and row width in floats.
+struct MatrixShape: Codable, Equatable {
+    var rows: Int, rowFloats: Int
 }
 
 /// One phase's limit as reported (table and JSON).
@@ -115,4 +158,7 @@ struct PhaseLimit: Codable {
     /// The per-token formulation's bytes (`PhaseCost.perTokenBytes`) at the
     /// bandwidth, in ms, for the Jacobian phases.
     var perTokenByteMs: Double? = nil
+    /// The phase's gathered rows (`PhaseCost.gathered`) at the in-run
+    /// gather rates for their shapes, in ms.
+    var gatherMs: Double? = nil
 }

@@ -67,7 +67,8 @@ struct Report {
             return (name, PhaseLimit(flops: c.flops, bytes: c.bytes, limitMs: limit * 1000,
                                      bound: c.bound(ceilingGFLOPs: ceilingGFLOPs, bandwidthGBs: bandwidth.gbs),
                                      ms: seconds * 1000, overLimit: limit > 0 ? seconds / limit : nil,
-                                     perTokenByteMs: c.perTokenBytes.map { $0 / (bandwidth.gbs * 1e9) * 1000 }))
+                                     perTokenByteMs: c.perTokenBytes.map { $0 / (bandwidth.gbs * 1e9) * 1000 },
+                                     gatherMs: c.gatherSeconds(bandwidth).map { $0 * 1000 }))
         }
     }
     var saeLimits: [(String, PhaseLimit)] { limits(saePhases, pair: false) }
@@ -106,11 +107,18 @@ struct Report {
             + "across the run; spread: worst \(f(ceiling.worstGFLOPs)) (best/worst \(f(ceiling.bestGFLOPs / ceiling.worstGFLOPs, 2))×), "
             + "set medians: \(setMedians)\n"
         out += "in-run memory bandwidth: triad \(f(bandwidth.triadGBs)) GB/s, copy \(f(bandwidth.copyGBs)) GB/s "
-            + "(\(bandwidth.arrayBytes >> 20) MiB arrays, median of \(bandwidth.reps), \(environment.packageThreads) threads)\n\n"
+            + "(\(bandwidth.arrayBytes >> 20) MiB arrays, median of \(bandwidth.reps), \(environment.packageThreads) threads)\n"
+        if !bandwidth.gathers.isEmpty {
+            out += "in-run gather rate (random whole rows): " + bandwidth.gathers.map {
+                "\(f($0.gbs)) GB/s for rows of \($0.rowFloats) floats from [\($0.rows), \($0.rowFloats)] (\(f(Double($0.matrixBytes) / 1_048_576)) MiB)"
+            }.joined(separator: ", ") + "\n"
+        }
+        out += "\n"
         out += render(rows)
         out += "\n\nStep by phase (mean per step; shares of the median step; limit: the phase's FLOPs at the ceiling or its bytes "
             + "at the triad bandwidth, whichever is longer; ×: time / limit; bound: what sets the JSAE limit; per-token bytes: "
-            + "for the Jacobian, the bytes the per-token kernel moves, gathering and scattering each token's rows, at the same bandwidth):\n"
+            + "for the Jacobian, the bytes the per-token kernel moves, gathering and scattering each token's rows, at the same bandwidth; "
+            + "gathers: the rows the JSAE phase reads at random positions, at the in-run gather rate for rows of their width):\n"
         let total = phases.reduce(0) { $0 + $1.1 }, saeTotal = saePhases.reduce(0) { $0 + $1.1 }
         let saeLim = Dictionary(uniqueKeysWithValues: saeLimits), jsaeLim = Dictionary(uniqueKeysWithValues: jsaeLimits)
         func limitCells(_ l: PhaseLimit?) -> [String] {
@@ -125,15 +133,19 @@ struct Report {
             guard let l, let ms = l.perTokenByteMs else { return "" }
             return f(ms) + " ms (" + f(l.ms / ms) + "×)"
         }
-        var prow: [[String]] = [["phase", "SAE ms", "share", "limit", "×", "JSAE ms", "share", "limit", "×", "bound", "per-token bytes"]]
+        func gathers(_ l: PhaseLimit?) -> String {
+            guard let l, let ms = l.gatherMs else { return "" }
+            return f(ms) + " ms (" + f(l.ms / ms) + "×)"
+        }
+        var prow: [[String]] = [["phase", "SAE ms", "share", "limit", "×", "JSAE ms", "share", "limit", "×", "bound", "per-token bytes", "gathers"]]
         for ((name, s), (_, a)) in zip(phases, saePhases) where s > 0 || a > 0 {
             prow.append([name, f(a * 1000), f(100 * a / saeSeconds) + "%"] + limitCells(saeLim[name])
-                        + [f(s * 1000), f(100 * s / jsaeSeconds) + "%"] + limitCells(jsaeLim[name]) + [bound(jsaeLim[name]), perToken(jsaeLim[name])])
+                        + [f(s * 1000), f(100 * s / jsaeSeconds) + "%"] + limitCells(jsaeLim[name]) + [bound(jsaeLim[name]), perToken(jsaeLim[name]), gathers(jsaeLim[name])])
         }
         prow.append(["(untimed: allocation, glue)", f(max(0, saeSeconds - saeTotal) * 1000), f(100 * max(0, saeSeconds - saeTotal) / saeSeconds) + "%", "", "",
-                     f(max(0, jsaeSeconds - total) * 1000), f(100 * max(0, jsaeSeconds - total) / jsaeSeconds) + "%", "", "", "", ""])
+                     f(max(0, jsaeSeconds - total) * 1000), f(100 * max(0, jsaeSeconds - total) / jsaeSeconds) + "%", "", "", "", "", ""])
         prow.append(["step (median) vs sum of limits", f(saeSeconds * 1000), "", f(saeLimitSeconds * 1000), f(saeSeconds / saeLimitSeconds) + "×",
-                     f(jsaeSeconds * 1000), "", f(jsaeLimitSeconds * 1000), f(jsaeSeconds / jsaeLimitSeconds) + "×", "", ""])
+                     f(jsaeSeconds * 1000), "", f(jsaeLimitSeconds * 1000), f(jsaeSeconds / jsaeLimitSeconds) + "×", "", "", ""])
         out += render(prow)
         return out
     }

@@ -44,6 +44,29 @@ struct BenchCLITests {
         #expect(allClose(fp, golden, rtol: 1e-4, atol: 1e-6))
         let env = obj["environment"] as! [String: Any]
         #expect((env["openblasCore"] as? String)?.isEmpty == false && (env["cores"] as? Int ?? 0) >= 1)
+        // The gather rates at the step's shapes (W_dec's rows of d from [m, d],
+        // B·k reads; the tokens' rows of d from [B, d], 2·B·k; wd1's and
+        // w2eᵀ's rows of d_mlp from [2m, d_mlp], B·2k), and the floors derived
+        // from them: the rows each phase's code reads at random (decode: a row
+        // of W_dec, of dL/dx̂ and of the input per pair, in each SAE; the
+        // Jacobian: 2k rows per token gathered, 2k scattered).
+        let gathers = (obj["bandwidth"] as! [String: Any])["gathers"] as! [[String: Any]]
+        #expect(gathers.map { $0["rows"] as! Int } == [32, 64, 64])
+        #expect(gathers.map { $0["rowFloats"] as! Int } == [16, 16, 24])
+        #expect(gathers.map { $0["matrixBytes"] as! Int } == [32 * 16 * 4, 64 * 16 * 4, 64 * 24 * 4])
+        #expect(gathers.map { $0["reads"] as! Int } == [64 * 4, 2 * 64 * 4, 64 * 8])
+        let rate = gathers.map { $0["gbs"] as! Double }
+        #expect(rate.allSatisfy { $0 > 0 && $0.isFinite }, "\(rate)")
+        let limits = obj["phaseLimits"] as! [String: [String: Any]]
+        func gatherMs(_ phase: String) -> Double { limits[phase]?["gatherMs"] as? Double ?? -1 }
+        let decode = 2 * (4 * B * k * d / rate[0] + 2 * 4 * B * k * d / rate[1])
+        for (phase, seconds) in [("sparse decode + recon backward", decode / 1e9),
+                                 ("Jacobian forward", 4 * 2 * B * k * h / rate[2] / 1e9),
+                                 ("Jacobian backward", 4 * 2 * B * k * h / rate[2] / 1e9)] {
+            let expected = seconds * 1000
+            #expect(abs(gatherMs(phase) - expected) < 1e-9 * expected, "\(phase): \(gatherMs(phase)) against \(expected)")
+        }
+        #expect(limits["TopK selection"]?["gatherMs"] == nil)
     }
 
     /// OpenBLAS 0.3.21 sends some CPUs newer than it to its SSE3 (Prescott)
