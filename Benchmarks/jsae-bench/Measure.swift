@@ -215,14 +215,12 @@ struct Bandwidth: Codable {
     static func measure(threads: Int, reps: Int, bytes: Int = arrayBytes(), gathers: [GatherShape] = []) throws -> Bandwidth {
         let n = bytes / MemoryLayout<Float>.stride
         let size = n * MemoryLayout<Float>.stride
-        func map() throws -> UnsafeMutablePointer<Float> {
-            guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
-                throw JSAEError("cannot map \(size >> 20) MiB for the bandwidth measurement")
-            }
-            return p.bindMemory(to: Float.self, capacity: n)
-        }
-        let a = try map(), b = try map(), c = try map()
-        defer { for p in [a, b, c] { munmap(p, size) } }
+        let a = try mapFloats(n, for: "the bandwidth measurement")
+        defer { unmapFloats(a, n) }
+        let b = try mapFloats(n, for: "the bandwidth measurement")
+        defer { unmapFloats(b, n) }
+        let c = try mapFloats(n, for: "the bandwidth measurement")
+        defer { unmapFloats(c, n) }
         // First touch on the threads that stream them later.
         Parallel.forRanges(n, threads: threads) { _, r in
             for i in r { a[i] = 1; b[i] = 2; c[i] = 0.5 }
@@ -247,6 +245,20 @@ struct Bandwidth: Codable {
                          gathers: try gathers.map { try GatherRate.measure($0, threads: threads, reps: reps) })
     }
 }
+
+/// `count` floats of fresh anonymous memory for a measurement (`what` names
+/// it in the error), returned with `unmapFloats`: mapped rather than
+/// allocated, so that they are back with the system before a section's peak
+/// resident memory is read.
+func mapFloats(_ count: Int, for what: String) throws -> UnsafeMutablePointer<Float> {
+    let size = count * MemoryLayout<Float>.stride
+    guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+        throw JSAEError("cannot map \(size >> 20) MiB for \(what)")
+    }
+    return p.bindMemory(to: Float.self, capacity: count)
+}
+
+func unmapFloats(_ p: UnsafeMutablePointer<Float>, _ count: Int) { munmap(p, count * MemoryLayout<Float>.stride) }
 
 /// What a gather measurement reads: `reads` rows of `rowFloats` floats, each
 /// at a seeded random row of a [`rows`, `rowFloats`] matrix.
@@ -285,11 +297,8 @@ struct GatherRate: Codable {
     /// The matrix is mmap'ed and unmapped here, like the triad's arrays.
     static func measure(_ g: GatherShape, threads: Int, reps: Int) throws -> GatherRate {
         let n = g.rows * g.rowFloats, size = n * MemoryLayout<Float>.stride
-        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
-            throw JSAEError("cannot map \(size >> 20) MiB for the gather measurement")
-        }
-        defer { munmap(p, size) }
-        let a = p.bindMemory(to: Float.self, capacity: n)
+        let a = try mapFloats(n, for: "the gather measurement")
+        defer { unmapFloats(a, n) }
         Parallel.forRanges(n, threads: threads) { _, r in for i in r { a[i] = 1 } }
         var rng = SeededGenerator(seed: 11)
         let index = (0..<g.reads).map { _ in Int.random(in: 0..<g.rows, using: &rng) }
