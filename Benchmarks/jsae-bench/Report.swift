@@ -118,7 +118,7 @@ struct Report {
         out += "\n\nStep by phase (mean per step; shares of the median step; limit: the phase's FLOPs at the ceiling or its bytes "
             + "at the triad bandwidth, whichever is longer; ×: time / limit; bound: what sets the JSAE limit; per-token bytes: "
             + "for the Jacobian, the bytes the per-token kernel moves, gathering and scattering each token's rows, at the same bandwidth; "
-            + "gathers: the rows the JSAE phase reads at random positions, at the in-run gather rate for rows of their width):\n"
+            + "gathers: the rows the JSAE phase reads at random positions, at the in-run gather rates for their source matrices):\n"
         let total = phases.reduce(0) { $0 + $1.1 }, saeTotal = saePhases.reduce(0) { $0 + $1.1 }
         let saeLim = Dictionary(uniqueKeysWithValues: saeLimits), jsaeLim = Dictionary(uniqueKeysWithValues: jsaeLimits)
         func limitCells(_ l: PhaseLimit?) -> [String] {
