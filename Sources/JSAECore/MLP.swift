@@ -120,10 +120,12 @@ struct MLPPointers<T> {
 }
 
 /// y = act(x @ W_in + b_in) @ W_out + b_out, keeping φ' = act'(x @ W_in + b_in)
-/// (the Jacobian's middle factor), `mlpChunkTokens` tokens at a time so
-/// that the hidden activations are held for one chunk only.
-/// - y: [B, d]; act: `mlpScratchCount(tokens:dMlp:)` scratch; phi: [B, d_mlp]; x: [B, d]
-func mlpForward<T: JSAEScalar>(y: UnsafeMutablePointer<T>, act: UnsafeMutablePointer<T>, phi: UnsafeMutablePointer<T>,
+/// (the Jacobian's middle factor) when `phi` is given, `mlpChunkTokens`
+/// tokens at a time so that the hidden activations are held for one chunk
+/// only. Without `phi` only the activation's value is computed (no exp per
+/// entry); y is the same bits either way.
+/// - y: [B, d]; act: `mlpScratchCount(tokens:dMlp:)` scratch; phi: [B, d_mlp] or nil; x: [B, d]
+func mlpForward<T: JSAEScalar>(y: UnsafeMutablePointer<T>, act: UnsafeMutablePointer<T>, phi: UnsafeMutablePointer<T>?,
                                x: UnsafePointer<T>, _ w: MLPPointers<T>, activation: Activation,
                                tokens B: Int, d: Int, dMlp: Int, threads: Int) {
     for start in stride(from: 0, to: B, by: mlpChunkTokens) {
@@ -131,10 +133,17 @@ func mlpForward<T: JSAEScalar>(y: UnsafeMutablePointer<T>, act: UnsafeMutablePoi
         parallelGemm(transA: false, transB: false, m: n, n: dMlp, k: d, alpha: 1, a: x + start * d, lda: d, b: w.wIn, ldb: dMlp,
                      beta: 0, c: act, ldc: dMlp, threads: threads)
         addRowBias(act, w.bIn, rows: n, cols: dMlp)
-        let z = SharedPointer(act), pp = SharedPointer(phi + start * dMlp)
-        Parallel.forRanges(n * dMlp, threads: threads) { _, range in
-            for i in range {
-                (z.p[i], pp.p[i]) = activation.valueAndDerivative(z.p[i])
+        let z = SharedPointer(act)
+        if let phi {
+            let pp = SharedPointer(phi + start * dMlp)
+            Parallel.forRanges(n * dMlp, threads: threads) { _, range in
+                for i in range {
+                    (z.p[i], pp.p[i]) = activation.valueAndDerivative(z.p[i])
+                }
+            }
+        } else {
+            Parallel.forRanges(n * dMlp, threads: threads) { _, range in
+                for i in range { z.p[i] = activation.value(z.p[i]) }
             }
         }
         parallelGemm(transA: false, transB: false, m: n, n: d, k: dMlp, alpha: 1, a: act, lda: dMlp, b: w.wOut, ldb: d,

@@ -211,22 +211,50 @@ extension JSAEModel {
     /// Output latent `latents[r]`'s value (post-TopK, post-ReLU; 0 when not
     /// selected) at each row r of the MLP inputs `inputs` [n, d]. The
     /// per-connection analyses, one token or a batch of many, read f_s here.
+    /// Prespecialised (see Parallel.swift): the report's analyses send ~10⁶
+    /// rows per run through it.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func outputLatentValues(_ inputs: Matrix<T>, latents: [Int], threads: Int = Parallel.onlineCores) -> [T] {
-        precondition(saeOut != nil && mlp != nil && latents.count == inputs.rows)
-        let codes = saeOut!.encode(mlp!.forward(inputs, threads: threads).y, threads: threads)
+        latentValues(inputs, latents: latents, threads: threads)
+    }
+
+    /// `outputLatentValues`: the MLP without φ', then the output SAE's
+    /// encoder and full TopK.
+    func latentValues(_ inputs: Matrix<T>, latents: [Int], threads: Int) -> [T] {
+        precondition(saeOut != nil && mlp != nil && latents.count == inputs.rows && inputs.cols == d)
+        let mlp = mlp!, sae = saeOut!, B = inputs.rows
+        let y = Buffer<T>(B * d), act = Buffer<T>(mlpScratchCount(tokens: B, dMlp: mlp.dMlp))
+        mlpForward(y: y.p, act: act.p, phi: nil, x: inputs.data, mlp.pointers, activation: mlp.activation,
+                   tokens: B, d: d, dMlp: mlp.dMlp, threads: threads)
+        let codes = CodesBuffer<T>(tokens: B, k: sae.k), scratch = Buffer<T>(encodeScratchCount(tokens: B, m: sae.m))
+        sae.encode(into: codes, x: y.p, tokens: B, scratch: scratch.p, threads: threads)
+        let k = sae.k
         return latents.enumerated().map { r, i in
-            let slots = (r * codes.k)..<((r + 1) * codes.k)
-            return slots.first { codes.indices[$0] == i }.map { codes.values[$0] } ?? 0
+            for s in (r * k)..<((r + 1) * k) where codes.indices.p[s] == i { return codes.values.p[s] }
+            return 0
         }
     }
 
     /// Writes `base + o·W_dec_x[j]` for each o of `offsets` into `inputs`
     /// from row `at`: the MLP input with input latent j moved by o units,
     /// everything else held (o = u − s_j sets it to u; o = −1 removes one unit).
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public func moveAlongInputLatent(_ inputs: inout Matrix<T>, at: Int, base: [T], inputLatent j: Int, offsets: [Double]) {
-        let row = saeIn.decoderRow(j)
-        for (r, o) in offsets.enumerated() {
-            for c in 0..<d { inputs[at + r, c] = base[c] + T(o) * row[c] }
+        moveAlong(&inputs, at: at, base: base, inputLatent: j, offsets: offsets)
+    }
+
+    func moveAlong(_ inputs: inout Matrix<T>, at: Int, base: [T], inputLatent j: Int, offsets: [Double]) {
+        precondition(base.count == d && at >= 0 && at + offsets.count <= inputs.rows && inputs.cols == d)
+        let row = saeIn.tensors.pointer(.wDec) + j * d, d = d
+        inputs.data.withUnsafeMutableBufferPointer { out in
+            base.withUnsafeBufferPointer { b in
+                for (r, o) in offsets.enumerated() {
+                    let dst = out.baseAddress! + (at + r) * d, t = T(o)
+                    for c in 0..<d { dst[c] = b[c] + t * row[c] }
+                }
+            }
         }
     }
 
@@ -243,8 +271,8 @@ extension JSAEModel {
         let sj = Double(zip(codes.indices, codes.values).first { $0.0 == j }?.1 ?? 0)
         let g = grid ?? (0..<100).map { Double($0) * max(5, sj + 1) / 99 }
         var inputs = Matrix<T>(rows: g.count, cols: d)
-        moveAlongInputLatent(&inputs, at: 0, base: base, inputLatent: j, offsets: g.map { $0 - sj })
-        return (g, outputLatentValues(inputs, latents: Array(repeating: i, count: g.count)).map { Double($0) })
+        moveAlong(&inputs, at: 0, base: base, inputLatent: j, offsets: g.map { $0 - sj })
+        return (g, latentValues(inputs, latents: Array(repeating: i, count: g.count), threads: Parallel.onlineCores).map { Double($0) })
     }
 
     /// The ablation check: remove one unit of input latent j (MLP input minus
@@ -256,8 +284,8 @@ extension JSAEModel {
         precondition(saeOut != nil && mlp != nil, "ablation needs the output SAE and the MLP")
         let (base, _) = basePoint(x, point: point)
         var inputs = Matrix<T>(rows: 2, cols: d)
-        moveAlongInputLatent(&inputs, at: 0, base: base, inputLatent: j, offsets: [0, -1])
-        let v = outputLatentValues(inputs, latents: [i, i]).map { Double($0) }
+        moveAlong(&inputs, at: 0, base: base, inputLatent: j, offsets: [0, -1])
+        let v = latentValues(inputs, latents: [i, i], threads: Parallel.onlineCores).map { Double($0) }
         let delta = v[1] - v[0]
         return (delta, abs(jacobianEntry + delta) < threshold)
     }

@@ -59,4 +59,45 @@ struct AnalysisTests {
         #expect(c.grid.count == 100 && c.grid[0] == 0)
         #expect(abs(c.grid[99] - max(5, Double(codes.values[0]) + 1)) < 1e-12)
     }
+
+    /// The analyses' batched reader must be exactly the composition it stands
+    /// for: the MLP's y (computed there without φ'), the output SAE's full
+    /// TopK, and the slot holding the latent. Same operations in the same
+    /// order, so the same bits; 1,100 rows cross the encoder's 512-row chunks.
+    @Test("outputLatentValues is the output SAE's TopK of f(x) read at each latent, bit for bit",
+          arguments: [0, 1, 4])
+    func outputLatentValuesComposition(_ shape: Int) {
+        var s = PairShape.sweep[shape]
+        s.tokens = 1100
+        let (model, x) = randomModel(s, seed: 113)
+        var g = SeededGenerator(seed: 114)
+        let latents = (0..<x.rows).map { _ in Int.random(in: 0..<model.saeOut!.m, using: &g) }
+        func expected<T: JSAEScalar>(_ m: JSAEModel<T>, _ x: Matrix<T>) -> [T] {
+            let codes = m.saeOut!.encode(m.mlp!.forward(x, threads: 2).y, threads: 2)
+            return latents.enumerated().map { r, i in
+                (0..<codes.k).first { codes.indices[r * codes.k + $0] == i }.map { codes.values[r * codes.k + $0] } ?? 0
+            }
+        }
+        let want = expected(model, x), got = model.outputLatentValues(x, latents: latents, threads: 2)
+        #expect(got == want)
+        #expect(want.contains { $0 > 0 } && want.contains { $0 == 0 })
+        let mf: JSAEModel<Float> = model.converted(), xf: Matrix<Float> = x.converted()
+        #expect(mf.outputLatentValues(xf, latents: latents, threads: 1) == expected(mf, xf))
+    }
+
+    @Test("moveAlongInputLatent writes base + o·W_dec_x[j] into the rows from `at`, nothing else")
+    func moveAlong() {
+        let (model, x) = randomModel(PairShape.sweep[4], seed: 115)
+        let base = x.row(2), j = 5, offsets = [0, -1, 2.5]
+        var inputs = Matrix<Double>(rows: 6, cols: model.d)
+        for r in 0..<6 { for c in 0..<model.d { inputs[r, c] = -7 } }
+        model.moveAlongInputLatent(&inputs, at: 2, base: base, inputLatent: j, offsets: offsets)
+        let w = model.saeIn.wDec
+        for r in 0..<6 {
+            for c in 0..<model.d {
+                let want = (2..<5).contains(r) ? base[c] + offsets[r - 2] * w[j, c] : -7
+                #expect(inputs[r, c] == want)
+            }
+        }
+    }
 }
