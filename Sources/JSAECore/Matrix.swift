@@ -9,7 +9,8 @@ public struct Matrix<T: JSAEScalar>: Equatable, Sendable {
     public init(rows: Int, cols: Int, repeating value: T = 0) {
         precondition(rows >= 0 && cols >= 0)
         self.rows = rows; self.cols = cols
-        self.data = [T](repeating: value, count: rows * cols)
+        // +0 (all-zero bytes) by memset; any other value, -0 included, by copies.
+        self.data = value == 0 && value.sign == .plus ? [T](zeros: rows * cols) : [T](repeating: value, count: rows * cols)
     }
 
     public init(rows: Int, cols: Int, data: [T]) {
@@ -50,9 +51,16 @@ public struct Matrix<T: JSAEScalar>: Equatable, Sendable {
 
     /// Index of the first non-finite entry, as (row, col), if any.
     public var firstNonFinite: (row: Int, col: Int)? {
-        guard let i = data.withUnsafeBufferPointer({ T.firstNonFinite(in: $0) }) else { return nil }
+        guard let i = data.firstNonFiniteIndex else { return nil }
         return (i / max(cols, 1), i % max(cols, 1))
     }
+}
+
+extension Array where Element: JSAEScalar {
+    /// Index of the first NaN or ±Inf, if any, through the per-type scan:
+    /// `firstIndex(where:)` in a generic function of another module runs
+    /// unspecialised, a protocol witness per entry.
+    public var firstNonFiniteIndex: Int? { withUnsafeBufferPointer { Element.firstNonFinite(in: $0) } }
 }
 
 /// Adds `bias` ([cols]) to every row of m ([rows, cols]).

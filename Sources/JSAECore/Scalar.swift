@@ -8,8 +8,9 @@ import Darwin
 /// The floating-point types the harness computes in: `Float` (what users train
 /// in) and `Double` (what the checks run in). Each conformance routes to the
 /// matching BLAS routine and libm function, so generic code keeps the big
-/// products in sgemm/dgemm.
-public protocol JSAEScalar: BinaryFloatingPoint, Sendable where Self.RawSignificand: FixedWidthInteger {
+/// products in sgemm/dgemm. BitwiseCopyable: the workspace zeroes its buffers
+/// of them with a memset.
+public protocol JSAEScalar: BinaryFloatingPoint, Sendable, BitwiseCopyable where Self.RawSignificand: FixedWidthInteger {
     /// C = alpha · op(A) · op(B) + beta · C, all row-major.
     /// - A: [m, k] after op, B: [k, n] after op, C: [m, n]
     static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,

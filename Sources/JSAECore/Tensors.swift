@@ -81,7 +81,11 @@ public struct SAETensors<T: JSAEScalar>: Sendable {
     /// Sets every entry to zero (in place, no allocation when unique).
     public mutating func zero() { mutableBase().update(repeating: 0, count: count) }
 
-    /// self += s · other, entry by entry.
+    /// self += s · other, entry by entry. Prespecialised: its caller, the
+    /// forward's gradient sum over chunks, is in another module
+    /// (`Parallel.swift` says why); nothing in this module calls it.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public mutating func add(_ other: SAETensors<T>, scaledBy s: T) {
         precondition(other.count == count)
         let p = mutableBase(), o = other.base
@@ -126,8 +130,7 @@ final class FlatStorage<T: JSAEScalar>: @unchecked Sendable {
     let count: Int
     init(count: Int) {
         self.count = count
-        p = .allocate(capacity: max(count, 1))
-        p.initialize(repeating: 0, count: count)
+        p = allocateZeroed(count)
     }
     func copy() -> FlatStorage<T> {
         let c = FlatStorage(count: count)

@@ -73,8 +73,8 @@ public struct SparseCodes<T: JSAEScalar>: Sendable, Equatable {
     public init(tokens: Int, k: Int) {
         self.tokens = tokens; self.k = k
         indices = [Int](repeating: 0, count: tokens * k)
-        preacts = [T](repeating: 0, count: tokens * k)
-        values = [T](repeating: 0, count: tokens * k)
+        preacts = [T](zeros: tokens * k)
+        values = [T](zeros: tokens * k)
     }
 
     /// Codes read back (e.g. from a forward file): the pre-activations are

@@ -111,13 +111,39 @@ public final class Workspace<T: JSAEScalar> {
 }
 
 /// One raw allocation of `count` elements, zeroed, freed with its owner.
+/// `max(count, 1)` elements, zeroed with one memset: every element type
+/// here (Float, Double, the integers) has all-zero bytes for 0, and a
+/// generic `initialize(repeating:)` reached from another module's generic
+/// code (a Workspace or SAETensors made in JSAERuns) runs unspecialised, a
+/// value-witness call per element.
+func allocateZeroed<E: Numeric & BitwiseCopyable>(_ count: Int) -> UnsafeMutablePointer<E> {
+    let p = UnsafeMutablePointer<E>.allocate(capacity: max(count, 1))
+    UnsafeMutableRawPointer(p).initializeMemory(as: UInt8.self, repeating: 0, count: max(count, 1) * MemoryLayout<E>.stride)
+    return p
+}
+
+extension Array where Element: Numeric & BitwiseCopyable {
+    /// `count` zeros, by one memset, for the reason `allocateZeroed` gives:
+    /// `[T](repeating: 0, count:)` in generic code reached from another
+    /// module copies each element through a value witness.
+    public init(zeros count: Int) {
+        precondition(count >= 0)
+        self.init(unsafeUninitializedCapacity: count) { buffer, initialised in
+            if count > 0 {
+                UnsafeMutableRawPointer(buffer.baseAddress!).initializeMemory(as: UInt8.self, repeating: 0,
+                                                                             count: count * MemoryLayout<Element>.stride)
+            }
+            initialised = count
+        }
+    }
+}
+
 final class Buffer<E> {
     let p: UnsafeMutablePointer<E>
     let count: Int
-    init(_ count: Int) where E: Numeric {
+    init(_ count: Int) where E: Numeric & BitwiseCopyable {
         self.count = count
-        p = .allocate(capacity: max(count, 1))
-        p.initialize(repeating: 0, count: max(count, 1))
+        p = allocateZeroed(count)
     }
     /// A copy of the first `n` elements.
     func array(_ n: Int) -> [E] { Array(UnsafeBufferPointer(start: p, count: n)) }

@@ -48,7 +48,7 @@ func attributing<R>(_ file: HDF5File, _ body: () throws -> R) throws -> R {
 
 /// Checks every value of a tensor is finite; names the tensor and a position.
 func requireFinite<T: JSAEScalar>(_ data: [T], _ name: String, _ file: HDF5File, cols: Int = 1) throws {
-    if let i = data.firstIndex(where: { !$0.isFinite }) {
+    if let i = data.firstNonFiniteIndex {
         let what = data[i].isNaN ? "NaN" : "Inf"
         let at = cols > 1 ? "row \(i / cols), column \(i % cols)" : "index \(i)"
         throw JSAEError(file: file.path, "\(name) contains \(what) at \(at)")
@@ -93,7 +93,7 @@ func writeSAE<T: JSAEScalar>(_ file: HDF5File, group: String, _ sae: TopKSAE<T>)
     // checkpoint whose values overflowed in the update).
     for name in SAETensors<T>.Name.allCases {
         let data = sae.tensors[name]
-        if let i = data.firstIndex(where: { !$0.isFinite }) {
+        if let i = data.firstNonFiniteIndex {
             throw JSAEError(file: file.path, "refusing to write \(group)/\(name.rawValue): it is \(data[i].isNaN ? "NaN" : "Inf") at index \(i)")
         }
     }

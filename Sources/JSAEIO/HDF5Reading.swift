@@ -163,7 +163,7 @@ extension HDF5File {
                                               wanted: "a floating type (float16, float32 or float64)") { if case .float = $0 { true } else { false } }
         defer { H5Dclose(did) }
         let count = shape.reduce(1, *)
-        var data = [T](repeating: 0, count: count)
+        var data = [T](zeros: count)
         if count > 0 {
             let status = data.withUnsafeMutableBytes { H5Dread(did, memType(T.self), jsae_h5s_all(), jsae_h5s_all(), jsae_h5p_default(), $0.baseAddress) }
             guard status >= 0 else { throw JSAEError(file: path, "\(name) could not be read (truncated or corrupt?)") }

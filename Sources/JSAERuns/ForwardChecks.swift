@@ -12,7 +12,7 @@ func requireFiniteForward<T: JSAEScalar>(_ r: PairForward<T>, rows: Range<Int>, 
     if let yHat = r.yHat { outputs.append(("/y_hat", yHat.data, d)) }
     if let j = r.jacobian { outputs.append(("/jacobian", j, k * k)) }
     for (name, data, cols) in outputs {
-        if let i = data.firstIndex(where: { !$0.isFinite }) {
+        if let i = data.firstNonFiniteIndex {
             let what = data[i].isNaN ? "NaN" : "Inf"
             throw JSAEError(file: model, "forward output \(name) is \(what) at token \(rows.lowerBound + i / max(cols, 1)), "
                             + "position \(i % max(cols, 1)) (the model's values overflow \(T.precisionName); nothing was written)")
@@ -29,7 +29,7 @@ func requireFiniteSummary(_ c: LossComponents, model: String, precision: String)
 }
 
 func requireFiniteGradient<T: JSAEScalar>(_ g: [T], name: String, model: String) throws {
-    if let i = g.firstIndex(where: { !$0.isFinite }) {
+    if let i = g.firstNonFiniteIndex {
         throw JSAEError(file: model, "forward output \(name) is \(g[i].isNaN ? "NaN" : "Inf") at index \(i) (nothing was written)")
     }
 }

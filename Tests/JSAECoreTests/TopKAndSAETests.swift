@@ -237,3 +237,35 @@ struct FinitenessScanTests {
         check(Double.self)
     }
 }
+
+@Suite("Zeroed storage")
+struct ZeroedStorageTests {
+    /// `[T](zeros:)` and `Matrix(rows:cols:)` fill by memset; each entry must
+    /// be +0 (bit pattern 0), and a Matrix of any other value, -0 included,
+    /// must hold that value's bits; `firstNonFiniteIndex` must agree with a
+    /// plain walk.
+    func check<T: JSAEScalar>(_: T.Type) {
+        for n in [0, 1, 7, 1000] {
+            let z = [T](zeros: n)
+            #expect(z.count == n && z.allSatisfy { $0.sign == .plus && $0 == 0 }, "n=\(n)")
+            #expect(z.firstNonFiniteIndex == nil)
+        }
+        #expect(Matrix<T>(rows: 3, cols: 5).data.allSatisfy { $0.sign == .plus && $0 == 0 })
+        #expect(Matrix<T>(rows: 0, cols: 5).count == 0)
+        for v: T in [-0.0, 1.5, -T.greatestFiniteMagnitude] {
+            let m = Matrix<T>(rows: 2, cols: 3, repeating: v)
+            #expect(m.data.count == 6 && m.data.allSatisfy { $0 == v && $0.sign == v.sign }, "\(v)")
+        }
+        var a = [T](zeros: 50)
+        a[17] = .nan; a[30] = .infinity
+        #expect(a.firstNonFiniteIndex == 17)
+        a[17] = 0
+        #expect(a.firstNonFiniteIndex == 30)
+    }
+
+    @Test("zeros are +0 in Float and Double, other fills keep their bits")
+    func zeros() {
+        check(Float.self)
+        check(Double.self)
+    }
+}
