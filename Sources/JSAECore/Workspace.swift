@@ -110,34 +110,35 @@ public final class Workspace<T: JSAEScalar> {
     var outputTarget: UnsafeMutablePointer<T> { hasYTarget ? yTarget.p : y.p }
 }
 
-/// One raw allocation of `count` elements, zeroed, freed with its owner.
-/// `max(count, 1)` elements, zeroed with one memset: every element type
-/// here (Float, Double, the integers) has all-zero bytes for 0, and a
-/// generic `initialize(repeating:)` reached from another module's generic
-/// code (a Workspace or SAETensors made in JSAERuns) runs unspecialised, a
-/// value-witness call per element.
+/// Zeroes `count` elements at `p` with one memset: every element type here
+/// (Float, Double, the integers) has all-zero bytes for 0, and a generic
+/// `initialize(repeating:)` or `[T](repeating: 0, count:)` reached from
+/// another module's generic code (a Workspace or SAETensors made in
+/// JSAERuns, a batch read by JSAEIO) runs unspecialised, a value-witness
+/// call per element.
+func zeroFill<E: Numeric & BitwiseCopyable>(_ p: UnsafeMutablePointer<E>, count: Int) {
+    UnsafeMutableRawPointer(p).initializeMemory(as: UInt8.self, repeating: 0, count: count * MemoryLayout<E>.stride)
+}
+
+/// `max(count, 1)` elements, zeroed (`zeroFill`).
 func allocateZeroed<E: Numeric & BitwiseCopyable>(_ count: Int) -> UnsafeMutablePointer<E> {
     let p = UnsafeMutablePointer<E>.allocate(capacity: max(count, 1))
-    UnsafeMutableRawPointer(p).initializeMemory(as: UInt8.self, repeating: 0, count: max(count, 1) * MemoryLayout<E>.stride)
+    zeroFill(p, count: max(count, 1))
     return p
 }
 
 extension Array where Element: Numeric & BitwiseCopyable {
-    /// `count` zeros, by one memset, for the reason `allocateZeroed` gives:
-    /// `[T](repeating: 0, count:)` in generic code reached from another
-    /// module copies each element through a value witness.
+    /// `count` zeros, by one memset (`zeroFill`).
     public init(zeros count: Int) {
         precondition(count >= 0)
         self.init(unsafeUninitializedCapacity: count) { buffer, initialised in
-            if count > 0 {
-                UnsafeMutableRawPointer(buffer.baseAddress!).initializeMemory(as: UInt8.self, repeating: 0,
-                                                                             count: count * MemoryLayout<Element>.stride)
-            }
+            if count > 0 { zeroFill(buffer.baseAddress!, count: count) }
             initialised = count
         }
     }
 }
 
+/// One raw allocation of `count` elements, zeroed, freed with its owner.
 final class Buffer<E> {
     let p: UnsafeMutablePointer<E>
     let count: Int
