@@ -132,10 +132,12 @@ final class FlatStorage<T: JSAEScalar>: @unchecked Sendable {
         self.count = count
         p = allocateZeroed(count)
     }
-    func copy() -> FlatStorage<T> {
-        let c = FlatStorage(count: count)
-        c.p.update(from: p, count: count)
-        return c
+    /// A copy, written once (not zeroed first).
+    private init(copying other: FlatStorage<T>) {
+        count = other.count
+        p = .allocate(capacity: max(count, 1))
+        p.initialize(from: other.p, count: count)
     }
+    func copy() -> FlatStorage<T> { FlatStorage(copying: self) }
     deinit { p.deallocate() }
 }

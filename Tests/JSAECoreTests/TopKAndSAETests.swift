@@ -263,6 +263,24 @@ struct ZeroedStorageTests {
         #expect(a.firstNonFiniteIndex == 30)
     }
 
+    /// A copy of SAETensors is its own: the first write to it copies the
+    /// shared values (every one, bit for bit) and leaves the original as it was.
+    @Test("SAETensors copies on write, every value")
+    func copyOnWrite() {
+        var g = SeededGenerator(seed: 31)
+        var a = SAETensors<Float>(d: 3, m: 5)
+        let values = (0..<a.count).map { _ in Float(g.normal()) }
+        for name in SAETensors<Float>.Name.allCases { a[name] = Array(values[a.range(name)]) }
+        var b = a
+        var bDec = b[.bDec]
+        bDec[0] += 1
+        b[.bDec] = bDec
+        #expect(a.withFlatValues { Array($0) }.map(\.bitPattern) == values.map(\.bitPattern))
+        var want = values
+        want[a.range(.bDec).lowerBound] += 1
+        #expect(b.withFlatValues { Array($0) }.map(\.bitPattern) == want.map(\.bitPattern))
+    }
+
     @Test("zeros are +0 in Float and Double, other fills keep their bits")
     func zeros() {
         check(Float.self)
