@@ -125,8 +125,9 @@ struct SharedPointer<T>: @unchecked Sendable {
 // Generic code called from another module runs unspecialised (protocol
 // witnesses for every +=), 5–7× slower here. The entry points other modules
 // call in hot paths (TrainState.step, JSAEModel.forward, lossAndGradients,
-// runForward, runTraining, and the report's f_s reader outputLatentValues
-// with moveAlongInputLatent) carry `@_specialize(exported: true)` for Float and
+// runForward, runTraining, the report's f_s reader outputLatentValues with
+// moveAlongInputLatent, and TrainState.initial, whose draws and transpose
+// ran 13x as long unspecialised) carry `@_specialize(exported: true)` for Float and
 // Double and immediately call an internal implementation; code inside a module
 // calls the implementation, which the optimiser specialises from the
 // specialised entry. A prespecialised function must not itself be called from

@@ -63,6 +63,8 @@ public struct TrainState<T: JSAEScalar>: Sendable {
     }
 
     /// A fresh run: the paper's initialisation from `seed`, zero moments.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public static func initial(d: Int, mIn: Int, mOut: Int, k: Int, mlp: MLP<T>?, single: Bool, seed: UInt64) throws -> TrainState<T> {
         var g = SeededGenerator(seed: seed)
         let saeIn = try TopKSAE<T>.initialised(d: d, m: mIn, k: k, using: &g)
