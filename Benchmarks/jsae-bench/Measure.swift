@@ -265,10 +265,12 @@ func unmapFloats(_ p: UnsafeMutablePointer<Float>, _ count: Int) { munmap(p, cou
 struct GatherShape {
     var rows: Int, rowFloats: Int, reads: Int
 
-    /// The step's row gathers at a shape: the sparse decode's rows of W_dec
-    /// ([m, d], B·k reads per SAE), its backward's token rows ([B, d], 2·B·k
-    /// reads) and the Jacobian's rows of wd1 and w2eᵀ (two [m, d_mlp]
-    /// matrices, read here as one of 2m rows; B·2k reads).
+    /// The step's row gathers at a shape: rows of W_dec at random ([m, d],
+    /// B·k reads per SAE: what a decode that visits tokens rather than
+    /// latents would read, kept for comparison), the sparse decode's and its
+    /// backward's token rows ([B, d], 2·B·k reads) and the Jacobian's rows
+    /// of wd1 and w2eᵀ (two [m, d_mlp] matrices, read here as one of 2m
+    /// rows; B·2k reads).
     static func step(_ s: Shape) -> [GatherShape] {
         [GatherShape(rows: s.m, rowFloats: s.d, reads: s.batch * s.k),
          GatherShape(rows: s.batch, rowFloats: s.d, reads: 2 * s.batch * s.k),

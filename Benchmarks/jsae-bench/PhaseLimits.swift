@@ -92,13 +92,13 @@ extension Shape {
         // (6·B·k·d). Reads W_dec, the target [B, d] and the codes; writes x̂
         // [B, d]; accumulates into dW_dec and dW_enc (read + write each) and
         // the two bias gradients.
-        // Gathered: the decode reads a row of W_dec per (token, latent), the
-        // backward, which visits the pairs latent by latent, a row of dL/dx̂
-        // and one of the input per pair.
+        // Gathered: both visit the pairs latent by latent, streaming W_dec's
+        // rows in order; the decode adds into a row of x̂ per pair (read and
+        // written, counted as one gathered row), the backward reads a row
+        // of dL/dx̂ and one of the input per pair, all from [B, d] matrices.
         c[.sparseDecoder] = n * PhaseCost(flops: 8 * B * k * d,
                                           bytes: F * (m * d + 2 * B * d + 4 * m * d + 2 * (m + d)) + codes,
-                                          gathered: [GatheredRows(bytes: F * B * k * d, from: .init(rows: Int(m), rowFloats: Int(d))),
-                                                     GatheredRows(bytes: F * 2 * B * k * d, from: .init(rows: Int(B), rowFloats: Int(d)))])
+                                          gathered: [GatheredRows(bytes: F * 3 * B * k * d, from: .init(rows: Int(B), rowFloats: Int(d)))])
         // Normalise W_dec's rows (read + write W_dec), read every gradient
         // once for the global clipping norm, then Adam: reads the gradient,
         // reads and writes the parameters and both moments (7 per parameter).

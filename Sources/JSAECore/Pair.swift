@@ -90,8 +90,9 @@ extension JSAEModel {
         let B = ws.tokens, d = self.d, k = self.k, threads = ws.threads
         saeIn.encode(into: ws.codesIn, x: ws.x.p, tokens: B, scratch: ws.arena.p, threads: threads, timer: timer)
         timed(timer, .sparseDecoder) {
-            sparseDecode(out: ws.xHat.p, indices: ws.codesIn.indices.p, values: ws.codesIn.values.p,
-                         wDec: saeIn.tensors.pointer(.wDec), bDec: saeIn.tensors.pointer(.bDec), tokens: B, d: d, k: k, threads: threads)
+            sparseDecode(out: ws.xHat.p, order: ws.latentPairs.p, starts: ws.latentStarts.p,
+                         indices: ws.codesIn.indices.p, values: ws.codesIn.values.p, wDec: saeIn.tensors.pointer(.wDec),
+                         bDec: saeIn.tensors.pointer(.bDec), tokens: B, d: d, k: k, m: saeIn.m, threads: threads)
         }
         guard let saeOut, let mlp else { return }
         timed(timer, .mlp) {
@@ -100,8 +101,9 @@ extension JSAEModel {
         }
         saeOut.encode(into: ws.codesOut, x: ws.outputTarget, tokens: B, scratch: ws.arena.p, threads: threads, timer: timer)
         timed(timer, .sparseDecoder) {
-            sparseDecode(out: ws.yHat.p, indices: ws.codesOut.indices.p, values: ws.codesOut.values.p,
-                         wDec: saeOut.tensors.pointer(.wDec), bDec: saeOut.tensors.pointer(.bDec), tokens: B, d: d, k: k, threads: threads)
+            sparseDecode(out: ws.yHat.p, order: ws.latentPairs.p, starts: ws.latentStarts.p,
+                         indices: ws.codesOut.indices.p, values: ws.codesOut.values.p, wDec: saeOut.tensors.pointer(.wDec),
+                         bDec: saeOut.tensors.pointer(.bDec), tokens: B, d: d, k: k, m: saeOut.m, threads: threads)
         }
     }
 

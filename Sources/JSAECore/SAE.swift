@@ -53,12 +53,17 @@ public struct TopKSAE<T: JSAEScalar>: Sendable, Equatable {
         return codes.codes(x.rows)
     }
 
-    /// x̂ = s @ W_dec + b_dec from sparse codes, [B, d] (allocates).
+    /// x̂ = s @ W_dec + b_dec from sparse codes, [B, d] (allocates). The
+    /// codes' latents must lie in 0..<m, as `encode`'s do (checked: an index
+    /// outside would make the latent sort write out of bounds).
     public func decode(_ codes: SparseCodes<T>, threads: Int = Parallel.onlineCores) -> Matrix<T> {
+        precondition(codes.indices.allSatisfy { $0 >= 0 && $0 < m }, "decode: a latent index outside 0..<\(m)")
         var out = Matrix<T>(rows: codes.tokens, cols: d)
+        let order = Buffer<Int>(codes.tokens * codes.k), starts = Buffer<Int>(m + 1)
         out.data.withUnsafeMutableBufferPointer { o in
-            sparseDecode(out: o.baseAddress!, indices: codes.indices, values: codes.values,
-                         wDec: tensors.pointer(.wDec), bDec: tensors.pointer(.bDec), tokens: codes.tokens, d: d, k: codes.k, threads: threads)
+            sparseDecode(out: o.baseAddress!, order: order.p, starts: starts.p, indices: codes.indices, values: codes.values,
+                         wDec: tensors.pointer(.wDec), bDec: tensors.pointer(.bDec), tokens: codes.tokens, d: d, k: codes.k, m: m,
+                         threads: threads)
         }
         return out
     }
@@ -128,20 +133,44 @@ func selectTopK<T: JSAEScalar>(_ codes: CodesBuffer<T>, at: Int, h: UnsafePointe
     }
 }
 
-/// x̂[b] = b_dec + Σ_j s[b, j] · W_dec[K[b, j]]: O(B·k·d), tokens split across threads.
-/// - out: [B, d]; indices, values: [B, k]; wDec: [m, d]; bDec: [d]
-func sparseDecode<T: JSAEScalar>(out: UnsafeMutablePointer<T>, indices: UnsafePointer<Int>, values: UnsafePointer<T>,
-                                 wDec: UnsafePointer<T>, bDec: UnsafePointer<T>, tokens B: Int, d: Int, k: Int, threads: Int) {
-    let o = SharedPointer(out)
+/// x̂[b] = b_dec + Σ_i s[b, i] · W_dec[i] over the token's latents with a
+/// nonzero value, in ascending latent order: O(B·k·d).
+///
+/// The (token, slot) pairs are first counting-sorted by latent
+/// (`latentOrder`; `order`: [B·k], `starts`: [m + 1]), and W_dec is then
+/// read once, in row order, each row added into the x̂ rows of its tokens.
+/// Scanning tokens instead gathered a row of W_dec per pair at random from
+/// all of [m, d] (DRAM at large m); now the random accesses fall on x̂
+/// ([B, d], which a worker's share keeps in L2 or L3). Workers own
+/// contiguous token ranges and each walks every latent's pairs within its
+/// range (found by binary search in the latent's ascending pair list), so
+/// every row's additions run in latent order whatever the thread count.
+/// - out: [B, d]; indices, values: [B, k] (indices in [0, m)); wDec: [m, d]; bDec: [d]
+/// - order: [B·k], starts: [m + 1], overwritten
+func sparseDecode<T: JSAEScalar>(out: UnsafeMutablePointer<T>, order: UnsafeMutablePointer<Int>, starts: UnsafeMutablePointer<Int>,
+                                 indices: UnsafePointer<Int>, values: UnsafePointer<T>,
+                                 wDec: UnsafePointer<T>, bDec: UnsafePointer<T>, tokens B: Int, d: Int, k: Int, m: Int, threads: Int) {
+    latentOrder(order: order, starts: starts, indices: indices, carries: { values[$0] != 0 }, pairs: B * k, m: m)
+    let o = SharedPointer(out), ord = UnsafePointer(order), st = UnsafePointer(starts)
     Parallel.forRanges(B, threads: threads) { _, range in
-        for b in range {
-            let row = o.p + b * d
-            row.update(from: bDec, count: d)
-            for j in 0..<k {
-                let s = values[b * k + j]
-                if s == 0 { continue }
-                let w = wDec + indices[b * k + j] * d
+        for b in range { (o.p + b * d).update(from: bDec, count: d) }
+        let lo = range.lowerBound * k, hi = range.upperBound * k
+        for i in 0..<m {
+            var q = st[i], end = st[i + 1]
+            if q == end || ord[q] >= hi || ord[end - 1] < lo { continue }
+            // The first of latent i's pairs at or after `lo`.
+            while q < end {
+                let mid = (q + end) / 2
+                if ord[mid] < lo { q = mid + 1 } else { end = mid }
+            }
+            let w = wDec + i * d
+            end = st[i + 1]
+            while q < end {
+                let pair = ord[q]
+                if pair >= hi { break }
+                let s = values[pair], row = o.p + (pair / k) * d
                 for c in 0..<d { row[c] += s * w[c] }
+                q += 1
             }
         }
     }

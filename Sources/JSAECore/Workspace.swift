@@ -47,8 +47,9 @@ public final class Workspace<T: JSAEScalar> {
     let residual: Buffer<T>
     /// The Jacobian term's gradient at wd1 and w2eᵀ.
     let dwd1: Buffer<T>, dw2eT: Buffer<T>
-    /// The reconstruction backward's (token, slot) pairs sorted by latent,
-    /// [B·k], and each latent's first entry in it, [max(m_in, m_out) + 1].
+    /// The (token, slot) pairs sorted by latent, [B·k], and each latent's
+    /// first entry in it, [max(m_in, m_out) + 1]: the sparse decode's, then
+    /// the reconstruction backward's (each sorts its own SAE's codes).
     let latentPairs: Buffer<Int>, latentStarts: Buffer<Int>
 
     /// Per-block partial sums of the gradient norm; per-feature means (metrics).
@@ -85,7 +86,7 @@ public final class Workspace<T: JSAEScalar> {
         residual = Buffer(train ? B * d : 0)
         dwd1 = Buffer(train ? s.mIn * dMlp : 0); dw2eT = Buffer(train ? mOut * dMlp : 0)
         let mMax = max(s.mIn, mOut)
-        latentPairs = Buffer(train ? B * k : 0); latentStarts = Buffer(train ? mMax + 1 : 0)
+        latentPairs = Buffer(B * k); latentStarts = Buffer(mMax + 1)
         partials = Buffer(train ? squaredSumBlocks(2 * d * mMax + mMax + d) : 0)
         featureMeans = Buffer(d)
         let encoderChunk = encodeScratchCount(tokens: B, m: mMax)

@@ -47,9 +47,10 @@ struct BenchCLITests {
         // The gather rates at the step's shapes (W_dec's rows of d from [m, d],
         // B·k reads; the tokens' rows of d from [B, d], 2·B·k; wd1's and
         // w2eᵀ's rows of d_mlp from [2m, d_mlp], B·2k), and the floors derived
-        // from them: the rows each phase's code reads at random (decode: a row
-        // of W_dec, of dL/dx̂ and of the input per pair, in each SAE; the
-        // Jacobian: 2k rows per token gathered, 2k scattered).
+        // from them: the rows each phase's code reads at random (decode and
+        // its backward, which stream W_dec's rows in latent order: a row of
+        // x̂, of dL/dx̂ and of the input per pair, all from [B, d], in each
+        // SAE; the Jacobian: 2k rows per token gathered, 2k scattered).
         let gathers = (obj["bandwidth"] as! [String: Any])["gathers"] as! [[String: Any]]
         #expect(gathers.map { $0["rows"] as! Int } == [32, 64, 64])
         #expect(gathers.map { $0["rowFloats"] as! Int } == [16, 16, 24])
@@ -59,7 +60,7 @@ struct BenchCLITests {
         #expect(rate.allSatisfy { $0 > 0 && $0.isFinite }, "\(rate)")
         let limits = obj["phaseLimits"] as! [String: [String: Any]]
         func gatherMs(_ phase: String) -> Double { limits[phase]?["gatherMs"] as? Double ?? -1 }
-        let decode = 2 * (4 * B * k * d / rate[0] + 2 * 4 * B * k * d / rate[1])
+        let decode = 2 * (3 * 4 * B * k * d / rate[1])
         for (phase, seconds) in [("sparse decode + recon backward", decode / 1e9),
                                  ("Jacobian forward", 4 * 2 * B * k * h / rate[2] / 1e9),
                                  ("Jacobian backward", 4 * 2 * B * k * h / rate[2] / 1e9)] {

@@ -112,6 +112,47 @@ struct LatentSortedBackwardTests {
     }
 }
 
+@Suite("Latent-sorted sparse decode")
+struct LatentSortedDecodeTests {
+    /// Bit for bit, for Float and any thread count, against its definition
+    /// written as plain loops: each token's nonzero slots added into b_dec
+    /// in ascending latent order (slot order among equal latents).
+    /// Codes are drawn with latents repeated across tokens and within a
+    /// token, latents no token uses, zero values and negative ones.
+    @Test("equals b_dec plus each token's rows in latent order, bit for bit", arguments: [1, 2, 3])
+    func bitIdentical(threads: Int) {
+        let B = 37, d = 12, m = 300, k = 6
+        var g = SeededGenerator(seed: 8)
+        let r = { (n: Int) in (0..<n).map { _ in Float(g.normal()) } }
+        let wDec = r(m * d), bDec = r(d)
+        var indices = [Int](repeating: 0, count: B * k), values = [Float](repeating: 0, count: B * k)
+        for p in 0..<(B * k) {
+            // Latents from 0..<m-10 (the last ten never used); one token in
+            // nine repeats a latent within itself.
+            indices[p] = p % k == 1 && (p / k) % 9 == 0 ? indices[p - 1] : Int(g.next() % UInt64(m - 10))
+            values[p] = p % 5 == 0 ? 0 : Float(g.normal())
+        }
+        var want = [Float](repeating: 0, count: B * d)
+        for b in 0..<B {
+            for c in 0..<d { want[b * d + c] = bDec[c] }
+            let slots = (0..<k).filter { values[b * k + $0] != 0 }.sorted { (indices[b * k + $0], $0) < (indices[b * k + $1], $1) }
+            for j in slots {
+                let i = indices[b * k + j], s = values[b * k + j]
+                for c in 0..<d { want[b * d + c] += s * wDec[i * d + c] }
+            }
+        }
+        var got = [Float](repeating: .nan, count: B * d)
+        let order = UnsafeMutablePointer<Int>.allocate(capacity: B * k), starts = UnsafeMutablePointer<Int>.allocate(capacity: m + 1)
+        defer { order.deallocate(); starts.deallocate() }
+        got.withUnsafeMutableBufferPointer { o in
+            sparseDecode(out: o.baseAddress!, order: order, starts: starts, indices: indices, values: values, wDec: wDec, bDec: bDec,
+                         tokens: B, d: d, k: k, m: m, threads: threads)
+        }
+        #expect(ThreadingTests.sameBits(got, want))
+        #expect(want.contains { $0 != 0 })
+    }
+}
+
 @Suite("Shared-latents token order")
 struct SharedLatentOrderTests {
     @Test("is a permutation, sorted by the leading latents K1[0], K2[0], K1[1], … with ties in batch order")
