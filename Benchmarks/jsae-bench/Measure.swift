@@ -249,12 +249,16 @@ struct Bandwidth: Codable {
 /// `count` floats of fresh anonymous memory for a measurement (`what` names
 /// it in the error), returned with `unmapFloats`: mapped rather than
 /// allocated, so that they are back with the system before a section's peak
-/// resident memory is read.
+/// resident memory is read. Advised MADV_HUGEPAGE like the step's own large
+/// buffers (`allocateStorage`), so that the rates are those of memory paged
+/// as the step's is; the advice is a hint, and its failure (transparent
+/// huge pages off) leaves both on base pages alike.
 func mapFloats(_ count: Int, for what: String) throws -> UnsafeMutablePointer<Float> {
     let size = count * MemoryLayout<Float>.stride
     guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
         throw JSAEError("cannot map \(size >> 20) MiB for \(what)")
     }
+    _ = madvise(p, size, MADV_HUGEPAGE)
     return p.bindMemory(to: Float.self, capacity: count)
 }
 

@@ -135,7 +135,7 @@ final class FlatStorage<T: JSAEScalar>: @unchecked Sendable {
     /// A copy, written once (not zeroed first).
     private init(copying other: FlatStorage<T>) {
         count = other.count
-        p = .allocate(capacity: max(count, 1))
+        p = allocateStorage(count)
         p.initialize(from: other.p, count: count)
     }
     func copy() -> FlatStorage<T> { FlatStorage(copying: self) }

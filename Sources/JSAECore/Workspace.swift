@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Every buffer a training step or an evaluation needs, allocated once per
 /// run and sized from the shapes, so that a step allocates nothing
 /// (tested). It is also the forward pass's activation cache, which the
@@ -123,9 +127,31 @@ func zeroFill<E: Numeric & BitwiseCopyable>(_ p: UnsafeMutablePointer<E>, count:
 
 /// `max(count, 1)` elements, zeroed (`zeroFill`).
 func allocateZeroed<E: Numeric & BitwiseCopyable>(_ count: Int) -> UnsafeMutablePointer<E> {
-    let p = UnsafeMutablePointer<E>.allocate(capacity: max(count, 1))
+    let p: UnsafeMutablePointer<E> = allocateStorage(count)
     zeroFill(p, count: max(count, 1))
     return p
+}
+
+/// The size of a transparent huge page on x86-64 and of arm64's with 4 KiB
+/// base pages, from which `allocateStorage` asks for them.
+let hugePageBytes = 2 << 20
+
+/// Uninitialised room for `max(count, 1)` elements, freed with
+/// `deallocate()`. From `hugePageBytes` up, the block is aligned to it and
+/// its whole huge pages are advised MADV_HUGEPAGE before the first touch:
+/// the step reads and writes rows of its large matrices at random (the
+/// Jacobian's rows of wd1 and w2eᵀ and of their gradients, 128 MiB each at
+/// Pythia-70m, the decode's and its backward's token rows), and on 4 KiB
+/// pages each such row costs TLB misses (docs/performance.md measures
+/// both). The advice is only a hint: where transparent huge pages are off
+/// or not built into the kernel, madvise fails and the block stays on base
+/// pages with the same contents, so its result is not an error here.
+func allocateStorage<E>(_ count: Int) -> UnsafeMutablePointer<E> {
+    let bytes = max(count, 1) * MemoryLayout<E>.stride
+    guard bytes >= hugePageBytes else { return .allocate(capacity: max(count, 1)) }
+    let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: hugePageBytes)
+    _ = madvise(raw, bytes / hugePageBytes * hugePageBytes, MADV_HUGEPAGE)
+    return raw.bindMemory(to: E.self, capacity: max(count, 1))
 }
 
 extension Array where Element: Numeric & BitwiseCopyable {

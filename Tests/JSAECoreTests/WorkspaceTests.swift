@@ -153,6 +153,34 @@ struct LatentSortedDecodeTests {
     }
 }
 
+@Suite("Huge-page storage")
+struct HugePageStorageTests {
+    /// Buffers of a huge page or more start on a huge-page boundary (what
+    /// MADV_HUGEPAGE needs to back them with whole huge pages), are zeroed
+    /// to the last entry, and their copies (SAETensors' copy on write, from
+    /// the same allocator) hold every value; small ones keep the plain
+    /// allocator.
+    @Test("huge-page-sized buffers: aligned to hugePageBytes, zeroed, copied whole")
+    func hugePageBuffers() {
+        let n = hugePageBytes / 4 + 5
+        let big = Buffer<Float>(n)
+        #expect(Int(bitPattern: big.p) % hugePageBytes == 0)
+        #expect(UnsafeBufferPointer(start: big.p, count: n).allSatisfy { $0.bitPattern == 0 })
+        let small = Buffer<Double>(3)
+        #expect(small.count == 3 && (0..<3).allSatisfy { small.p[$0].bitPattern == 0 })
+        var a = SAETensors<Float>(d: 16, m: 40_000)
+        #expect(a.count * 4 >= hugePageBytes)
+        var wDec = a[.wDec]
+        wDec[wDec.count - 1] = 2.5
+        a[.wDec] = wDec
+        var b = a
+        var bDec = b[.bDec]
+        bDec[0] = -1
+        b[.bDec] = bDec
+        #expect(b[.wDec].last == 2.5 && a[.bDec][0] == 0 && b[.bDec][0] == -1)
+    }
+}
+
 @Suite("Shared-latents token order")
 struct SharedLatentOrderTests {
     @Test("is a permutation, sorted by the leading latents K1[0], K2[0], K1[1], … with ties in batch order")
