@@ -12,10 +12,18 @@
 /// greater, NaN included), so the result is the same as the plain scan's.
 /// At the Pythia-70m shape the scan alone would take a quarter of this
 /// phase; the rest is the early inserts, while the k-th held value is low.
-/// Taking a floor first (the k-th largest of the maxima of 64- or
-/// 128-entry groups, then skipping what lies below it) measured slower,
-/// 26–33 ms per SAE step against 25–26: with 128-entry groups the maxima's
-/// pass and their own inserts alone took 16.5 ms.
+/// So a part that starts with fewer than k values held first takes a
+/// floor: cut into k equal blocks, the least of the blocks' maxima. Those
+/// k maxima are entries of the part at or above it, so no entry below it
+/// can be among the k largest, and skipping such entries (8 at a time
+/// while filling, as above once full) changes no decision that matters:
+/// the held values are always the k largest of what has been kept, under
+/// the order (value descending, index ascending), and nothing skipped is.
+/// With NaN in the part or among the held values that reasoning fails
+/// (NaN compares false), and the part is scanned plainly. In Float at the
+/// Pythia-70m shape this phase ran 0.78× as long (docs/performance.md);
+/// taking the k-th largest of 64- or 128-entry group maxima instead cost
+/// more than it saved, in their own inserts.
 /// - h: [m], outIndices: [k], outValues: [k] (the raw h at the chosen indices)
 @inlinable
 package func topKRow<T: JSAEScalar>(_ h: UnsafePointer<T>, m: Int, k: Int,
@@ -24,6 +32,11 @@ package func topKRow<T: JSAEScalar>(_ h: UnsafePointer<T>, m: Int, k: Int,
     precondition(k >= 1 && k <= m)
     topKRow(h, count: m, firstIndex: 0, k: k, outIndices: outIndices, outValues: outValues)
 }
+
+/// The least block length for which `topKRow` takes its floor. The
+/// Pythia-70m parts' blocks are 256 long (8192 / k = 32); shorter blocks
+/// give lower floors, which skip less for the same pass.
+@usableFromInline let topKFloorBlock = 64
 
 /// The same scan over one part of a row: entries firstIndex..<firstIndex +
 /// count, at `h`, continuing from the earlier parts' state in outIndices and
@@ -35,11 +48,22 @@ package func topKRow<T: JSAEScalar>(_ h: UnsafePointer<T>, count m: Int, firstIn
                                    outValues: UnsafeMutablePointer<T>) {
     precondition(k >= 1 && m >= 0 && firstIndex >= 0)
     var filled = min(k, firstIndex)
+    // While fewer than k values are held, entries not above `skip` (just
+    // under the floor, so that entries equal to it are kept) are passed
+    // over; nil where the floor does not apply.
+    var skip: T? = nil
+    if filled < k && m / k >= topKFloorBlock && !(0..<filled).contains(where: { outValues[$0].isNaN }),
+       let floor = T.minOfBlockMaxima(h, count: m, blocks: k), floor > -T.infinity {
+        skip = floor.nextDown
+    }
     var j = 0
     while j < m {
         var end = j + 1
         if filled == k && j + 8 <= m {
             if !T.anyOfEight(h + j, greaterThan: outValues[k - 1]) { j += 8; continue }
+            end = j + 8
+        } else if let s = skip, j + 8 <= m {
+            if !T.anyOfEight(h + j, greaterThan: s) { j += 8; continue }
             end = j + 8
         }
         while j < end {
@@ -48,6 +72,8 @@ package func topKRow<T: JSAEScalar>(_ h: UnsafePointer<T>, count m: Int, firstIn
                 // Strictly greater only: an equal value with a higher index loses.
                 if !(v > outValues[k - 1]) { j += 1; continue }
                 filled -= 1
+            } else if let s = skip, !(v > s) {
+                j += 1; continue
             }
             // Insert after every value >= v, so ties keep ascending index order.
             var pos = filled

@@ -206,6 +206,65 @@ struct TopKPartsTests {
     }
 }
 
+@Suite("TopK floor")
+struct TopKFloorTests {
+    /// Parts long enough for the floor (at least 64 entries per block of
+    /// k), in Float: the Pythia-70m cut (two parts of 8192, k 32), parts
+    /// after one that held fewer than k, ties at the floor itself (values
+    /// from a few levels, so every block's maximum is the top level),
+    /// -0 beside +0, a NaN after the blocks, an infinity inside them, a
+    /// part of -infinity: the indices and values equal the one-by-one scan's.
+    @Test("skips nothing the one-by-one scan would keep")
+    func equalsScan() {
+        var g = SeededGenerator(seed: 41)
+        let cases: [(m: Int, k: Int, cuts: [Int])] = [(16384, 32, [0, 8192, 16384]), (4096, 32, [0, 10, 4096]),
+                                                      (2100, 8, [0, 2100]), (700, 3, [0, 1, 350, 700])]
+        for c in cases {
+            for trial in 0..<7 {
+                var h: [Float]
+                switch trial {
+                case 0: h = (0..<c.m).map { _ in Float(g.normal()) }
+                case 1, 2: h = (0..<c.m).map { _ in Float(Int.random(in: -3...3, using: &g)) }
+                case 3: h = (0..<c.m).map { _ in Bool.random(using: &g) ? 0.0 : -0.0 }
+                case 4: h = (0..<c.m).map { _ in Float(g.normal()) }; h[c.m - 1] = .nan
+                case 5: h = (0..<c.m).map { _ in Float(g.normal()) }; h[c.m / 3] = .infinity
+                default: h = [Float](repeating: -.infinity, count: c.m); h[c.m / 2] = 1
+                }
+                if trial == 2 { h[c.m / 2] = 3; h[c.m - 1] = 3 }
+                var idx = [Int](repeating: -1, count: c.k), val = [Float](repeating: 0, count: c.k)
+                h.withUnsafeBufferPointer { p in
+                    for (a, b) in zip(c.cuts, c.cuts.dropFirst()) {
+                        topKRow(p.baseAddress! + a, count: b - a, firstIndex: a, k: c.k, outIndices: &idx, outValues: &val)
+                    }
+                }
+                let want = scalarTopK(h, k: c.k)
+                #expect(idx == want.indices, "m=\(c.m) k=\(c.k) trial \(trial)")
+                #expect(val.map(\.bitPattern) == want.values.map(\.bitPattern), "m=\(c.m) k=\(c.k) trial \(trial)")
+            }
+        }
+    }
+
+    /// The floor itself, against its definition: the least of the k blocks'
+    /// maxima, nil with a NaN anywhere or an infinity in the blocks.
+    @Test("is the least of the blocks' maxima, or nil")
+    func floorValue() {
+        var g = SeededGenerator(seed: 42)
+        let m = 1000, blocks = 7, length = m / (8 * blocks) * 8
+        let h = (0..<m).map { _ in Float(g.normal()) }
+        let want = (0..<blocks).map { b in h[(b * length)..<((b + 1) * length)].max()! }.min()!
+        #expect(h.withUnsafeBufferPointer { Float.minOfBlockMaxima($0.baseAddress!, count: m, blocks: blocks) } == want)
+        for (i, v) in [(m - 1, Float.nan), (3, .nan), (3, .infinity), (length * blocks - 1, -.infinity)] {
+            var bad = h
+            bad[i] = v
+            let got = bad.withUnsafeBufferPointer { Float.minOfBlockMaxima($0.baseAddress!, count: m, blocks: blocks) }
+            #expect(got == nil, "\(v) at \(i): \(String(describing: got))")
+        }
+        // Double takes no floor (its rows are scanned plainly).
+        let hd = h.map(Double.init)
+        #expect(hd.withUnsafeBufferPointer { Double.minOfBlockMaxima($0.baseAddress!, count: m, blocks: blocks) } == nil)
+    }
+}
+
 @Suite("Finiteness scan")
 struct FinitenessScanTests {
     /// The first NaN or ±Inf by (row, col), found by a plain walk here, for
