@@ -35,7 +35,11 @@ let package = Package(
         .target(name: "CAllocationCounter", linkerSettings: tcmalloc),
 
         // MARK: Implementation
-        .target(name: "JSAECore", dependencies: ["CBLAS"]),
+        .target(name: "JSAECore", dependencies: ["CBLAS", "CJSAEKernels"]),
+        // The per-token Jacobian kernel the Float step runs, in C: runtime-dispatched
+        // (AVX-512F, AVX2+FMA, portable) through function-level target attributes,
+        // so no compiler flag ties the build to one CPU.
+        .target(name: "CJSAEKernels"),
         .target(name: "JSAEIO", dependencies: ["JSAECore", "CHDF5"]),
         // Drivers over files: training runs (batch stream, checkpoints, progress) and forward runs.
         .target(name: "JSAERuns", dependencies: ["JSAECore", "JSAEIO"]),
@@ -68,5 +72,9 @@ let package = Package(
         // campaign in the same target runs only with JSAE_FUZZ_CAMPAIGN=N
         // (ci/fuzz-campaign.sh).
         .testTarget(name: "FuzzTests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "_JSAETestSupport", "CHDF5"]),
+        // The C Jacobian kernel, every path this CPU runs, against a
+        // double-precision reference written in C, so it is fast in debug builds.
+        .target(name: "KernelReference", path: "Tests/KernelReference"),
+        .testTarget(name: "KernelTests", dependencies: ["CJSAEKernels", "KernelReference"]),
     ]
 )

@@ -14,8 +14,10 @@
 /// pass (Pair.swift), the loss (Loss.swift) and the step (Step.swift) call
 /// the entries on `JSAEModel` below.
 
-/// Default tokens per Jacobian chunk. Gathers are per worker ([k, d_mlp] ×2);
-/// per chunk only the backward's dL and dR are held: at k = 32, d_mlp = 2048
+import CJSAEKernels
+
+/// Default tokens per Jacobian chunk. Per chunk only the backward's dL and
+/// dR are held: at k = 32, d_mlp = 2048
 /// in Float that is 2 × 32 × 256 KiB = 16 MiB, the size of the encoder's and
 /// the MLP's chunks. Any chunk gives the same bits; 32 and 64 tokens ran
 /// the Jacobian phases at the same speed (docs/performance.md).
@@ -206,9 +208,18 @@ extension JSAEModel {
 /// Scratch the Jacobian kernels need (elements of T), for `Workspace`.
 enum JacobianScratch {
     static func workers(tokens: Int, chunk: Int, threads: Int) -> Int { max(1, min(threads, min(chunk, max(tokens, 1)))) }
-    static func count(tokens: Int, k: Int, dMlp: Int, chunk: Int, threads: Int, backward: Bool) -> Int {
+    /// Entries per worker: the C kernel's workspace and J, or (BLAS path)
+    /// the gathered L and R and J and G; rounded to 16 so that every
+    /// worker's part starts 64-byte aligned in Float, as the kernel wants.
+    static func perWorker(k: Int, dMlp: Int, kernel: Bool) -> Int {
+        let kernelFloats = Int(jsae_jacobian_workspace_floats(Int64(k), Int64(dMlp)))
+        let n: Int = kernel ? kernelFloats + k * k : 2 * k * dMlp + 2 * k * k
+        return (n + 15) / 16 * 16
+    }
+    static func count(tokens: Int, k: Int, dMlp: Int, chunk: Int, threads: Int, backward: Bool, kernel: Bool) -> Int {
         let c = min(chunk, max(tokens, 1))
-        return workers(tokens: tokens, chunk: chunk, threads: threads) * (2 * k * dMlp + 2 * k * k) + (backward ? 2 * c * k * dMlp : 0)
+        return workers(tokens: tokens, chunk: chunk, threads: threads) * perWorker(k: k, dMlp: dMlp, kernel: kernel)
+            + (backward ? 2 * c * k * dMlp : 0)
     }
 }
 
@@ -244,23 +255,31 @@ func jacobianPassReference<T: JSAEScalar>(_ in_: JacobianInputs<T>, coef: Double
     return (J, dwd1, dw2eT)
 }
 
-/// One pass over the tokens in chunks. Per token: gather the K2 rows of w2eᵀ
-/// (L) and the K1 rows of wd1 scaled by φ' (R), form J = L·Rᵀ with one small
-/// gemm, record its statistics, optionally store it ([B, k, k]), and with
-/// `backward` run the backward of coef·Σ|J| while L and R are in cache:
+/// One pass over the tokens in chunks. Per token: J = L·Rᵀ with L the K2
+/// rows of w2eᵀ and R the K1 rows of wd1 scaled by φ', its statistics,
+/// optionally J itself stored ([B, k, k]), and with `backward` the backward
+/// of coef·Σ|J| while the rows are in cache:
 ///
 ///     G = coef · sign(J);  dw2eᵀ[K2] += G·R;  dwd1[K1] += (Gᵀ·L) ⊙ φ'
 ///
 /// accumulating (+=) into dwd1 [m_in, d_mlp] and dw2eT [m_out, d_mlp].
 /// `jacobianPassReference` is its plain-loop definition.
 ///
+/// Per token, where the type has the C kernel (`JSAEScalar.hasJacobianKernel`:
+/// Float), one call reads the 2k rows in place and writes J and the token's
+/// dL = G·R and dR = Gᵀ·L, prefetching the next token's rows during its
+/// backward; otherwise (Double) the rows are gathered into L and R and three
+/// small BLAS gemms do the same. The kernel moves each gathered row through
+/// the core once, where the gemms' packing copies L and R again and their
+/// outputs are read back (beta = 1); on Zen 4 the two Jacobian phases ran
+/// 0.80× as long on the kernel (docs/performance.md).
+///
 /// Chunks are runs of consecutive tokens in the visiting order (`in_.order`).
-/// A chunk's tokens are split across workers, each running its small gemms
-/// on single-threaded BLAS (OpenBLAS always is, see `BLASThreads`); the
-/// per-token row updates are then scattered by workers that own disjoint
-/// latent ranges, in the visiting order. So the result is the same for any
-/// thread count and chunk size; the visiting order decides only the order
-/// of the scatter's sums.
+/// A chunk's tokens are split across workers; each token is computed by one
+/// call whatever the split, and the per-token row updates are then
+/// scattered by workers that own disjoint latent ranges, in the visiting
+/// order. So the result is the same for any thread count and chunk size; the
+/// visiting order decides only the order of the scatter's sums.
 func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
                                  backward: (dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>, coef: T)?,
                                  tokenAbs: UnsafeMutablePointer<Double>, tokenCounts: UnsafeMutablePointer<Int32>,
@@ -270,17 +289,18 @@ func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
     precondition(chunk >= 1)
     let c = min(chunk, max(B, 1))
     let workers = JacobianScratch.workers(tokens: B, chunk: chunk, threads: threads)
-    // Scratch: per worker L, R [k, d_mlp] and J, G [k, k]; then the chunk's
-    // backward outputs dL = G·R and dR = Gᵀ·L (⊙ φ' is applied in the
-    // scatter). Their gemms add into zeros (beta = 1): zeroed here once per
-    // pass, and by the scatter as it reads each row. With beta = 0 OpenBLAS
-    // would zero C in a pass of its own before adding into it (2 GiB per
-    // Pythia-70m step). 0 + x is x for every x but -0, which becomes +0;
-    // the gradients start at +0, so no sum there is -0, and adding +0 or -0
-    // to them gives the same bits.
-    let perWorker = 2 * k * dMlp + 2 * kk
+    let kernel = T.hasJacobianKernel
+    // Scratch: per worker the kernel's workspace and J, or L, R [k, d_mlp]
+    // and J, G [k, k]; then the chunk's backward outputs dL = G·R and
+    // dR = Gᵀ·L (⊙ φ' is applied in the scatter). The kernel overwrites
+    // them; the BLAS gemms add into zeros (beta = 1), zeroed here once per
+    // pass and by the scatter as it reads each row: with beta = 0 OpenBLAS
+    // would zero C in a pass of its own before adding into it. 0 + x is x
+    // for every x but -0, which becomes +0; the gradients start at +0, so no
+    // sum there is -0, and adding +0 or -0 to them gives the same bits.
+    let perWorker = JacobianScratch.perWorker(k: k, dMlp: dMlp, kernel: kernel)
     let dL = SharedPointer(scratch + workers * perWorker), dR = SharedPointer(dL.p + c * k * dMlp)
-    if backward != nil { dL.p.update(repeating: 0, count: 2 * c * k * dMlp) }
+    if backward != nil && !kernel { dL.p.update(repeating: 0, count: 2 * c * k * dMlp) }
     let sc = SharedPointer(scratch), st = store.map(SharedPointer.init)
     let abs_ = SharedPointer(tokenAbs), cnt = SharedPointer(tokenCounts)
     let th = JacobianStats.thresholds
@@ -289,23 +309,45 @@ func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
     for start in stride(from: 0, to: B, by: c) {
         let n = min(c, B - start)
         let clock0 = PhaseTimer.now()
-        // Worker 0's own split between the forward part (gather, J,
-        // statistics) and the backward part (G, two gemms).
+        // Worker 0's own split between the forward part (J, statistics) and
+        // the backward part (G, dL, dR; the kernel reports when its J was done).
         var w0Forward = 0.0, w0Backward = 0.0
         Parallel.forRanges(n, threads: workers) { w, slots in
-            let L = sc.p + w * perWorker, R = L + k * dMlp, Jw = R + k * dMlp, G = Jw + kk
+            let part = sc.p + w * perWorker
+            var end = 0.0
+            withUnsafeMutablePointer(to: &end) { forwardEnd in
             for slot in slots {
                 let b = in_.token(start + slot)
                 let f0 = w == 0 ? PhaseTimer.now() : 0
                 let phi = in_.phi + b * dMlp
-                for j in 0..<k {
-                    (L + j * dMlp).update(from: in_.w2eT + in_.k2[b * k + j] * dMlp, count: dMlp)
-                    let src = in_.wd1 + in_.k1[b * k + j] * dMlp, dst = R + j * dMlp
-                    for r in 0..<dMlp { dst[r] = src[r] * phi[r] }
+                let J = st.map { $0.p + b * kk } ?? (kernel ? part + (perWorker - kk) : part + 2 * k * dMlp)
+                let outL = dL.p + slot * k * dMlp, outR = dR.p + slot * k * dMlp
+                if kernel {
+                    let nextB = slot + 1 < slots.upperBound ? in_.token(start + slot + 1) : nil
+                    T.jacobianToken(J: J, dL: backward == nil ? nil : outL, dR: backward == nil ? nil : outR, workspace: part,
+                                    wd1: in_.wd1, w2eT: in_.w2eT, phi: phi, k1: in_.k1 + b * k, k2: in_.k2 + b * k,
+                                    coef: backward?.coef ?? 0,
+                                    next: nextB.map { (in_.k1 + $0 * k, in_.k2 + $0 * k, in_.phi + $0 * dMlp) }, k: k, h: dMlp,
+                                    forwardEnd: w == 0 ? forwardEnd : nil)
+                } else {
+                    let L = part, R = L + k * dMlp
+                    for j in 0..<k {
+                        (L + j * dMlp).update(from: in_.w2eT + in_.k2[b * k + j] * dMlp, count: dMlp)
+                        let src = in_.wd1 + in_.k1[b * k + j] * dMlp, dst = R + j * dMlp
+                        for r in 0..<dMlp { dst[r] = src[r] * phi[r] }
+                    }
+                    // J_b = L · Rᵀ : [k, d_mlp] × [d_mlp, k]
+                    T.gemm(transA: false, transB: true, m: k, n: k, k: dMlp, alpha: 1, a: L, lda: dMlp, b: R, ldb: dMlp, beta: 0, c: J, ldc: k)
+                    if w == 0 { forwardEnd.pointee = PhaseTimer.now() }
+                    if let bw = backward {
+                        // d|J|/dJ = sign(J), with sign(0) = 0 as torch.sign.
+                        let G = part + 2 * k * dMlp + kk
+                        for e in 0..<kk { G[e] = J[e] > 0 ? bw.coef : (J[e] < 0 ? -bw.coef : 0) }
+                        T.gemm(transA: false, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: R, ldb: dMlp, beta: 1, c: outL, ldc: dMlp)
+                        T.gemm(transA: true, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: L, ldb: dMlp, beta: 1, c: outR, ldc: dMlp)
+                    }
                 }
-                let J = st.map { $0.p + b * kk } ?? Jw
-                // J_b = L · Rᵀ : [k, d_mlp] × [d_mlp, k]
-                T.gemm(transA: false, transB: true, m: k, n: k, k: dMlp, alpha: 1, a: L, lda: dMlp, b: R, ldb: dMlp, beta: 0, c: J, ldc: k)
+                let f1 = w == 0 ? PhaseTimer.now() : 0
                 var a = 0.0
                 var c0: Int32 = 0, c1: Int32 = 0, c2: Int32 = 0, c3: Int32 = 0
                 for e in 0..<kk {
@@ -318,15 +360,11 @@ func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
                 }
                 abs_.p[b] = a
                 cnt.p[b * 4] = c0; cnt.p[b * 4 + 1] = c1; cnt.p[b * 4 + 2] = c2; cnt.p[b * 4 + 3] = c3
-                let f1 = w == 0 ? PhaseTimer.now() : 0
-                if w == 0 { w0Forward += f1 - f0 }
-                guard let bw = backward else { continue }
-                // d|J|/dJ = sign(J), with sign(0) = 0 as torch.sign.
-                for e in 0..<kk { G[e] = J[e] > 0 ? bw.coef : (J[e] < 0 ? -bw.coef : 0) }
-                let outL = dL.p + slot * k * dMlp, outR = dR.p + slot * k * dMlp
-                T.gemm(transA: false, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: R, ldb: dMlp, beta: 1, c: outL, ldc: dMlp)
-                T.gemm(transA: true, transB: false, m: k, n: dMlp, k: k, alpha: 1, a: G, lda: k, b: L, ldb: dMlp, beta: 1, c: outR, ldc: dMlp)
-                if w == 0 { w0Backward += PhaseTimer.now() - f1 }
+                if w == 0 {
+                    w0Forward += (forwardEnd.pointee - f0) + (PhaseTimer.now() - f1)
+                    w0Backward += f1 - forwardEnd.pointee
+                }
+            }
             }
         }
         let clock1 = PhaseTimer.now()
@@ -334,7 +372,8 @@ func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
         stats.forwardSeconds += (clock1 - clock0) * share
         stats.backwardSeconds += (clock1 - clock0) * (1 - share)
         guard let bw = backward else { continue }
-        scatterJacobianGradients(dwd1: bw.dwd1, dw2eT: bw.dw2eT, dL: dL.p, dR: dR.p, in_, start: start, count: n, threads: threads)
+        scatterJacobianGradients(dwd1: bw.dwd1, dw2eT: bw.dw2eT, dL: dL.p, dR: dR.p, in_, start: start, count: n,
+                                 zeroRead: !kernel, threads: threads)
         stats.backwardSeconds += PhaseTimer.now() - clock1
     }
     stats.entries = B * kk
@@ -349,10 +388,11 @@ func jacobianPass<T: JSAEScalar>(store: UnsafeMutablePointer<T>?,
 /// for the chunk's tokens: worker w owns a range of latent rows of each, and
 /// visits tokens in the pass's order, so the sums do not depend on the
 /// thread count. Each row of dL and dR is read by the one worker that owns
-/// its latent, which zeroes it for the next chunk's gemms.
+/// its latent, which with `zeroRead` zeroes it for the next chunk's gemms
+/// (they add into it; the C kernel overwrites it).
 private func scatterJacobianGradients<T: JSAEScalar>(dwd1: UnsafeMutablePointer<T>, dw2eT: UnsafeMutablePointer<T>,
                                                      dL: UnsafeMutablePointer<T>, dR: UnsafeMutablePointer<T>, _ in_: JacobianInputs<T>,
-                                                     start: Int, count n: Int, threads: Int) {
+                                                     start: Int, count n: Int, zeroRead: Bool, threads: Int) {
     let k = in_.k, dMlp = in_.dMlp, mIn = in_.mIn, mOut = in_.mOut, mMax = max(mIn, mOut)
     let d1 = SharedPointer(dwd1), d2 = SharedPointer(dw2eT)
     Parallel.forRanges(mMax, threads: threads) { _, own in
@@ -364,12 +404,14 @@ private func scatterJacobianGradients<T: JSAEScalar>(dwd1: UnsafeMutablePointer<
                 let i2 = in_.k2[b * k + j]
                 if ownOut.contains(i2) {
                     let dst = d2.p + i2 * dMlp, src = dL + (slot * k + j) * dMlp
-                    for r in 0..<dMlp { dst[r] += src[r]; src[r] = 0 }
+                    for r in 0..<dMlp { dst[r] += src[r] }
+                    if zeroRead { src.update(repeating: 0, count: dMlp) }
                 }
                 let i1 = in_.k1[b * k + j]
                 if ownIn.contains(i1) {
                     let dst = d1.p + i1 * dMlp, src = dR + (slot * k + j) * dMlp, phi = in_.phi + b * dMlp
-                    for r in 0..<dMlp { dst[r] += src[r] * phi[r]; src[r] = 0 }
+                    for r in 0..<dMlp { dst[r] += src[r] * phi[r] }
+                    if zeroRead { src.update(repeating: 0, count: dMlp) }
                 }
             }
         }

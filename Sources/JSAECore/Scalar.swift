@@ -1,4 +1,5 @@
 import CBLAS
+import CJSAEKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -45,6 +46,25 @@ public protocol JSAEScalar: BinaryFloatingPoint, Sendable, BitwiseCopyable where
     /// per type for the reason `anyOfEight` is.
     static func adamUpdate(_ count: Int, params: UnsafeMutablePointer<Self>, grads: UnsafePointer<Self>,
                            expAvg: UnsafeMutablePointer<Self>, expAvgSq: UnsafeMutablePointer<Self>, _ c: AdamCoefficients<Self>)
+    /// Whether `jacobianToken` runs for this type: Float has the C kernel
+    /// (CJSAEKernels); Double runs the Jacobian's products on BLAS, as it
+    /// runs the golden and reference checks, whose speed does not matter.
+    static var hasJacobianKernel: Bool { get }
+    /// One token's J [k, k], and with dL and dR [k, h] its backward
+    /// (`jsae_jacobian_token_f32`, which says what each argument is), on the
+    /// widest kernel path this CPU runs. Only where `hasJacobianKernel`.
+    static func jacobianToken(J: UnsafeMutablePointer<Self>, dL: UnsafeMutablePointer<Self>?, dR: UnsafeMutablePointer<Self>?,
+                              workspace: UnsafeMutablePointer<Self>, wd1: UnsafePointer<Self>, w2eT: UnsafePointer<Self>,
+                              phi: UnsafePointer<Self>, k1: UnsafePointer<Int>, k2: UnsafePointer<Int>, coef: Self,
+                              next: (k1: UnsafePointer<Int>, k2: UnsafePointer<Int>, phi: UnsafePointer<Self>)?,
+                              k: Int, h: Int, forwardEnd: UnsafeMutablePointer<Double>?)
+}
+
+/// Int is 64 bits on every platform the package builds for, as the C
+/// kernel's int64_t indices.
+@inline(__always)
+func int64Pointer(_ p: UnsafePointer<Int>) -> UnsafePointer<Int64> {
+    UnsafeRawPointer(p).assumingMemoryBound(to: Int64.self)
 }
 
 /// The scan behind `firstNonFinite(in:)`, instantiated for each concrete
@@ -113,6 +133,16 @@ extension Float: JSAEScalar {
                                   expAvg: UnsafeMutablePointer<Float>, expAvgSq: UnsafeMutablePointer<Float>, _ c: AdamCoefficients<Float>) {
         adamUpdateVectorised(SIMD8<Float>.self, count, params: params, grads: grads, expAvg: expAvg, expAvgSq: expAvgSq, c)
     }
+    public static var hasJacobianKernel: Bool { true }
+    public static func jacobianToken(J: UnsafeMutablePointer<Float>, dL: UnsafeMutablePointer<Float>?, dR: UnsafeMutablePointer<Float>?,
+                                     workspace: UnsafeMutablePointer<Float>, wd1: UnsafePointer<Float>, w2eT: UnsafePointer<Float>,
+                                     phi: UnsafePointer<Float>, k1: UnsafePointer<Int>, k2: UnsafePointer<Int>, coef: Float,
+                                     next: (k1: UnsafePointer<Int>, k2: UnsafePointer<Int>, phi: UnsafePointer<Float>)?,
+                                     k: Int, h: Int, forwardEnd: UnsafeMutablePointer<Double>?) {
+        jsae_jacobian_token_f32(J, dL, dR, workspace, wd1, w2eT, phi, int64Pointer(k1), int64Pointer(k2), coef,
+                                next.map { int64Pointer($0.k1) }, next.map { int64Pointer($0.k2) }, next?.phi,
+                                Int64(k), Int64(h), forwardEnd, JSAE_KERNEL_AUTO)
+    }
 }
 
 extension Double: JSAEScalar {
@@ -146,6 +176,14 @@ extension Double: JSAEScalar {
     public static func adamUpdate(_ count: Int, params: UnsafeMutablePointer<Double>, grads: UnsafePointer<Double>,
                                   expAvg: UnsafeMutablePointer<Double>, expAvgSq: UnsafeMutablePointer<Double>, _ c: AdamCoefficients<Double>) {
         adamUpdateVectorised(SIMD4<Double>.self, count, params: params, grads: grads, expAvg: expAvg, expAvgSq: expAvgSq, c)
+    }
+    public static var hasJacobianKernel: Bool { false }
+    public static func jacobianToken(J: UnsafeMutablePointer<Double>, dL: UnsafeMutablePointer<Double>?, dR: UnsafeMutablePointer<Double>?,
+                                     workspace: UnsafeMutablePointer<Double>, wd1: UnsafePointer<Double>, w2eT: UnsafePointer<Double>,
+                                     phi: UnsafePointer<Double>, k1: UnsafePointer<Int>, k2: UnsafePointer<Int>, coef: Double,
+                                     next: (k1: UnsafePointer<Int>, k2: UnsafePointer<Int>, phi: UnsafePointer<Double>)?,
+                                     k: Int, h: Int, forwardEnd: UnsafeMutablePointer<Double>?) {
+        preconditionFailure("no Jacobian kernel in Double: jacobianPass checks hasJacobianKernel")
     }
 }
 

@@ -94,7 +94,8 @@ public final class Workspace<T: JSAEScalar> {
         partials = Buffer(train ? squaredSumBlocks(2 * d * mMax + mMax + d) : 0)
         featureMeans = Buffer(d)
         let encoderChunk = encodeScratchCount(tokens: B, m: mMax)
-        let jac = s.pair ? JacobianScratch.count(tokens: B, k: k, dMlp: dMlp, chunk: s.jacobianChunk, threads: threads, backward: train) : 0
+        let jac = s.pair ? JacobianScratch.count(tokens: B, k: k, dMlp: dMlp, chunk: s.jacobianChunk, threads: threads, backward: train,
+                                                           kernel: T.hasJacobianKernel) : 0
         arena = Buffer(max(encoderChunk, mlpScratchCount(tokens: B, dMlp: dMlp), jac, train ? decoderBackwardScratchCount(m: mMax, d: d, threads: threads) : 0))
     }
 

@@ -45,6 +45,62 @@ struct WorkspaceTests {
         #expect(abs(stats.absSum - want.J.reduce(0) { $0 + abs($1) }) <= 1e-12 * stats.absSum)
         #expect(stats.entries == J.count && stats.above[1] == J.filter { abs($0) > 0.01 }.count)
     }
+
+    /// The Float pass runs the C kernel (`JSAEScalar.hasJacobianKernel`);
+    /// against the Double plain-loop definition on the same Float inputs,
+    /// every entry of J, dwd1 and dw2eᵀ is within (n + 2)·u·Σ|terms|, where
+    /// n bounds the roundings on its way (Higham §3.1, as the kernel's own
+    /// tests): J sums d_mlp products of a rounded φ'-scaled factor; a
+    /// gradient entry sums k products per token, is scaled by φ' once and
+    /// summed over at most B tokens. Σ|terms| is the same definition run on
+    /// |inputs|, where every G is +coef. A sign of J within its bound of 0
+    /// could legitimately differ from the reference's, so the fixture is
+    /// checked to have none.
+    @Test("The Float pass (C kernel) is within its rounding bound of the plain-loop definition",
+          arguments: [1, 3, 100], JacobianOrder.allCases)
+    func kernelJacobian(_ chunk: Int, _ order: JacobianOrder) {
+        let (state, x, _) = Self.fixture()
+        let model = state.model
+        #expect(Float.hasJacobianKernel)
+        let ws = Workspace<Float>(model.workspaceShape(tokens: x.rows, jacobianChunk: chunk),
+                                  purpose: [.training, .storeJacobian], threads: 2)
+        ws.jacobianOrder = order
+        ws.load(x, yTarget: nil)
+        model.forwardPass(ws, point: .trueInput)
+        model.computeJacobianFactors(ws)
+        let coef: Float = 0.37
+        ws.dwd1.p.update(repeating: 0, count: ws.dwd1.count)
+        ws.dw2eT.p.update(repeating: 0, count: ws.dw2eT.count)
+        let inputs = model.jacobianInputs(ws)
+        let stats = jacobianPass(store: ws.jacobian.p, backward: (ws.dwd1.p, ws.dw2eT.p, coef),
+                                 tokenAbs: ws.jacobianAbs.p, tokenCounts: ws.jacobianCounts.p, scratch: ws.arena.p,
+                                 inputs, chunk: chunk, threads: 2)
+        let want = jacobianPassReference(inputs, coef: Double(coef))
+        // The same definition on |wd1|, |w2eᵀ|, |φ'|: Σ|terms| per entry.
+        let (B, k, h) = (inputs.tokens, inputs.k, inputs.dMlp)
+        let absWd1 = UnsafeBufferPointer(start: inputs.wd1, count: inputs.mIn * h).map { abs($0) }
+        let absW2eT = UnsafeBufferPointer(start: inputs.w2eT, count: inputs.mOut * h).map { abs($0) }
+        let absPhi = UnsafeBufferPointer(start: inputs.phi, count: B * h).map { abs($0) }
+        let mags = absWd1.withUnsafeBufferPointer { w1 in absW2eT.withUnsafeBufferPointer { w2 in absPhi.withUnsafeBufferPointer { ph in
+            var a = inputs
+            a.wd1 = w1.baseAddress!; a.w2eT = w2.baseAddress!; a.phi = ph.baseAddress!
+            return jacobianPassReference(a, coef: Double(coef))
+        } } }
+        let u = Double(Float.ulpOfOne) / 2
+        func outside(_ got: [Float], _ exact: [Double], _ absSum: [Double], _ n: Int) -> Int {
+            zip(zip(got, exact), absSum).filter { pair, m in
+                let (g, e) = pair
+                return !(abs(Double(g) - e) <= Double(n + 2) * u * m)
+            }.count
+        }
+        #expect(zip(want.J, mags.J).allSatisfy { abs($0) > Double(h + 2) * u * $1 }, "a J entry lies within its bound of 0: pick another seed")
+        #expect(outside(ws.jacobian.array(want.J.count), want.J, mags.J, h) == 0)
+        #expect(outside(ws.dwd1.array(want.dwd1.count), want.dwd1, mags.dwd1, k + 1 + B) == 0)
+        #expect(outside(ws.dw2eT.array(want.dw2eT.count), want.dw2eT, mags.dw2eT, k + B) == 0)
+        #expect(want.dwd1.contains { $0 != 0 } && want.dw2eT.contains { $0 != 0 })
+        let absSum = want.J.reduce(0) { $0 + abs($1) }
+        #expect(abs(stats.absSum - absSum) <= Double(h + 2) * u * mags.J.reduce(0, +))
+    }
 }
 
 @Suite("Latent-sorted reconstruction backward")
