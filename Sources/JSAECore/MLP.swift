@@ -134,15 +134,21 @@ func mlpForward<T: JSAEScalar>(y: UnsafeMutablePointer<T>, act: UnsafeMutablePoi
                      beta: 0, c: act, ldc: dMlp, threads: threads)
         addRowBias(act, w.bIn, rows: n, cols: dMlp)
         let z = SharedPointer(act)
+        // In Float the exact GELU runs as one vectorised C loop per range
+        // (`JSAEScalar.geluInPlace`): libm's erff and expf are a call per
+        // entry, which no loop around them vectorises.
         if let phi {
             let pp = SharedPointer(phi + start * dMlp)
             Parallel.forRanges(n * dMlp, threads: threads) { _, range in
+                if activation == .gelu && T.geluInPlace(z.p + range.lowerBound, derivative: pp.p + range.lowerBound,
+                                                        count: range.count) { return }
                 for i in range {
                     (z.p[i], pp.p[i]) = activation.valueAndDerivative(z.p[i])
                 }
             }
         } else {
             Parallel.forRanges(n * dMlp, threads: threads) { _, range in
+                if activation == .gelu && T.geluInPlace(z.p + range.lowerBound, derivative: nil, count: range.count) { return }
                 for i in range { z.p[i] = activation.value(z.p[i]) }
             }
         }

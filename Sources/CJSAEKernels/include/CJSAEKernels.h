@@ -73,6 +73,13 @@ void jsae_jacobian_token_f32(float *J, float *dL, float *dR, float *workspace,
                              const int64_t *nextK1, const int64_t *nextK2, const float *nextPhi,
                              int64_t k, int64_t h, double *forwardEnd, jsae_kernel_path path);
 
+/// The exact GELU of the MLP in place, z[i] = 0.5·z·(1 + erf(z/√2)), and,
+/// where phi is not NULL, its derivative phi[i] = Φ(z) + z·φ(z), for
+/// i < n: the expressions of JSAECore's Activation.gelu with erf and exp
+/// evaluated within 1 ulp by polynomials (libm's are one call per entry;
+/// these vectorise). The same bits on every path.
+void jsae_gelu_f32(float *z, float *phi, int64_t n, jsae_kernel_path path);
+
 #ifdef __cplusplus
 }
 #endif
