@@ -36,7 +36,7 @@ let package = Package(
 
         // MARK: Implementation
         .target(name: "JSAECore", dependencies: ["CBLAS", "CJSAEKernels"]),
-        // The per-token Jacobian kernel the Float step runs, in C: runtime-dispatched
+        // The Float step's per-token Jacobian and MLP GELU, in C: runtime-dispatched
         // (AVX-512F, AVX2+FMA, portable) through function-level target attributes,
         // so no compiler flag ties the build to one CPU.
         .target(name: "CJSAEKernels"),
@@ -72,8 +72,9 @@ let package = Package(
         // campaign in the same target runs only with JSAE_FUZZ_CAMPAIGN=N
         // (ci/fuzz-campaign.sh).
         .testTarget(name: "FuzzTests", dependencies: ["jsae", "jsae-bench", "JSAECore", "JSAEIO", "_JSAETestSupport", "CHDF5"]),
-        // The C Jacobian kernel, every path this CPU runs, against a
-        // double-precision reference written in C, so it is fast in debug builds.
+        // The C kernels, every path this CPU runs: the Jacobian against a
+        // double-precision reference written in C (fast in debug builds), the
+        // GELU against libm's erf and exp in Double.
         .target(name: "KernelReference", path: "Tests/KernelReference"),
         .testTarget(name: "KernelTests", dependencies: ["CJSAEKernels", "KernelReference"]),
     ]

@@ -1,7 +1,7 @@
 // The GELU loop of gelu_template.h, once per instruction-set path, and its
 // public entry point. The x86 paths carry their target attribute, so the
 // compiler vectorises each for its own vector width with no compiler flag.
-#include "CJSAEKernels.h"
+#include "jacobian_internal.h"
 
 #define GN(name) name##_gelu_portable
 #define GATTR
@@ -25,8 +25,7 @@
 
 void jsae_gelu_f32(float *z, float *phi, int64_t n, jsae_kernel_path path) {
     if (n <= 0) return;
-    if (path == JSAE_KERNEL_AUTO || !jsae_kernel_path_supported(path)) path = jsae_kernel_path_selected();
-    switch (path) {
+    switch (jsae_kernel_path_run(path)) {
 #if defined(__x86_64__)
     case JSAE_KERNEL_AVX512: gelu_gelu_avx512(z, phi, n); return;
     case JSAE_KERNEL_AVX2: gelu_gelu_avx2(z, phi, n); return;

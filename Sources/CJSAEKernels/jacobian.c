@@ -1,4 +1,4 @@
-// Public entry points: path selection and the per-token / per-batch loops.
+// Path selection, and the per-token Jacobian's public entry point.
 #include "CJSAEKernels.h"
 #include "jacobian_internal.h"
 
@@ -51,11 +51,12 @@ size_t jsae_jacobian_workspace_floats(int64_t k, int64_t h) {
 
 typedef void (*token_fn)(JSAE_TOKEN_ARGS);
 
-// An unsupported path is a caller's bug; it falls back to the portable path
-// rather than executing illegal instructions.
+jsae_kernel_path jsae_kernel_path_run(jsae_kernel_path path) {
+    return path == JSAE_KERNEL_AUTO || !jsae_kernel_path_supported(path) ? jsae_kernel_path_selected() : path;
+}
+
 static token_fn resolve(jsae_kernel_path path) {
-    if (path == JSAE_KERNEL_AUTO || !jsae_kernel_path_supported(path)) path = jsae_kernel_path_selected();
-    switch (path) {
+    switch (jsae_kernel_path_run(path)) {
 #if defined(__x86_64__)
     case JSAE_KERNEL_AVX2: return jacobian_token_avx2;
     case JSAE_KERNEL_AVX512: return jacobian_token_avx512;

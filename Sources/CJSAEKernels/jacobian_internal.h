@@ -4,6 +4,12 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <time.h>
+#include "CJSAEKernels.h"
+
+// The path a call runs: `path` itself where this CPU supports it, else (AUTO
+// or a caller's bug) the widest supported one, never a path whose
+// instructions would be illegal here. Every entry point dispatches on it.
+jsae_kernel_path jsae_kernel_path_run(jsae_kernel_path path);
 
 // Values of r per block. Per block the forward's working set is LT and the
 // R block (2·k·JSAE_RB floats, 16 KiB at k = 32), inside a 32 KiB L1 with room

@@ -1,7 +1,8 @@
 #ifndef CJSAE_KERNELS_H
 #define CJSAE_KERNELS_H
-// Per-token Jacobian kernels of the JSAE training step (float32): what
-// jacobianPass in JSAECore runs per token in Float.
+// The Float training step's C kernels: the per-token Jacobian (what
+// jacobianPass in JSAECore runs per token) and the MLP's GELU (what
+// mlpForward runs), each compiled per instruction-set path.
 //
 // Dimension letters, used throughout this target:
 //   k      latents per token (TopK), also the side of the Jacobian J [k, k]
